@@ -1,0 +1,31 @@
+/**
+ * `kiln golden <fixture-dir>`: parity against the fixture's HF reference. One JSON line per
+ * prompt, then a summary line; exits non-zero when a check fails.
+ */
+import { Command, InvalidArgumentError } from "commander";
+import { runGolden } from "../runtime/golden_check.ts";
+import { floatFlag } from "./options.ts";
+
+interface GoldenFlags {
+  backend: string;
+  tol: number;
+  ropeFreqBf16?: boolean;
+}
+
+export function goldenCommand(): Command {
+  return new Command("golden")
+    .description("compare a fixture folder's model against its reference.safetensors")
+    .argument("<fixture-dir>", "a folder with config.json, model.safetensors and reference.safetensors")
+    .option("--backend <name>", "cpu (cuda arrives with the CUDA backend)", (v) => {
+      if (v !== "cpu") throw new InvalidArgumentError(`backend '${v}' is not available; use cpu`);
+      return v;
+    }, "cpu")
+    .option("--tol <x>", "relative error allowed for logits", floatFlag("--tol", 0), 1e-4)
+    .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
+    .action(async (dir: string, flags: GoldenFlags) => {
+      const { results, summary } = await runGolden(dir, { tolerance: flags.tol, ropeFreqBf16: flags.ropeFreqBf16 === true });
+      for (const r of results) process.stdout.write(JSON.stringify(r) + "\n");
+      process.stdout.write(JSON.stringify({ summary }) + "\n");
+      if (!summary.ok) process.exitCode = 1;
+    });
+}

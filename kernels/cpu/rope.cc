@@ -1,0 +1,51 @@
+// Rotary position embedding, in place on x [T, numHeads * headDim]. For token t and pair i,
+// angle = (float)positions[t] * invFreq[i], the product rounded to f32 as HF's
+// `inv_freq @ position_ids` in float32 does, so long positions give the same angles; cos and sin
+// are then taken in double and rounded. Only the first rotaryDim elements of each head rotate.
+//   neox (HF rotate_half): pairs (i, i + rotaryDim/2)
+//   GPT-J (interleaved):   pairs (2i, 2i + 1)
+// Both: (a, b) -> (a cos - b sin, b cos + a sin).
+#include <cmath>
+#include <vector>
+
+#include "kernels.h"
+
+namespace kiln {
+namespace {
+
+constexpr size_t kParallelElems = size_t{1} << 15;
+
+}  // namespace
+
+void rope(float* x, const int32_t* positions, const float* invFreq, const RopeShape& s) {
+  const size_t half = s.rotaryDim / 2;
+  const size_t rowWidth = s.numHeads * s.headDim;
+  const bool parallel = s.tokens * rowWidth >= kParallelElems;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> cosv(half), sinv(half);  // [rotaryDim / 2], this token's angles
+#pragma omp for schedule(static)
+    for (size_t t = 0; t < s.tokens; ++t) {
+      const float pos = static_cast<float>(positions[t]);
+      for (size_t i = 0; i < half; ++i) {
+        const double angle = static_cast<double>(pos * invFreq[i]);
+        cosv[i] = static_cast<float>(std::cos(angle));
+        sinv[i] = static_cast<float>(std::sin(angle));
+      }
+      for (size_t h = 0; h < s.numHeads; ++h) {
+        float* head = x + t * rowWidth + h * s.headDim;
+        const size_t stride = s.neox ? 1 : 2;  // distance between consecutive pairs' first elements
+        const size_t partner = s.neox ? half : 1;
+        for (size_t i = 0; i < half; ++i) {
+          float* a = head + i * stride;
+          float* b = a + partner;
+          const float av = *a, bv = *b;
+          *a = av * cosv[i] - bv * sinv[i];
+          *b = bv * cosv[i] + av * sinv[i];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace kiln

@@ -1,0 +1,20 @@
+/** The model-author DSL: everything an in-tree or plugin model is written with. */
+export { Module, joinPrefix, SINGLE_DEVICE, type ModelContext, type ParallelConfig } from "./module.ts";
+export { Parameter, defaultLoader, type SourceTensor, type WeightData, type WeightLoader } from "./parameter.ts";
+export {
+  ColumnParallelLinear,
+  MergedColumnParallelLinear,
+  QKVParallelLinear,
+  ReplicatedLinear,
+  RowParallelLinear,
+} from "./linear.ts";
+export { ParallelLMHead, VocabParallelEmbedding } from "./embedding.ts";
+export { LayerNorm, RMSNorm } from "./norm.ts";
+export { RotaryEmbedding } from "./rotary.ts";
+export { Attention } from "./attention.ts";
+export { LLAMA_STACKED, loadWeights, type LoadReport, type StackedParam, type WeightRules, type WeightSource } from "./load_weights.ts";
+export { traceModel, type CausalLM, type CausalLMClass, type ModelArgs, type ModelInputs } from "./causal_lm.ts";
+export { Tensor, GraphBuilder } from "../../compiler/trace.ts";
+export type { ConfigReader } from "../../runtime/hf_config.ts";
+export { parseRope, type RopeConfig } from "../../runtime/rope_config.ts";
+export { registerModel, loadPlugins } from "../registry.ts";

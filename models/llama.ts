@@ -1,0 +1,253 @@
+/**
+ * The Llama family: Llama, Mistral, Qwen2 and Qwen3 share one decoder; they differ in config
+ * data (biases, per-head q/k norm, sliding windows, tied heads), captured in `LlamaVariant`.
+ *
+ *   h = embed(ids)                                  // [T, H]
+ *   per layer: h = h + o(attn(rope(q), rope(k), v))  of rmsnorm(h)
+ *              h = h + down(silu(gate) * up)         of rmsnorm(h)
+ *   logits = lm_head(rmsnorm(h[last rows]))          // [S, V]
+ */
+import type { Tensor } from "../compiler/trace.ts";
+import { KilnError } from "../runtime/errors.ts";
+import type { ConfigReader } from "../runtime/hf_config.ts";
+import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { Attention } from "./dsl/attention.ts";
+import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
+import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
+import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
+import { Module, type ModelContext } from "./dsl/module.ts";
+import { RMSNorm } from "./dsl/norm.ts";
+import { RotaryEmbedding } from "./dsl/rotary.ts";
+
+export interface LlamaConfig {
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly vocabSize: number;
+  readonly rmsNormEps: number;
+  readonly rope: RopeConfig;
+  readonly maxPositions: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly qkvBias: boolean;
+  readonly oBias: boolean;
+  readonly mlpBias: boolean;
+  readonly qkNorm: boolean;
+  /** per layer: the sliding window, or undefined for full attention */
+  readonly slidingWindows: readonly (number | undefined)[];
+}
+
+/** How one member of the family reads its config. */
+export interface LlamaVariant {
+  readonly qkvBias: (c: ConfigReader) => boolean;
+  readonly qkNorm: boolean;
+}
+
+function slidingWindows(c: ConfigReader, numLayers: number): (number | undefined)[] {
+  const window = c.optInt("sliding_window");
+  const types = c.has("layer_types") ? c.stringList("layer_types") : undefined;
+  if (types) {
+    if (types.length !== numLayers) {
+      throw new KilnError("CONFIG_INVALID", `${c.path}: layer_types has ${types.length} entries for ${numLayers} layers`);
+    }
+    return types.map((t) => (t === "sliding_attention" ? window : undefined));
+  }
+  // older Qwen2 spelling: sliding window only when enabled, from layer max_window_layers on
+  if (c.has("use_sliding_window")) {
+    const on = c.optBool("use_sliding_window") ?? false;
+    const from = c.optInt("max_window_layers") ?? 0;
+    return Array.from({ length: numLayers }, (_, i) => (on && i >= from ? window : undefined));
+  }
+  return Array.from({ length: numLayers }, () => window);
+}
+
+export function parseLlamaConfig(c: ConfigReader, variant: LlamaVariant): LlamaConfig {
+  const hiddenSize = c.int("hidden_size");
+  const numHeads = c.int("num_attention_heads");
+  const numLayers = c.int("num_hidden_layers");
+  const act = c.optString("hidden_act") ?? "silu";
+  if (act !== "silu") throw new KilnError("CONFIG_INVALID", `${c.path}: hidden_act '${act}' is not supported (expected silu)`);
+  return {
+    hiddenSize,
+    intermediateSize: c.int("intermediate_size"),
+    numLayers,
+    numHeads,
+    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
+    headDim: c.optInt("head_dim") ?? hiddenSize / numHeads,
+    vocabSize: c.int("vocab_size"),
+    rmsNormEps: c.optFloat("rms_norm_eps") ?? 1e-6,
+    rope: parseRope(c),
+    maxPositions: c.optInt("max_position_embeddings") ?? 2048,
+    tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? false,
+    qkvBias: variant.qkvBias(c),
+    oBias: c.optBool("attention_bias") ?? false,
+    mlpBias: c.optBool("mlp_bias") ?? false,
+    qkNorm: variant.qkNorm,
+    slidingWindows: slidingWindows(c, numLayers),
+  };
+}
+
+class LlamaAttention extends Module {
+  readonly qkvProj: QKVParallelLinear;
+  readonly oProj: RowParallelLinear;
+  readonly qNorm: RMSNorm | undefined;
+  readonly kNorm: RMSNorm | undefined;
+  readonly rotary: RotaryEmbedding;
+  readonly attn: Attention;
+
+  constructor(prefix: string, cfg: LlamaConfig, layer: number, ctx: ModelContext) {
+    super(prefix);
+    const D = cfg.headDim;
+    this.qkvProj = new QKVParallelLinear(this.join("qkv_proj"), cfg.hiddenSize, D, cfg.numHeads, cfg.numKvHeads, ctx, {
+      bias: cfg.qkvBias,
+    });
+    const { numHeads, numKvHeads } = this.qkvProj.sizes;
+    this.oProj = new RowParallelLinear(this.join("o_proj"), cfg.numHeads * D, cfg.hiddenSize, ctx, { bias: cfg.oBias });
+    this.qNorm = cfg.qkNorm ? new RMSNorm(this.join("q_norm"), D, cfg.rmsNormEps) : undefined;
+    this.kNorm = cfg.qkNorm ? new RMSNorm(this.join("k_norm"), D, cfg.rmsNormEps) : undefined;
+    this.rotary = new RotaryEmbedding(D, D, cfg.rope);
+    this.attn = new Attention(this.join("attn"), numHeads, D, D ** -0.5, numKvHeads, {
+      slidingWindow: cfg.slidingWindows[layer],
+    });
+  }
+
+  forward(positions: Tensor, x: Tensor): Tensor {
+    return this.scoped(x.graph, () => {
+      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
+      const [q0, k0, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
+      let q = q0!;
+      let k = k0!;
+      if (this.qNorm && this.kNorm) {
+        q = this.qNorm.forward(q);
+        k = this.kNorm.forward(k);
+      }
+      q = this.rotary.apply(q, positions, numHeads);
+      k = this.rotary.apply(k, positions, numKvHeads);
+      return this.oProj.forward(this.attn.forward(q, k, v!));
+    });
+  }
+}
+
+class LlamaMLP extends Module {
+  readonly gateUpProj: MergedColumnParallelLinear;
+  readonly downProj: RowParallelLinear;
+  constructor(prefix: string, cfg: LlamaConfig, ctx: ModelContext) {
+    super(prefix);
+    const I = cfg.intermediateSize;
+    this.gateUpProj = new MergedColumnParallelLinear(this.join("gate_up_proj"), cfg.hiddenSize, [I, I], ctx, { bias: cfg.mlpBias });
+    this.downProj = new RowParallelLinear(this.join("down_proj"), I, cfg.hiddenSize, ctx, { bias: cfg.mlpBias });
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.scoped(x.graph, () => {
+      const per = this.gateUpProj.sizesPerRank[0]!;
+      const [gate, up] = this.gateUpProj.forward(x).split([per, per]);
+      return this.downProj.forward(gate!.silu().mul(up!));
+    });
+  }
+}
+
+class LlamaDecoderLayer extends Module {
+  readonly inputLayernorm: RMSNorm;
+  readonly selfAttn: LlamaAttention;
+  readonly postAttentionLayernorm: RMSNorm;
+  readonly mlp: LlamaMLP;
+  constructor(prefix: string, cfg: LlamaConfig, layer: number, ctx: ModelContext) {
+    super(prefix);
+    this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.selfAttn = new LlamaAttention(this.join("self_attn"), cfg, layer, ctx);
+    this.postAttentionLayernorm = new RMSNorm(this.join("post_attention_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.mlp = new LlamaMLP(this.join("mlp"), cfg, ctx);
+  }
+
+  forward(positions: Tensor, h: Tensor): Tensor {
+    return this.scoped(h.graph, () => {
+      const a = h.add(this.selfAttn.forward(positions, this.inputLayernorm.forward(h)));
+      return a.add(this.mlp.forward(this.postAttentionLayernorm.forward(a)));
+    });
+  }
+}
+
+export class LlamaModel extends Module {
+  readonly embedTokens: VocabParallelEmbedding;
+  readonly layers: LlamaDecoderLayer[];
+  readonly norm: RMSNorm;
+  constructor(prefix: string, cfg: LlamaConfig, ctx: ModelContext) {
+    super(prefix);
+    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
+    this.layers = Array.from(
+      { length: cfg.numLayers },
+      (_, i) => new LlamaDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx),
+    );
+    this.norm = new RMSNorm(this.join("norm"), cfg.hiddenSize, cfg.rmsNormEps);
+  }
+
+  /** final hidden states of the rows in `logitsIndices`: [S, H] */
+  forward(inputs: ModelInputs): Tensor {
+    let h = this.embedTokens.forward(inputs.inputIds);
+    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
+    // the norm is per row, so normalizing only the wanted rows gives the same result, cheaper
+    return this.norm.forward(h.gatherRows(inputs.logitsIndices));
+  }
+}
+
+export abstract class LlamaFamilyForCausalLM extends Module implements CausalLM {
+  readonly cfg: LlamaConfig;
+  readonly model: LlamaModel;
+  readonly lmHead: ParallelLMHead;
+
+  constructor(args: ModelArgs, variant: LlamaVariant) {
+    super("");
+    this.cfg = parseLlamaConfig(args.config, variant);
+    this.model = new LlamaModel("model", this.cfg, args.ctx);
+    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
+    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
+  }
+
+  get vocabSize(): number {
+    return this.cfg.vocabSize;
+  }
+
+  get maxPositions(): number {
+    return this.cfg.maxPositions;
+  }
+
+  forward(inputs: ModelInputs): Tensor {
+    return this.lmHead.logits(this.model.forward(inputs));
+  }
+
+  loadWeights(source: WeightSource): LoadReport {
+    const skip = [/rotary_emb\.inv_freq$/];
+    if (this.cfg.tieWordEmbeddings) skip.push(/^lm_head\.weight$/);
+    return loadWeights(this, source, { stacked: LLAMA_STACKED, skip });
+  }
+}
+
+export class LlamaForCausalLM extends LlamaFamilyForCausalLM {
+  constructor(args: ModelArgs) {
+    super(args, { qkvBias: (c) => c.optBool("attention_bias") ?? false, qkNorm: false });
+  }
+}
+
+export class MistralForCausalLM extends LlamaFamilyForCausalLM {
+  constructor(args: ModelArgs) {
+    super(args, { qkvBias: () => false, qkNorm: false });
+  }
+}
+
+/** Qwen2 always has q/k/v biases (and none on o_proj). */
+export class Qwen2ForCausalLM extends LlamaFamilyForCausalLM {
+  constructor(args: ModelArgs) {
+    super(args, { qkvBias: () => true, qkNorm: false });
+  }
+}
+
+/** Qwen3 drops the q/k/v biases and normalizes q and k per head. */
+export class Qwen3ForCausalLM extends LlamaFamilyForCausalLM {
+  constructor(args: ModelArgs) {
+    super(args, { qkvBias: (c) => c.optBool("attention_bias") ?? false, qkNorm: true });
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * Typed errors with stable codes. Every failure a user can cause (a bad file, a bad config,
+ * a bad request) surfaces as a KilnError whose `code` is one of these literals, so callers
+ * (the CLI, the HTTP server, tests) can branch on it without parsing messages.
+ */
+export const ERROR_CODES = [
+  "CONFIG_INVALID", // config.json / generation_config.json missing, unparsable or missing a field
+  "SAFETENSORS_INVALID", // header truncated, corrupt, offsets out of range
+  "SAFETENSORS_DTYPE", // a dtype the reader does not know or the caller cannot use
+  "TENSOR_MISSING", // a parameter no checkpoint tensor filled
+  "TENSOR_UNUSED", // a checkpoint tensor no parameter consumed
+  "TENSOR_SHAPE", // a checkpoint tensor whose shape does not match its parameter
+  "ARCH_UNKNOWN", // an architecture name no registry entry handles
+  "PLUGIN_INVALID", // a plugin module or registry spec that cannot be loaded
+  "TRACE_SHAPE", // an op built with inconsistent shapes or dtypes while tracing
+  "TOKENIZER_INVALID", // tokenizer files missing or unreadable
+  "MODEL_NOT_FOUND", // a model folder that does not exist or lacks config.json
+  "NATIVE_UNAVAILABLE", // the native CPU addon is not built or failed to load
+  "PROMPT_TOO_LONG", // a prompt longer than the context window
+  "KV_EXHAUSTED", // the KV pool cannot hold the request
+  "INVALID_ARGUMENT", // a bad argument to a public API or CLI flag
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export class KilnError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "KilnError";
+    this.code = code;
+  }
+}
+
+export function isKilnError(e: unknown, code?: ErrorCode): e is KilnError {
+  return e instanceof KilnError && (code === undefined || e.code === code);
+}

@@ -1,0 +1,82 @@
+/**
+ * From a model folder to a runnable model: config → registry → DSL model → weights → traced
+ * graph. Nothing here knows an architecture; the registry's model classes do.
+ */
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Graph } from "../compiler/ir.ts";
+import { ropeFreqBf16 } from "../compiler/passes/rope_freq_bf16.ts";
+import type { CausalLM } from "../models/dsl/causal_lm.ts";
+import { traceModel } from "../models/dsl/causal_lm.ts";
+import type { LoadReport, WeightSource } from "../models/dsl/load_weights.ts";
+import { SINGLE_DEVICE } from "../models/dsl/module.ts";
+import type { SourceTensor, WeightData } from "../models/dsl/parameter.ts";
+import { defaultRegistry, type ModelRegistry } from "../models/registry.ts";
+import { Checkpoint } from "./checkpoint.ts";
+import { KilnError } from "./errors.ts";
+import { architectures, configDtype, loadConfigJson, type ConfigReader } from "./hf_config.ts";
+
+export interface LoadedModel {
+  readonly dir: string;
+  readonly arch: string;
+  readonly config: ConfigReader;
+  readonly model: CausalLM;
+  readonly graph: Graph;
+  readonly weights: ReadonlyMap<string, WeightData>;
+  readonly report: LoadReport;
+}
+
+export interface LoadOptions {
+  readonly registry?: ModelRegistry;
+  /** keep matrix weights in bf16 (default: when the checkpoint is bf16) or f32 */
+  readonly weightStorage?: "f32" | "bf16";
+  /** reproduce HF's bf16-rounded rotary frequencies (see compiler/passes/rope_freq_bf16.ts) */
+  readonly ropeFreqBf16?: boolean;
+}
+
+export function checkpointSource(ckpt: Checkpoint): WeightSource {
+  return {
+    origin: ckpt.dir,
+    names: () => ckpt.names(),
+    tensor: (name: string): SourceTensor => {
+      const info = ckpt.info(name);
+      return {
+        name,
+        origin: ckpt.pathOf(name),
+        shape: info.shape,
+        dtype: info.dtype,
+        f32: () => ckpt.readF32(name),
+        bf16: () => ckpt.readBf16Bits(name),
+      };
+    },
+  };
+}
+
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new KilnError("MODEL_NOT_FOUND", `model folder ${dir} does not exist`);
+  }
+  const config = loadConfigJson(dir);
+  const { arch, cls } = await (opts.registry ?? defaultRegistry).resolve(architectures(config));
+  const storage = opts.weightStorage ?? (configDtype(config) === "bfloat16" ? "bf16" : "f32");
+  const model = new cls({ config, ctx: { parallel: SINGLE_DEVICE, weightStorage: storage } });
+  const ckpt = Checkpoint.open(dir);
+  let report: LoadReport;
+  try {
+    report = model.loadWeights(checkpointSource(ckpt));
+  } finally {
+    ckpt.close();
+  }
+  const traced = traceModel(model);
+  const graph = opts.ropeFreqBf16 ? ropeFreqBf16(traced) : traced;
+  const weights = new Map<string, WeightData>();
+  for (const [name, p] of model.parameters()) {
+    if (!p.data) throw new KilnError("TENSOR_MISSING", `parameter '${name}' was not loaded from ${join(dir, "model.safetensors")}`);
+    weights.set(name, p.data);
+  }
+  return { dir, arch, config, model, graph, weights, report };
+}
+
+/** The embedded default model, shipped in the repository. */
+export const DEFAULT_MODEL_DIR = fileURLToPath(new URL("../assets/fortune-llama", import.meta.url));

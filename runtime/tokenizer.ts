@@ -1,0 +1,190 @@
+/**
+ * A model folder's tokenizer: `tokenizer.json` run by @huggingface/tokenizers, the special tokens
+ * and BOS/EOS policy of `tokenizer_config.json`, and the chat template (`chat_template.jinja`, else
+ * `tokenizer_config.json`'s `chat_template`) rendered by @huggingface/jinja, which applies the
+ * same trim_blocks / lstrip_blocks settings transformers uses.
+ */
+import fs from "node:fs";
+import nodePath from "node:path";
+import { Template } from "@huggingface/jinja";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { KilnError } from "./errors.ts";
+
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+}
+
+type JsonRecord = Readonly<Record<string, unknown>>;
+
+export class KilnTokenizer {
+  readonly dir: string;
+  readonly bosTokenId: number | undefined;
+  readonly eosTokenId: number | undefined;
+  /** Size of the id space (largest id + 1), added tokens included. */
+  readonly vocabSize: number;
+  /** The template source, when the folder has one. */
+  readonly chatTemplate: string | undefined;
+  private readonly inner: Tokenizer;
+  private readonly specialTokens: Readonly<Record<string, string>>;
+  /** BOS/EOS that tokenizer_config asks for but the tokenizer.json post-processor does not add. */
+  private readonly prependBos: boolean;
+  private readonly appendEos: boolean;
+  private readonly chatTemplatePath: string;
+  private compiledTemplate: Template | undefined;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+    const tokenizerJson = readJsonObject(nodePath.join(dir, "tokenizer.json"));
+    const configPath = nodePath.join(dir, "tokenizer_config.json");
+    const config = readJsonObject(configPath);
+    // transformers 5 defaults clean_up_tokenization_spaces to false; the JS library defaults to
+    // true, which would rewrite " ." to "." and break prefix-stable incremental decoding.
+    const innerConfig = { ...config, clean_up_tokenization_spaces: config["clean_up_tokenization_spaces"] === true };
+    try {
+      this.inner = new Tokenizer(tokenizerJson, innerConfig);
+    } catch (e) {
+      throw new KilnError("TOKENIZER_INVALID", `${nodePath.join(dir, "tokenizer.json")}: cannot build tokenizer`, {
+        cause: e,
+      });
+    }
+
+    let maxId = -1;
+    for (const id of this.inner.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+
+    const specials: Record<string, string> = {};
+    for (const key of ["bos_token", "eos_token", "pad_token", "unk_token"] as const) {
+      const content = tokenContent(config[key]);
+      if (content !== undefined) specials[key] = content;
+    }
+    this.specialTokens = specials;
+    this.bosTokenId = this.specialId(specials["bos_token"], configPath, "bos_token");
+    this.eosTokenId = this.specialId(specials["eos_token"], configPath, "eos_token");
+
+    // Probe once whether the post-processor already adds BOS/EOS, so encode never doubles them.
+    const probe = this.inner.encode("a", { add_special_tokens: true }).ids;
+    this.prependBos = config["add_bos_token"] === true && this.bosTokenId !== undefined && probe[0] !== this.bosTokenId;
+    this.appendEos = config["add_eos_token"] === true && this.eosTokenId !== undefined && probe.at(-1) !== this.eosTokenId;
+
+    this.chatTemplatePath = nodePath.join(dir, "chat_template.jinja");
+    if (fs.existsSync(this.chatTemplatePath)) {
+      this.chatTemplate = fs.readFileSync(this.chatTemplatePath, "utf8");
+    } else {
+      this.chatTemplatePath = configPath;
+      this.chatTemplate = configTemplate(config["chat_template"]);
+    }
+  }
+
+  /** Reads tokenizer.json and tokenizer_config.json from a model folder. */
+  static load(modelDir: string): KilnTokenizer {
+    return new KilnTokenizer(modelDir);
+  }
+
+  /** Token ids for `text`; with special tokens (the default, as in HF) BOS/EOS are added as configured. */
+  encode(text: string, options: { readonly addSpecialTokens?: boolean } = {}): number[] {
+    const add = options.addSpecialTokens ?? true;
+    const ids = this.inner.encode(text, { add_special_tokens: add }).ids;
+    if (add && this.prependBos && this.bosTokenId !== undefined) ids.unshift(this.bosTokenId);
+    if (add && this.appendEos && this.eosTokenId !== undefined) ids.push(this.eosTokenId);
+    return ids;
+  }
+
+  decode(ids: readonly number[], options: { readonly skipSpecialTokens?: boolean } = {}): string {
+    // The library throws on an empty list and silently decodes unknown ids to "", so check here.
+    if (ids.length === 0) return "";
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new KilnError("INVALID_ARGUMENT", `${this.dir}: token id ${id} is outside the vocabulary (0..${this.vocabSize - 1})`);
+      }
+    }
+    return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.inner.id_to_token(id);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.inner.token_to_id(token);
+  }
+
+  /** The prompt text for a conversation, as transformers' apply_chat_template(tokenize=False) renders it. */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { readonly addGenerationPrompt: boolean }): string {
+    const template = this.template();
+    try {
+      return template.render({
+        ...this.specialTokens,
+        messages: messages.map((m) => ({ role: m.role, content: m.content })),
+        add_generation_prompt: options.addGenerationPrompt,
+      });
+    } catch (e) {
+      // Templates reject conversations they cannot format via raise_exception (e.g. roles out of order).
+      const why = e instanceof Error ? e.message : String(e);
+      throw new KilnError("INVALID_ARGUMENT", `${this.chatTemplatePath}: chat template rejected the messages: ${why}`, {
+        cause: e,
+      });
+    }
+  }
+
+  /** Parsed on first use so a template the engine cannot parse only blocks chat, not completion. */
+  private template(): Template {
+    if (this.compiledTemplate !== undefined) return this.compiledTemplate;
+    if (this.chatTemplate === undefined) {
+      throw new KilnError(
+        "TOKENIZER_INVALID",
+        `${this.dir}: no chat template (neither chat_template.jinja nor chat_template in tokenizer_config.json)`,
+      );
+    }
+    try {
+      this.compiledTemplate = new Template(this.chatTemplate);
+    } catch (e) {
+      throw new KilnError("TOKENIZER_INVALID", `${this.chatTemplatePath}: chat template does not parse`, { cause: e });
+    }
+    return this.compiledTemplate;
+  }
+
+  private specialId(content: string | undefined, configPath: string, field: string): number | undefined {
+    if (content === undefined) return undefined;
+    const id = this.inner.token_to_id(content);
+    if (id === undefined) {
+      throw new KilnError("TOKENIZER_INVALID", `${configPath}: ${field} "${content}" is not in the vocabulary`);
+    }
+    return id;
+  }
+}
+
+function readJsonObject(path: string): JsonRecord {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new KilnError("TOKENIZER_INVALID", `${path}: missing or not valid JSON`, { cause: e });
+  }
+  if (!isRecord(parsed)) throw new KilnError("TOKENIZER_INVALID", `${path}: top level is not a JSON object`);
+  return parsed;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A special token is written either as its text or, in older files, as an AddedToken object. */
+function tokenContent(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (typeof v === "object" && v !== null && "content" in v && typeof v.content === "string") return v.content;
+  return undefined;
+}
+
+/** `chat_template` is a string, or (older files) a list of named templates of which "default" is used. */
+function configTemplate(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (!Array.isArray(v)) return undefined;
+  const entries: readonly unknown[] = v;
+  for (const entry of entries) {
+    if (typeof entry === "object" && entry !== null && "name" in entry && entry.name === "default") {
+      if ("template" in entry && typeof entry.template === "string") return entry.template;
+    }
+  }
+  return undefined;
+}
