@@ -24,7 +24,7 @@ async function bench(storage: "f32" | "bf16"): Promise<void> {
   const V = loaded.model.vocabSize;
   const maxLen = Math.min(loaded.model.maxPositions, 1024);
   const runner = new ModelRunner(loaded.graph, loaded.weights, V, { numBlocks: Math.ceil(maxLen / blockSize), blockSize });
-  const table = Array.from({ length: runner.kv.numBlocks }, (_, i) => i);
+  const table = Array.from({ length: runner.numBlocks }, (_, i) => i);
   const rng = new Rng(0);
   const randomTokens = (n: number): number[] => Array.from({ length: n }, () => 5 + (rng.nextU32() % (V - 5)));
 

@@ -36,7 +36,7 @@ export function generate(
   if (prompt.length >= opts.maxModelLen) {
     throw new KilnError("PROMPT_TOO_LONG", `the prompt has ${prompt.length} tokens; the context window is ${opts.maxModelLen}`);
   }
-  const pool = new BlockPool(runner.kv.numBlocks);
+  const pool = new BlockPool(runner.numBlocks);
   const table: number[] = [];
   const rng = new Rng(opts.seed);
   const tokens: number[] = [];

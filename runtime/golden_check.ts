@@ -84,7 +84,7 @@ export async function runGolden(dir: string, opts: GoldenOptions): Promise<{ res
       const total = prompt.length + steps;
       const blockSize = 16;
       const runner = new ModelRunner(loaded.graph, loaded.weights, V, { numBlocks: Math.ceil(total / blockSize) + 1, blockSize });
-      const table = Array.from({ length: runner.kv.numBlocks }, (_, i) => i);
+      const table = Array.from({ length: runner.numBlocks }, (_, i) => i);
 
       const prefill = runner.execute([{ tokens: prompt, numCached: 0, blockTable: table, allLogits: true }]);
       let prefillMax: number | undefined;

@@ -1,21 +1,28 @@
 /**
- * The model runner: a traced graph, its weights, a backend executor and the KV cache. The
- * engine hands it the chunks of one step; it packs them and returns the wanted logits.
+ * The model runner: a traced graph and its weights on one backend. The engine hands it the
+ * chunks of one step; it packs them and returns the wanted logits.
  */
 import type { Graph } from "../compiler/ir.ts";
 import type { WeightData } from "../models/dsl/parameter.ts";
 import { CpuExecutor } from "./cpu/executor.ts";
 import { loadNative } from "./cpu/native.ts";
-import { KvCache, packStep, type SeqChunk } from "./kv_cache.ts";
+import { KilnError } from "./errors.ts";
+import { packStep, type SeqChunk } from "./kv_cache.ts";
+import type { BackendName, ExecutorFactory, StepExecutor } from "./step_executor.ts";
 
 export interface RunnerOptions {
   readonly numBlocks: number;
   readonly blockSize: number;
+  readonly backend?: BackendName;
 }
 
+const cpuFactory: ExecutorFactory = (graph, weights, opts) => new CpuExecutor(graph, weights, loadNative(), opts);
+
+/** Backends register here; the CUDA backend adds itself when it is loaded. */
+export const EXECUTOR_FACTORIES = new Map<BackendName, ExecutorFactory>([["cpu", cpuFactory]]);
+
 export class ModelRunner {
-  readonly kv: KvCache;
-  private readonly executor: CpuExecutor;
+  private readonly executor: StepExecutor;
 
   constructor(
     readonly graph: Graph,
@@ -23,16 +30,26 @@ export class ModelRunner {
     readonly vocabSize: number,
     opts: RunnerOptions,
   ) {
-    this.executor = new CpuExecutor(graph, weights, loadNative());
-    this.kv = new KvCache(graph.kvLayers, opts.numBlocks, opts.blockSize);
+    const backend = opts.backend ?? "cpu";
+    const factory = EXECUTOR_FACTORIES.get(backend);
+    if (!factory) throw new KilnError("INVALID_ARGUMENT", `backend '${backend}' is not available`);
+    this.executor = factory(graph, weights, opts);
+  }
+
+  get numBlocks(): number {
+    return this.executor.numBlocks;
   }
 
   get blockSize(): number {
-    return this.kv.blockSize;
+    return this.executor.blockSize;
   }
 
   /** Runs one step over the given chunks; logits [S, vocab] for the rows the chunks asked for. */
   execute(chunks: readonly SeqChunk[]): Float32Array {
-    return this.executor.run(packStep(chunks, this.kv.blockSize), this.kv);
+    return this.executor.run(packStep(chunks, this.executor.blockSize));
+  }
+
+  dispose(): void {
+    this.executor.dispose();
   }
 }

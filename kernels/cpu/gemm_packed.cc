@@ -27,20 +27,47 @@ constexpr size_t kKc = 256, kMcMax = 120, kNcMax = 256;
 
 inline size_t ceilDiv(size_t a, size_t b) { return (a + b - 1) / b; }
 
+// Transposes an 8 x 8 block: r[i] holds row i; afterwards r[k] holds column k.
+inline void transpose8(f32x8 r[8]) {
+  f32x8 t[8], u[8];
+  for (size_t i = 0; i < 8; i += 2) {  // interleave row pairs
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (size_t i = 0; i < 8; i += 4) {  // then pairs of pairs: columns within 128-bit lanes
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (size_t i = 0; i < 4; ++i) {  // and swap 128-bit halves between rows 0-3 and 4-7
+    r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
 // dst [ceil(rows / 16)][kLen][16] from w rows [rows][ldw] (columns k0.. of the caller's block);
-// columns past `rows` are zero so the last panel needs no special case in the micro-kernel.
+// columns past `rows` are zero so the last panel needs no special case in the micro-kernel. Full
+// panels move 8 x 8 blocks through registers; the ragged edges go element by element.
 template <typename W>
 void pack(float* dst, const W* w, size_t ldw, size_t rows, size_t kLen) {
   for (size_t p = 0; p * kNr < rows; ++p) {
     float* d = dst + p * kLen * kNr;
+    const W* src = w + p * kNr * ldw;
     const size_t valid = std::min(kNr, rows - p * kNr);
-    for (size_t c = 0; c < kNr; ++c) {
-      if (c < valid) {
-        const W* s = w + (p * kNr + c) * ldw;
-        for (size_t k = 0; k < kLen; ++k) d[k * kNr + c] = toF32(s[k]);
-      } else {
-        for (size_t k = 0; k < kLen; ++k) d[k * kNr + c] = 0.0f;
+    size_t k = 0;
+    if (valid == kNr) {
+      for (; k + kLanes <= kLen; k += kLanes) {
+        for (size_t h = 0; h < kNr; h += kLanes) {
+          f32x8 r[8];
+          for (size_t i = 0; i < 8; ++i) r[i] = load8(src + (h + i) * ldw + k);
+          transpose8(r);
+          for (size_t i = 0; i < 8; ++i) store8(d + (k + i) * kNr + h, r[i]);
+        }
       }
+    }
+    for (size_t c = 0; c < kNr; ++c) {
+      for (size_t kk = k; kk < kLen; ++kk) d[kk * kNr + c] = c < valid ? toF32(src[c * ldw + kk]) : 0.0f;
     }
   }
 }

@@ -6,19 +6,24 @@
 import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim } from "../../compiler/ir.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
-import type { KvCache, StepInputs } from "../kv_cache.ts";
+import { KvCache, type StepInputs } from "../kv_cache.ts";
+import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
 import type { NativeKernels } from "./native.ts";
 
 type Value = Float32Array | Int32Array | WeightData;
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-export class CpuExecutor {
+export class CpuExecutor implements StepExecutor {
+  readonly kv: KvCache;
+
   constructor(
     readonly graph: Graph,
     private readonly weights: ReadonlyMap<string, WeightData>,
     private readonly native: NativeKernels,
+    opts: ExecutorOptions,
   ) {
+    this.kv = new KvCache(graph.kvLayers, opts.numBlocks, opts.blockSize);
     for (const n of graph.nodes) {
       if (n.kind === "param" && !weights.has(n.name)) {
         throw new KilnError("TENSOR_MISSING", `parameter '${n.name}' has no loaded weight`);
@@ -26,8 +31,19 @@ export class CpuExecutor {
     }
   }
 
+  get numBlocks(): number {
+    return this.kv.numBlocks;
+  }
+
+  get blockSize(): number {
+    return this.kv.blockSize;
+  }
+
+  dispose(): void {}
+
   /** Runs one step; returns the logits [S, vocab] (row-major). */
-  run(step: StepInputs, kv: KvCache): Float32Array {
+  run(step: StepInputs): Float32Array {
+    const kv = this.kv;
     const sizes: Record<SymbolicDim, number> = { T: step.inputIds.length, S: step.logitsIndices.length };
     const values: Value[] = new Array<Value>(this.graph.nodes.length);
     const f32 = (id: number): Float32Array => {

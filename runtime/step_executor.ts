@@ -1,0 +1,31 @@
+/**
+ * The contract between the model runner and a backend: run one packed step over the backend's
+ * own KV cache and hand back the wanted logits on the host. The CPU backend implements it in
+ * runtime/cpu/; the CUDA backend keeps weights, KV pool and activations in device memory.
+ */
+import type { Graph } from "../compiler/ir.ts";
+import type { WeightData } from "../models/dsl/parameter.ts";
+import type { StepInputs } from "./kv_cache.ts";
+
+export interface StepExecutor {
+  readonly numBlocks: number;
+  readonly blockSize: number;
+  /** logits [S, vocab], row-major, for the rows in step.logitsIndices */
+  run(step: StepInputs): Float32Array;
+  /** releases backend resources (device memory, modules); the CPU backend has none */
+  dispose(): void;
+}
+
+export const BACKENDS = ["cpu", "cuda"] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+export interface ExecutorOptions {
+  readonly numBlocks: number;
+  readonly blockSize: number;
+}
+
+export type ExecutorFactory = (
+  graph: Graph,
+  weights: ReadonlyMap<string, WeightData>,
+  opts: ExecutorOptions,
+) => StepExecutor;
