@@ -8,31 +8,43 @@
 
 #include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <string>
 #include <type_traits>
 
 namespace kiln {
 
+// cat("a", 1, "b") == "a1b": error messages from mixed parts.
+template <typename... Parts>
+std::string cat(const Parts&... parts) {
+  std::ostringstream s;
+  (s << ... << parts);
+  return s.str();
+}
+
 class Args {
  public:
   Args(const Napi::CallbackInfo& info, const char* fn, size_t count) : info_(info), fn_(fn) {
     if (info.Length() != count) {
-      typeError("expected " + std::to_string(count) + " arguments, got " + std::to_string(info.Length()));
+      typeError(cat("expected ", count, " arguments, got ", info.Length()));
     }
   }
 
   [[noreturn]] void typeError(const std::string& msg) const {
-    throw Napi::TypeError::New(info_.Env(), std::string(fn_) + ": " + msg);
+    throw Napi::TypeError::New(info_.Env(), cat(fn_, ": ", msg));
+  }
+  [[noreturn]] void error(const std::string& msg) const {
+    throw Napi::Error::New(info_.Env(), cat(fn_, ": ", msg));
   }
   [[noreturn]] void rangeError(const std::string& msg) const {
-    throw Napi::RangeError::New(info_.Env(), std::string(fn_) + ": " + msg);
+    throw Napi::RangeError::New(info_.Env(), cat(fn_, ": ", msg));
   }
 
   template <typename T>
   Napi::TypedArrayOf<T> array(size_t i, const char* name) const {
     const Napi::Value v = info_[i];
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kindOf<T>()) {
-      typeError(std::string("argument '") + name + "' must be a " + kindName<T>());
+      typeError(cat("argument '", name, "' must be a ", kindName<T>()));
     }
     return v.As<Napi::TypedArrayOf<T>>();
   }
@@ -48,37 +60,37 @@ class Args {
   // A non-negative integer size or count.
   size_t count(size_t i, const char* name) const {
     const Napi::Value v = info_[i];
-    if (!v.IsNumber()) typeError(std::string("argument '") + name + "' must be a number");
+    if (!v.IsNumber()) typeError(cat("argument '", name, "' must be a number"));
     const double d = v.As<Napi::Number>().DoubleValue();
     if (!(d >= 0) || d > 4294967295.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      rangeError(std::string("argument '") + name + "' must be a non-negative integer, got " + std::to_string(d));
+      rangeError(cat("argument '", name, "' must be a non-negative integer below 2^32, got ", d));
     }
     return static_cast<size_t>(d);
   }
 
   size_t positive(size_t i, const char* name) const {
     const size_t n = count(i, name);
-    if (n == 0) rangeError(std::string("argument '") + name + "' must be positive");
+    if (n == 0) rangeError(cat("argument '", name, "' must be positive"));
     return n;
   }
 
   double finite(size_t i, const char* name) const {
     const Napi::Value v = info_[i];
-    if (!v.IsNumber()) typeError(std::string("argument '") + name + "' must be a number");
+    if (!v.IsNumber()) typeError(cat("argument '", name, "' must be a number"));
     const double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d)) rangeError(std::string("argument '") + name + "' must be finite");
+    if (!std::isfinite(d)) rangeError(cat("argument '", name, "' must be finite"));
     return d;
   }
 
   bool boolean(size_t i, const char* name) const {
     const Napi::Value v = info_[i];
-    if (!v.IsBoolean()) typeError(std::string("argument '") + name + "' must be a boolean");
+    if (!v.IsBoolean()) typeError(cat("argument '", name, "' must be a boolean"));
     return v.As<Napi::Boolean>().Value();
   }
 
   void length(const char* name, size_t actual, size_t expected) const {
     if (actual != expected) {
-      rangeError(std::string(name) + " has length " + std::to_string(actual) + ", expected " + std::to_string(expected));
+      rangeError(cat(name, " has length ", actual, ", expected ", expected));
     }
   }
 
@@ -95,7 +107,7 @@ class Args {
     const auto a0 = reinterpret_cast<uintptr_t>(a), a1 = a0 + aLen * sizeof(A);
     const auto b0 = reinterpret_cast<uintptr_t>(b), b1 = b0 + bLen * sizeof(B);
     if (aLen != 0 && bLen != 0 && a0 < b1 && b0 < a1) {
-      rangeError(std::string(an) + " and " + bn + " must not share memory");
+      rangeError(cat(an, " and ", bn, " must not share memory"));
     }
   }
 

@@ -6,24 +6,22 @@
 //     stay in L1 while w streams through.
 //   M >= kPackMinM (prefill): gemm_packed.cc, which repacks w into panels so the micro-kernel
 //     broadcasts x and needs no horizontal sums; the repacking is paid back over many rows.
-#include <omp.h>
-
 #include <algorithm>
 
 #include "gemm_packed.h"
 #include "kernels.h"
 #include "simd.h"
+#include "thread_pool.h"
 
 namespace kiln {
 namespace {
 
 constexpr size_t kMr = 4, kNr = 3;  // 12 accumulators + 3 w vectors + 1 x vector = 16 ymm
 constexpr size_t kKc = 256, kNc = 96;
-#ifndef KILN_PACK_MIN_M
-#define KILN_PACK_MIN_M 16
-#endif
-constexpr size_t kPackMinM = KILN_PACK_MIN_M;
-// Below this many multiply-adds an OpenMP fork/join (a few microseconds) costs more than it saves.
+// Measured on Zen 3 (one thread, N x K of 768 x 256 to 2048 x 2048): packing w pays from 8 rows.
+constexpr size_t kPackMinM = 8;
+// Below this many multiply-adds handing chunks to another thread (a microsecond or two) costs
+// more than it saves; the tiny test models (hidden size 64) stay on one thread.
 constexpr size_t kParallelMacs = size_t{1} << 17;
 
 template <size_t MR, size_t NR, typename W>
@@ -97,10 +95,13 @@ inline void gemvRows4(float* out, const float* x, const W* w, size_t K, const fl
 template <typename W>
 void gemv(float* out, const float* x, const W* w, const float* bias, size_t N, size_t K) {
   const size_t quads = N / 4;
-  const bool parallel = N * K >= kParallelMacs;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (size_t q = 0; q < quads; ++q) {
-    gemvRows4(out + 4 * q, x, w + 4 * q * K, K, bias ? bias + 4 * q : nullptr);
+  auto rows = [&](size_t q0, size_t q1) {
+    for (size_t q = q0; q < q1; ++q) gemvRows4(out + 4 * q, x, w + 4 * q * K, K, bias ? bias + 4 * q : nullptr);
+  };
+  if (N * K >= kParallelMacs) {
+    parallelFor(quads, std::max<size_t>(1, 8192 / K), rows);  // chunks of >= 32K multiply-adds
+  } else {
+    rows(0, quads);
   }
   for (size_t n = 4 * quads; n < N; ++n) {
     microTile<1, 1>(out + n, 0, x, K, w + n * K, K, K, bias ? bias + n : nullptr, true);
@@ -118,21 +119,27 @@ void gemm(float* out, const float* x, const W* w, const float* bias, size_t M, s
   if (M == 1) return gemv(out, x, w, bias, N, K);
   const bool parallel = M * N * K >= kParallelMacs;
   if (M >= kPackMinM) return gemmPacked(out, x, w, bias, M, N, K, parallel);
-  // Small M: the whole of x [M, K] block is reused from L1/L2; split the work over column tiles.
+  // Small M: x [M, K] is reused from L1/L2 by every column tile; the column tiles run in parallel.
   const size_t nTiles = (N + kNc - 1) / kNc;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (size_t nt = 0; nt < nTiles; ++nt) {
-    const size_t n0 = nt * kNc, n1 = std::min(N, n0 + kNc);
-    for (size_t k0 = 0; k0 < K; k0 += kKc) {
-      const size_t kLen = std::min(kKc, K - k0);
-      for (size_t m = 0; m < M; m += kMr) {
-        const size_t mr = std::min(kMr, M - m);
-        for (size_t n = n0; n < n1; n += kNr) {
-          micro(mr, std::min(kNr, n1 - n), out + m * N + n, N, x + m * K + k0, K, w + n * K + k0, K, kLen,
-                bias ? bias + n : nullptr, k0 == 0);
+  auto tiles = [&](size_t t0, size_t t1) {
+    for (size_t nt = t0; nt < t1; ++nt) {
+      const size_t n0 = nt * kNc, n1 = std::min(N, n0 + kNc);
+      for (size_t k0 = 0; k0 < K; k0 += kKc) {
+        const size_t kLen = std::min(kKc, K - k0);
+        for (size_t m = 0; m < M; m += kMr) {
+          const size_t mr = std::min(kMr, M - m);
+          for (size_t n = n0; n < n1; n += kNr) {
+            micro(mr, std::min(kNr, n1 - n), out + m * N + n, N, x + m * K + k0, K, w + n * K + k0, K, kLen,
+                  bias ? bias + n : nullptr, k0 == 0);
+          }
         }
       }
     }
+  };
+  if (parallel) {
+    parallelFor(nTiles, 1, tiles);
+  } else {
+    tiles(0, nTiles);
   }
 }
 
@@ -146,7 +153,5 @@ void gemmBf16(float* out, const float* x, const uint16_t* w, const float* bias, 
               size_t K) {
   gemm(out, x, w, bias, M, N, K);
 }
-
-int numThreads() { return omp_get_max_threads(); }
 
 }  // namespace kiln

@@ -11,13 +11,12 @@
 //     for each 16-column panel:  the panel (16 KiB) stays in L1
 //       for each 6 rows of x:    x rows [mc, kKc] (<= 120 KiB) are re-read from L2
 //         micro-kernel over the K block, adding into out (the first K block adds the bias)
-#include <omp.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "gemm_packed.h"
 #include "simd.h"
+#include "thread_pool.h"
 
 namespace kiln {
 namespace {
@@ -118,38 +117,42 @@ void gemmPackedImpl(float* out, const float* x, const W* w, const float* bias, s
                     bool parallel) {
   // Macro tiles no bigger than the cache budget, sized evenly (M = 128 gives 2 x 64, not
   // 120 + 8), and with a tile count that splits evenly over the threads where that is cheap.
-  const size_t threads = parallel ? static_cast<size_t>(omp_get_max_threads()) : 1;
+  const size_t threads = parallel ? static_cast<size_t>(numThreads()) : 1;
   size_t mTiles = ceilDiv(M, kMcMax);
   const size_t nTiles = ceilDiv(N, kNcMax);
-  while ((mTiles * nTiles) % threads != 0 && mTiles * nTiles < 4 * threads && mTiles < ceilDiv(M, kMr)) ++mTiles;
+  while ((mTiles * nTiles) % threads != 0 && mTiles * nTiles < 4 * threads && mTiles < ceilDiv(M, kMr)) {
+    ++mTiles;
+  }
   const size_t mc = ceilDiv(ceilDiv(M, mTiles), kMr) * kMr;
   const size_t nc = ceilDiv(ceilDiv(N, nTiles), kNr) * kNr;
   mTiles = ceilDiv(M, mc);
 
-#pragma omp parallel if (parallel)
-  {
-    // Per-thread packing buffer [nc / 16][kKc][16], kept across calls: OpenMP's pool threads live
-    // as long as the process, and re-allocating 256 KiB per call would fault fresh pages each time.
+  auto tiles = [&](size_t t0, size_t t1) {
+    // Per-thread packing buffer [nc / 16][kKc][16], kept across calls (the pool's threads live as
+    // long as the process): allocating 256 KiB per call would fault in fresh pages every time.
     thread_local std::vector<float> packed;
     if (packed.size() < nc * kKc) packed.resize(nc * kKc);
-#pragma omp for collapse(2) schedule(static)
-    for (size_t nt = 0; nt < nTiles; ++nt) {
-      for (size_t mt = 0; mt < mTiles; ++mt) {
-        const size_t m0 = mt * mc, m1 = std::min(M, m0 + mc);
-        const size_t n0 = nt * nc, n1 = std::min(N, n0 + nc);
-        for (size_t k0 = 0; k0 < K; k0 += kKc) {
-          const size_t kLen = std::min(kKc, K - k0);
-          pack(packed.data(), w + n0 * K + k0, K, n1 - n0, kLen);
-          for (size_t n = n0; n < n1; n += kNr) {
-            const float* panel = packed.data() + (n - n0) * kLen;
-            for (size_t m = m0; m < m1; m += kMr) {
-              microAny(std::min(kMr, m1 - m), out + m * N + n, N, x + m * K + k0, K, panel, kLen,
-                       std::min(kNr, n1 - n), bias ? bias + n : nullptr, k0 == 0);
-            }
+    for (size_t t = t0; t < t1; ++t) {
+      const size_t nt = t / mTiles, mt = t % mTiles;
+      const size_t m0 = mt * mc, m1 = std::min(M, m0 + mc);
+      const size_t n0 = nt * nc, n1 = std::min(N, n0 + nc);
+      for (size_t k0 = 0; k0 < K; k0 += kKc) {
+        const size_t kLen = std::min(kKc, K - k0);
+        pack(packed.data(), w + n0 * K + k0, K, n1 - n0, kLen);
+        for (size_t n = n0; n < n1; n += kNr) {
+          const float* panel = packed.data() + (n - n0) * kLen;
+          for (size_t m = m0; m < m1; m += kMr) {
+            microAny(std::min(kMr, m1 - m), out + m * N + n, N, x + m * K + k0, K, panel, kLen,
+                     std::min(kNr, n1 - n), bias ? bias + n : nullptr, k0 == 0);
           }
         }
       }
     }
+  };
+  if (parallel) {
+    parallelFor(mTiles * nTiles, 1, tiles);
+  } else {
+    tiles(0, mTiles * nTiles);
   }
 }
 

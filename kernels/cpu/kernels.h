@@ -43,6 +43,4 @@ void pagedAttention(float* out, const float* q, const float* kCache, const float
                     const int32_t* queryStartLoc, const int32_t* seqLens, const int32_t* blockTables,
                     const AttentionShape& s);
 
-int numThreads();
-
 }  // namespace kiln

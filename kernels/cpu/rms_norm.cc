@@ -3,9 +3,11 @@
 // norm over [T, heads * headDim]). y = x / sqrt(mean(x^2) + eps) * (w + weightOffset), with
 // weightOffset = 1 for Gemma's (1 + w). The mean of squares accumulates in double, so the scale is the
 // exact one rounded to f32, within ~1 ulp of PyTorch's f32 reduction.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels.h"
+#include "thread_pool.h"
 
 namespace kiln {
 namespace {
@@ -35,15 +37,20 @@ inline double sumSquares(const float* x, size_t n) {
 void rmsNorm(float* out, const float* x, const float* w, size_t rows, size_t cols, size_t group, float eps,
              float weightOffset) {
   const size_t groups = rows * (cols / group);
-  const bool parallel = rows * cols >= kParallelElems;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (size_t g = 0; g < groups; ++g) {
-    const float* xg = x + g * group;
-    float* og = out + g * group;
-    const double mean = sumSquares(xg, group) / static_cast<double>(group);
-    // PyTorch: x * rsqrt(mean + eps) in f32, then times the weight.
-    const float inv = static_cast<float>(1.0 / std::sqrt(mean + static_cast<double>(eps)));
-    for (size_t j = 0; j < group; ++j) og[j] = (xg[j] * inv) * (w[j] + weightOffset);
+  auto norm = [&](size_t g0, size_t g1) {
+    for (size_t g = g0; g < g1; ++g) {
+      const float* xg = x + g * group;
+      float* og = out + g * group;
+      const double mean = sumSquares(xg, group) / static_cast<double>(group);
+      // PyTorch: x * rsqrt(mean + eps) in f32, then times the weight.
+      const float inv = static_cast<float>(1.0 / std::sqrt(mean + static_cast<double>(eps)));
+      for (size_t j = 0; j < group; ++j) og[j] = (xg[j] * inv) * (w[j] + weightOffset);
+    }
+  };
+  if (rows * cols >= kParallelElems) {
+    parallelFor(groups, std::max<size_t>(1, 4096 / group), norm);
+  } else {
+    norm(0, groups);
   }
 }
 

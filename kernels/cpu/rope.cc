@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "thread_pool.h"
 
 namespace kiln {
 namespace {
@@ -20,22 +21,21 @@ constexpr size_t kParallelElems = size_t{1} << 15;
 void rope(float* x, const int32_t* positions, const float* invFreq, const RopeShape& s) {
   const size_t half = s.rotaryDim / 2;
   const size_t rowWidth = s.numHeads * s.headDim;
-  const bool parallel = s.tokens * rowWidth >= kParallelElems;
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> cosv(half), sinv(half);  // [rotaryDim / 2], this token's angles
-#pragma omp for schedule(static)
-    for (size_t t = 0; t < s.tokens; ++t) {
+  auto tokens = [&](size_t t0, size_t t1) {
+    thread_local std::vector<float> cosv, sinv;  // [rotaryDim / 2], this token's angles
+    cosv.resize(half);
+    sinv.resize(half);
+    for (size_t t = t0; t < t1; ++t) {
       const float pos = static_cast<float>(positions[t]);
       for (size_t i = 0; i < half; ++i) {
         const double angle = static_cast<double>(pos * invFreq[i]);
         cosv[i] = static_cast<float>(std::cos(angle));
         sinv[i] = static_cast<float>(std::sin(angle));
       }
+      const size_t stride = s.neox ? 1 : 2;  // distance between consecutive pairs' first elements
+      const size_t partner = s.neox ? half : 1;
       for (size_t h = 0; h < s.numHeads; ++h) {
         float* head = x + t * rowWidth + h * s.headDim;
-        const size_t stride = s.neox ? 1 : 2;  // distance between consecutive pairs' first elements
-        const size_t partner = s.neox ? half : 1;
         for (size_t i = 0; i < half; ++i) {
           float* a = head + i * stride;
           float* b = a + partner;
@@ -45,6 +45,11 @@ void rope(float* x, const int32_t* positions, const float* invFreq, const RopeSh
         }
       }
     }
+  };
+  if (s.tokens * rowWidth >= kParallelElems) {
+    parallelFor(s.tokens, 1, tokens);
+  } else {
+    tokens(0, s.tokens);
   }
 }
 

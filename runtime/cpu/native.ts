@@ -101,7 +101,10 @@ export interface NativeKernels {
     slidingWindow: number,
     softcap: number,
   ) => void;
-  /** OpenMP threads the kernels use for work big enough to split (OMP_NUM_THREADS, else all cores). */
+  /**
+   * Threads (the caller included) that kernels split big enough work over: KILN_NUM_THREADS, else
+   * OMP_NUM_THREADS, else the CPUs this process may run on. Read once, at the first call.
+   */
   readonly numThreads: () => number;
 }
 
@@ -127,7 +130,11 @@ function isNativeKernels(mod: unknown): mod is NativeKernels {
  * keep the result). Throws KilnError NATIVE_UNAVAILABLE if it is not built or does not load.
  */
 export function loadNative(): NativeKernels {
-  const path = fileURLToPath(ADDON_URL);
+  return loadNativeFrom(fileURLToPath(ADDON_URL));
+}
+
+/** loadNative from an explicit path to kiln_cpu.node (tests, or a build kept elsewhere). */
+export function loadNativeFrom(path: string): NativeKernels {
   if (!existsSync(path)) {
     throw new KilnError(
       "NATIVE_UNAVAILABLE",

@@ -1,8 +1,12 @@
 // The native CPU kernels against naive double-precision references written here from the
 // definitions (PyTorch Linear, HF RMSNorm / rotary embedding, vLLM-style paged attention), on
 // random inputs of awkward sizes.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { loadNative } from "../../runtime/cpu/native.ts";
+import { isKilnError } from "../../runtime/errors.ts";
+import { loadNative, loadNativeFrom } from "../../runtime/cpu/native.ts";
 
 const native = loadNative();
 
@@ -71,7 +75,9 @@ function fromBf16(w: Uint16Array): Float32Array {
 
 describe("gemm", () => {
   // Reference out[m,n] = Σ_k x[m,k] w[n,k] + bias[n] in double, and Σ |x w| as the error scale.
-  function reference(x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, N: number, K: number) {
+  function reference(
+    x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, N: number, K: number,
+  ) {
     const out = new Float64Array(M * N);
     const mag = new Float64Array(M * N);
     for (let m = 0; m < M; m++) {
@@ -90,9 +96,14 @@ describe("gemm", () => {
     return { out, mag };
   }
 
+  // M = 1 takes the GEMV path, 2..7 the unpacked dot-product tiles, >= 8 the packed path; sizes
+  // straddle every tile edge (6 x 16 packed, 4 x 3 unpacked, 8-wide K, 256-deep K blocks).
   const shapes: readonly (readonly [number, number, number])[] = [
     [1, 1, 1], [1, 5, 67], [1, 64, 64], [1, 768, 256], [1, 203, 1031],
-    [2, 3, 8], [3, 7, 67], [37, 29, 67], [37, 64, 64], [64, 96, 256], [130, 200, 300], [5, 13, 0],
+    [2, 3, 8], [3, 7, 67], [5, 50, 600], [6, 300, 300], [7, 1, 9],
+    [8, 16, 8], [13, 17, 7], [40, 1, 33], [37, 29, 67], [37, 64, 64], [64, 96, 256],
+    [130, 200, 300], [300, 530, 40],
+    [5, 13, 0], [0, 4, 4],
   ];
   for (const [M, N, K] of shapes) {
     for (const withBias of [false, true]) {
@@ -130,7 +141,9 @@ describe("gemm", () => {
 });
 
 describe("rmsNorm", () => {
-  function reference(x: Float32Array, w: Float32Array, rows: number, cols: number, group: number, eps: number, off: number) {
+  function reference(
+    x: Float32Array, w: Float32Array, rows: number, cols: number, group: number, eps: number, off: number,
+  ) {
     const out = new Float64Array(rows * cols);
     for (let g = 0; g < (rows * cols) / group; g++) {
       let ss = 0;
@@ -169,7 +182,10 @@ describe("rope", () => {
     for (let i = 0; i < f.length; i++) f[i] = 1 / base ** ((2 * i) / rotaryDim);
     return f;
   }
-  function reference(x: Float32Array, pos: Int32Array, invFreq: Float32Array, T: number, H: number, D: number, R: number, neox: boolean) {
+  function reference(
+    x: Float32Array, pos: Int32Array, invFreq: Float32Array,
+    T: number, H: number, D: number, R: number, neox: boolean,
+  ) {
     const out = Float64Array.from(x);
     const half = R / 2;
     for (let t = 0; t < T; t++) {
@@ -289,7 +305,10 @@ describe("pagedAttention", () => {
     const seqLens = Int32Array.from(sc.seqs.map((s) => s.seqLen));
     const scale = 1 / Math.sqrt(D);
     const out = new Float32Array(T * H * D).fill(Number.NaN);
-    native.pagedAttention(out, q, kCache, vCache, queryStartLoc, seqLens, blockTables, maxBlocks, bs, H, KVH, D, scale, sc.slidingWindow, sc.softcap);
+    native.pagedAttention(
+      out, q, kCache, vCache, queryStartLoc, seqLens, blockTables, maxBlocks,
+      bs, H, KVH, D, scale, sc.slidingWindow, sc.softcap,
+    );
 
     const ref = new Float64Array(T * H * D);
     sc.seqs.forEach((s, si) => {
@@ -323,16 +342,46 @@ describe("pagedAttention", () => {
     return { out, ref, args: { q, kCache, vCache, queryStartLoc, seqLens, blockTables, maxBlocks, T } };
   }
 
-  const base = { blockSize: 4, numHeads: 2, numKvHeads: 2, headDim: 16, slidingWindow: 0, softcap: 0 } as const;
+  const base = { blockSize: 4, numHeads: 2, numKvHeads: 2, headDim: 16, slidingWindow: 0, softcap: 0 };
+  // [seqLen, qLen] pairs: qLen new queries at the end of a context of seqLen tokens.
+  const seqs = (...pairs: [number, number][]): Seq[] => pairs.map(([seqLen, qLen]) => ({ seqLen, qLen }));
   const scenarios: readonly (readonly [string, Scenario])[] = [
-    ["prefill of one sequence (MHA)", { ...base, seqs: [{ seqLen: 13, qLen: 13 }] }],
-    ["decode batch, GQA, headDim 20", { ...base, numHeads: 8, numKvHeads: 2, headDim: 20, seqs: [{ seqLen: 1, qLen: 1 }, { seqLen: 17, qLen: 1 }, { seqLen: 100, qLen: 1 }] }],
-    ["chunked prefill over a cached prefix + decode + prefill", { ...base, blockSize: 8, numHeads: 6, numKvHeads: 3, seqs: [{ seqLen: 50, qLen: 20 }, { seqLen: 9, qLen: 1 }, { seqLen: 11, qLen: 11 }] }],
-    ["sliding window", { ...base, numHeads: 4, numKvHeads: 2, slidingWindow: 7, seqs: [{ seqLen: 40, qLen: 15 }, { seqLen: 5, qLen: 5 }, { seqLen: 30, qLen: 1 }] }],
-    ["softcap with large scores", { ...base, softcap: 5, qScale: 10, seqs: [{ seqLen: 33, qLen: 33 }, { seqLen: 70, qLen: 1 }] }],
-    ["sliding window + softcap + GQA", { ...base, numHeads: 4, numKvHeads: 1, slidingWindow: 16, softcap: 30, seqs: [{ seqLen: 64, qLen: 40 }] }],
-    ["a sequence with no new tokens", { ...base, seqs: [{ seqLen: 6, qLen: 2 }, { seqLen: 12, qLen: 0 }, { seqLen: 3, qLen: 3 }] }],
-    ["long context decode, MQA, large scores (parallel, many chunks)", { ...base, blockSize: 16, numHeads: 4, numKvHeads: 1, headDim: 64, qScale: 8, seqs: [{ seqLen: 3000, qLen: 1 }, { seqLen: 2100, qLen: 3 }] }],
+    ["prefill of one sequence (MHA)", { ...base, seqs: seqs([13, 13]) }],
+    [
+      "decode batch, GQA, headDim 20",
+      { ...base, numHeads: 8, numKvHeads: 2, headDim: 20, seqs: seqs([1, 1], [17, 1], [100, 1]) },
+    ],
+    [
+      "chunked prefill over a cached prefix + decode + prefill",
+      { ...base, blockSize: 8, numHeads: 6, numKvHeads: 3, seqs: seqs([50, 20], [9, 1], [11, 11]) },
+    ],
+    [
+      "sliding window",
+      { ...base, numHeads: 4, numKvHeads: 2, slidingWindow: 7, seqs: seqs([40, 15], [5, 5], [30, 1]) },
+    ],
+    ["softcap with large scores", { ...base, softcap: 5, qScale: 10, seqs: seqs([33, 33], [70, 1]) }],
+    [
+      "sliding window + softcap + GQA",
+      { ...base, numHeads: 4, numKvHeads: 1, slidingWindow: 16, softcap: 30, seqs: seqs([64, 40]) },
+    ],
+    ["a sequence with no new tokens", { ...base, seqs: seqs([6, 2], [12, 0], [3, 3]) }],
+    // The kernel takes 8 query tokens at a time against chunks of 64 keys (fewer for wide heads).
+    ["query blocks straddling key chunks", { ...base, seqs: seqs([70, 10], [130, 130]) }],
+    [
+      "headDim 128, query blocks over a prefix",
+      { ...base, blockSize: 16, numHeads: 4, numKvHeads: 2, headDim: 128, seqs: seqs([90, 37], [20, 1]) },
+    ],
+    [
+      "headDim 200 (ragged vectors), window across a query block",
+      { ...base, blockSize: 5, headDim: 200, slidingWindow: 11, seqs: seqs([61, 19]) },
+    ],
+    [
+      "long context decode, MQA, large scores (parallel, many chunks)",
+      {
+        ...base, blockSize: 16, numHeads: 4, numKvHeads: 1, headDim: 64, qScale: 8,
+        seqs: seqs([3000, 1], [2100, 3]),
+      },
+    ],
   ];
   for (const [name, sc] of scenarios) {
     it(name, () => {
@@ -342,11 +391,16 @@ describe("pagedAttention", () => {
   }
 
   it("rejects bad tables and lengths with RangeError", () => {
-    const sc: Scenario = { ...base, seqs: [{ seqLen: 10, qLen: 4 }] };
-    const { args: a } = run(sc, 3);
+    const { args: a } = run({ ...base, seqs: seqs([10, 4]) }, 3);
     const out = new Float32Array(a.T * 2 * 16);
-    const call = (over: { tables?: Int32Array; seqLens?: Int32Array; loc?: Int32Array; out?: Float32Array; heads?: number }) =>
-      native.pagedAttention(over.out ?? out, a.q, a.kCache, a.vCache, over.loc ?? a.queryStartLoc, over.seqLens ?? a.seqLens, over.tables ?? a.blockTables, a.maxBlocks, 4, over.heads ?? 2, 2, 16, 0.25, 0, 0);
+    type Override = {
+      tables?: Int32Array; seqLens?: Int32Array; loc?: Int32Array; out?: Float32Array; heads?: number;
+    };
+    const call = (o: Override) =>
+      native.pagedAttention(
+        o.out ?? out, a.q, a.kCache, a.vCache, o.loc ?? a.queryStartLoc, o.seqLens ?? a.seqLens,
+        o.tables ?? a.blockTables, a.maxBlocks, 4, o.heads ?? 2, 2, 16, 0.25, 0, 0,
+      );
     expect(() => call({})).not.toThrow();
     const badTable = Int32Array.from(a.blockTables);
     badTable[1] = 1_000_000;
@@ -364,13 +418,16 @@ describe("argument checking", () => {
   const x = new Float32Array(6);
   const w = new Float32Array(6);
   it("throws RangeError on length mismatches instead of crashing", () => {
-    expect(() => native.gemmF32(new Float32Array(3), x, w, null, 2, 2, 3)).toThrow(/gemmF32: out \[M, N\] has length 3, expected 4/);
+    expect(() => native.gemmF32(new Float32Array(3), x, w, null, 2, 2, 3)).toThrow(
+      /gemmF32: out \[M, N\] has length 3, expected 4/,
+    );
     expect(() => native.gemmF32(new Float32Array(4), x, w, null, 2, 2, 4)).toThrow(RangeError);
     expect(() => native.gemmBf16(new Float32Array(4), x, new Uint16Array(5), null, 2, 2, 3)).toThrow(/w \[N, K\]/);
     expect(() => native.gemmF32(new Float32Array(4), x, w, new Float32Array(3), 2, 2, 3)).toThrow(/bias/);
     expect(() => native.gemmF32(new Float32Array(4), x, w, null, -2, 2, 3)).toThrow(RangeError);
     expect(() => native.gemmF32(new Float32Array(4), x, w, null, 2.5, 2, 3)).toThrow(RangeError);
-    expect(() => native.gemmF32(new Float32Array(1 << 20), x, w, null, 1 << 30, 1 << 30, 1 << 30)).toThrow(RangeError);
+    const huge = 1 << 30; // M * N * K overflows 2^53: refused, not wrapped around
+    expect(() => native.gemmF32(new Float32Array(1 << 20), x, w, null, huge, huge, huge)).toThrow(RangeError);
     expect(() => native.gemmF32(x.subarray(0, 4), x, w, null, 2, 2, 3)).toThrow(/share memory/);
     expect(() => native.rmsNorm(x, x, new Float32Array(4), 1, 6, 3, 1e-6, 0)).toThrow(/w \[group\]/);
     expect(() => native.rmsNorm(x, x, new Float32Array(4), 1, 6, 4, 1e-6, 0)).toThrow(/multiple of group/);
@@ -386,5 +443,35 @@ describe("argument checking", () => {
     expect(() => native.gemmF32(new Float32Array(4), x, w, null, 2, 2)).toThrow(TypeError);
     // @ts-expect-error: a number where neox's boolean belongs
     expect(() => native.rope(x, Int32Array.of(0), new Float32Array(1), 1, 2, 3, 2, 1)).toThrow(TypeError);
+  });
+});
+
+describe("loading", () => {
+  function loadError(path: string): unknown {
+    try {
+      loadNativeFrom(path);
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  }
+  it("reports a missing or broken addon as NATIVE_UNAVAILABLE, naming the fix", () => {
+    const missing = loadError(join(tmpdir(), "no-such-dir", "kiln_cpu.node"));
+    expect(isKilnError(missing, "NATIVE_UNAVAILABLE")).toBe(true);
+    expect(String(missing)).toMatch(/npm run build:native/);
+    const dir = mkdtempSync(join(tmpdir(), "kiln-native-"));
+    try {
+      const broken = join(dir, "kiln_cpu.node");
+      writeFileSync(broken, "not a shared object");
+      const e = loadError(broken);
+      expect(isKilnError(e, "NATIVE_UNAVAILABLE")).toBe(true);
+      expect(String(e)).toMatch(/failed to load/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("loads the built addon once and returns the same kernels", () => {
+    expect(loadNative()).toBe(native);
+    expect(native.numThreads()).toBeGreaterThanOrEqual(1);
   });
 });
