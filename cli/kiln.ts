@@ -7,6 +7,7 @@ import { isKilnError } from "../runtime/errors.ts";
 import { loadPlugins, pluginsFromEnv } from "../models/registry.ts";
 import { goldenCommand } from "./golden.ts";
 import { runCommand } from "./run.ts";
+import { serveCommand } from "./serve.ts";
 
 const program = new Command()
   .name("kiln")
@@ -24,6 +25,7 @@ const program = new Command()
 
 program.addCommand(runCommand());
 program.addCommand(goldenCommand());
+program.addCommand(serveCommand());
 
 try {
   await program.parseAsync(process.argv);

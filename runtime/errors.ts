@@ -19,6 +19,10 @@ export const ERROR_CODES = [
   "PROMPT_TOO_LONG", // a prompt longer than the context window
   "KV_EXHAUSTED", // the KV pool cannot hold the request
   "INVALID_ARGUMENT", // a bad argument to a public API or CLI flag
+  "SAMPLING_PARAMS_INVALID", // a sampling parameter out of range or of the wrong type
+  "ENGINE_CLOSED", // a request sent to an engine that has been closed
+  "CUDA_UNAVAILABLE", // no usable CUDA driver, NVRTC or cuBLASLt library (the message names every path tried)
+  "CUDA_ERROR", // a CUDA driver, NVRTC or cuBLASLt call failed (the message carries the library's own text)
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

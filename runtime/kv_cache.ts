@@ -72,6 +72,8 @@ export interface SeqChunk {
   readonly allLogits?: boolean;
   /** the chunk ends before the prompt does: no logits needed */
   readonly noLogits?: boolean;
+  /** the sequence's state slot (runtime/engine/state_slots.ts), for models with per-sequence state */
+  readonly stateSlot?: number;
 }
 
 /** Packed inputs of one step. */

@@ -1,0 +1,108 @@
+/**
+ * `kiln serve [model-dir]`: the OpenAI-compatible server over a model folder (default: the
+ * embedded fortune model). SIGINT/SIGTERM stop accepting, let in-flight requests finish within
+ * the grace period, then abort what is left and exit 0.
+ */
+import { basename } from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { createEngine } from "../runtime/engine/create_engine.ts";
+import { loadGenerationConfig } from "../runtime/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
+import { buildServer } from "../runtime/server/app.ts";
+import { floatFlag, intFlag } from "./options.ts";
+
+interface ServeFlags {
+  host: string;
+  port: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  maxModelLen?: number;
+  kvCacheMemory?: number;
+  blockSize: number;
+  apiKey?: string;
+  servedModelName?: string;
+  maxPendingRequests: number;
+  gracePeriod: number;
+  logLevel: string;
+}
+
+const UNITS: Record<string, number> = { "": 1, k: 1e3, m: 1e6, g: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, kb: 1e3, mb: 1e6, gb: 1e9 };
+
+/** "512MiB", "2GiB", "1e9" → bytes */
+export function parseBytes(v: string): number {
+  const m = /^\s*([\d.e+]+)\s*([a-z]*)\s*$/i.exec(v);
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  const n = m ? Number(m[1]) * (unit ?? NaN) : NaN;
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${v}' is not a size (e.g. 512MiB, 2GiB)`);
+  return Math.floor(n);
+}
+
+export function serveCommand(): Command {
+  return new Command("serve")
+    .description("serve a model over an OpenAI-compatible HTTP API")
+    .argument("[model-dir]", "a Hugging Face model folder (default: the embedded fortune model)")
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option("--port <port>", "port", intFlag("--port", 0), 8000)
+    .option("--max-num-seqs <n>", "sequences per step", intFlag("--max-num-seqs", 1))
+    .option("--max-num-batched-tokens <n>", "tokens per step", intFlag("--max-num-batched-tokens", 1))
+    .option("--max-model-len <n>", "context window (default: the model's)", intFlag("--max-model-len", 2))
+    .option("--kv-cache-memory <size>", "memory for the KV cache, e.g. 512MiB", parseBytes)
+    .option("--block-size <n>", "tokens per KV block", intFlag("--block-size", 1), 16)
+    .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (also KILN_API_KEY)")
+    .option("--served-model-name <name>", "the model name clients send (default: the folder name)")
+    .option("--max-pending-requests <n>", "running + queued requests before 503", intFlag("--max-pending-requests", 1), 1024)
+    .option("--grace-period <s>", "seconds in-flight requests get to finish on shutdown", floatFlag("--grace-period", 0), 10)
+    .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
+    .action(async (dirArg: string | undefined, flags: ServeFlags) => {
+      const dir = dirArg ?? DEFAULT_MODEL_DIR;
+      const { engine, tokenizer, model } = await createEngine({
+        modelDir: dir,
+        blockSize: flags.blockSize,
+        ...(flags.maxNumSeqs === undefined ? {} : { maxNumSeqs: flags.maxNumSeqs }),
+        ...(flags.maxNumBatchedTokens === undefined ? {} : { maxNumBatchedTokens: flags.maxNumBatchedTokens }),
+        ...(flags.maxModelLen === undefined ? {} : { maxModelLen: flags.maxModelLen }),
+        ...(flags.kvCacheMemory === undefined ? {} : { kvCacheBytes: flags.kvCacheMemory }),
+      });
+      const name = flags.servedModelName ?? basename(dir);
+      const maxModelLen = flags.maxModelLen ?? model.model.maxPositions;
+      const app = buildServer({
+        engine,
+        tokenizer,
+        servedModelName: name,
+        maxModelLen,
+        defaults: loadGenerationConfig(dir),
+        apiKey: flags.apiKey ?? process.env["KILN_API_KEY"],
+        maxPendingRequests: flags.maxPendingRequests,
+        logger: { level: flags.logLevel },
+      });
+      await app.listen({ host: flags.host, port: flags.port });
+      const addr = app.server.address();
+      const port = typeof addr === "object" && addr ? addr.port : flags.port;
+      const url = `http://${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`;
+      process.stdout.write(
+        `kiln is serving '${name}' at ${url}/v1\n` +
+          `try: curl ${url}/v1/completions -H 'Content-Type: application/json' ` +
+          `-d '{"model": "${name}", "prompt": "The secret of life is", "max_tokens": 32}'\n`,
+      );
+
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        app.log.info({ signal, graceSeconds: flags.gracePeriod }, "shutting down: finishing in-flight requests");
+        const grace = setTimeout(() => {
+          app.log.warn("grace period over: aborting the requests still running");
+          engine.close();
+          setTimeout(() => app.server.closeAllConnections(), 250).unref();
+        }, flags.gracePeriod * 1000);
+        grace.unref();
+        void app.close().then(() => {
+          clearTimeout(grace);
+          engine.close();
+          process.exit(0);
+        });
+      };
+      process.once("SIGINT", () => stop("SIGINT"));
+      process.once("SIGTERM", () => stop("SIGTERM"));
+    });
+}

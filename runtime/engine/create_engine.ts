@@ -1,0 +1,76 @@
+/**
+ * From a model folder to a serving engine: load the model, size the KV pool from a memory
+ * budget, build the model runner on the chosen backend, and wire in the tokenizer, the EOS ids
+ * of generation_config.json and the sliding window when every attention layer has one.
+ */
+import type { KvLayerSpec } from "../../compiler/ir.ts";
+import { KilnError } from "../errors.ts";
+import { loadGenerationConfig } from "../generation_config.ts";
+import { KvCache } from "../kv_cache.ts";
+import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../model_loader.ts";
+import { ModelRunner } from "../model_runner.ts";
+import type { BackendName } from "../step_executor.ts";
+import { KilnTokenizer } from "../tokenizer.ts";
+import { Engine, type EngineOptions } from "./engine.ts";
+
+export interface CreateEngineOptions extends Omit<EngineOptions, "maxModelLen" | "tokenizer" | "eosTokenIds" | "attentionWindow"> {
+  /** default: the embedded fortune model */
+  readonly modelDir?: string;
+  /** default: the model's max_position_embeddings */
+  readonly maxModelLen?: number;
+  /** tokens per KV block (default 16) */
+  readonly blockSize?: number;
+  /** memory for the KV pool (default 256 MiB); ignored when numBlocks is given */
+  readonly kvCacheBytes?: number;
+  readonly numBlocks?: number;
+  readonly backend?: BackendName;
+  readonly load?: LoadOptions;
+}
+
+export interface CreatedEngine {
+  readonly engine: Engine;
+  readonly runner: ModelRunner;
+  readonly tokenizer: KilnTokenizer;
+  readonly model: LoadedModel;
+}
+
+export const DEFAULT_KV_CACHE_BYTES = 256 * 2 ** 20;
+
+export async function createEngine(opts: CreateEngineOptions = {}): Promise<CreatedEngine> {
+  const dir = opts.modelDir ?? DEFAULT_MODEL_DIR;
+  const model = await loadModel(dir, opts.load ?? {});
+  const tokenizer = KilnTokenizer.load(dir);
+  const generation = loadGenerationConfig(dir);
+  const blockSize = opts.blockSize ?? 16;
+  const maxModelLen = opts.maxModelLen ?? model.model.maxPositions;
+  if (maxModelLen > model.model.maxPositions) {
+    throw new KilnError("INVALID_ARGUMENT", `maxModelLen ${maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
+  }
+  const numBlocks = opts.numBlocks ?? KvCache.blocksForBudget(model.graph.kvLayers, blockSize, opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES);
+  const runner = new ModelRunner(model.graph, model.weights, model.model.vocabSize, {
+    numBlocks,
+    blockSize,
+    ...(opts.backend === undefined ? {} : { backend: opts.backend }),
+  });
+  const eos = generation.eosTokenIds.length > 0 ? generation.eosTokenIds : tokenizer.eosTokenId === undefined ? [] : [tokenizer.eosTokenId];
+  const window = uniformSlidingWindow(model.graph.kvLayers);
+  const engine = new Engine(runner, {
+    ...opts,
+    maxModelLen,
+    tokenizer,
+    eosTokenIds: eos,
+    ...(window === undefined ? {} : { attentionWindow: window }),
+  });
+  return { engine, runner, tokenizer, model };
+}
+
+/** The widest window when every attention layer slides; undefined when any attends to everything. */
+export function uniformSlidingWindow(layers: readonly KvLayerSpec[]): number | undefined {
+  if (layers.length === 0) return undefined;
+  let widest = 0;
+  for (const l of layers) {
+    if (l.slidingWindow === undefined) return undefined;
+    widest = Math.max(widest, l.slidingWindow);
+  }
+  return widest;
+}

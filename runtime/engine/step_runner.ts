@@ -1,0 +1,26 @@
+/**
+ * What the engine needs from a model: run one step over the scheduled chunks and hand back the
+ * wanted logits. ModelRunner (any backend) satisfies it; the pure tests use fakes.
+ */
+import type { SeqChunk } from "../kv_cache.ts";
+import type { StatePool } from "./state_slots.ts";
+
+export interface StepRunner {
+  /** KV pool size, in blocks of `blockSize` token slots */
+  readonly numBlocks: number;
+  readonly blockSize: number;
+  readonly vocabSize: number;
+  /** per-sequence state slots for Mamba-like layers; absent for attention-only models */
+  readonly statePool?: StatePool;
+  /**
+   * logits [S, vocab], row-major: for each chunk in order, one row per token when it asks for
+   * `allLogits`, none when `noLogits`, else one row (its last token).
+   */
+  execute(chunks: readonly SeqChunk[]): Float32Array;
+}
+
+/** Rows of logits a chunk gets back (see StepRunner.execute). */
+export function logitRows(chunk: SeqChunk): number {
+  if (chunk.allLogits) return chunk.tokens.length;
+  return chunk.noLogits ? 0 : 1;
+}

@@ -1,0 +1,111 @@
+/** POST /v1/chat/completions: the model's chat template, then generation, whole or streamed. */
+import type { FastifyInstance } from "fastify";
+import type { PositionLogprobs } from "../engine/logprobs.ts";
+import { isKilnError } from "../errors.ts";
+import { ApiError } from "./api_error.ts";
+import { admit, checkModel, parseBody, tokenText, type ServerContext } from "./context.ts";
+import { chatLogprobs, openaiFinish, openaiUsage, responseId, unixNow } from "./openai_format.ts";
+import { RequestRunner } from "./request_runner.ts";
+import { chatParams } from "./request_params.ts";
+import { ChatCompletionRequest, type ChatMessage } from "./schemas.ts";
+import { SseWriter } from "./sse.ts";
+import type { z } from "zod";
+
+type Message = z.infer<typeof ChatMessage>;
+
+/** Renders the conversation with the model's template and tokenizes it (the template places any BOS). */
+export function chatPromptIds(ctx: ServerContext, messages: readonly Message[], addGenerationPrompt: boolean): number[] {
+  const flat = messages.map((m) => ({
+    role: m.role,
+    content: typeof m.content === "string" ? m.content : m.content === null ? "" : m.content.map((p) => p.text).join(""),
+  }));
+  let rendered: string;
+  try {
+    rendered = ctx.tokenizer.applyChatTemplate(flat, { addGenerationPrompt });
+  } catch (e) {
+    if (isKilnError(e)) throw ApiError.badRequest(e.message, "messages", e.code);
+    throw e;
+  }
+  return ctx.tokenizer.encode(rendered, { addSpecialTokens: false });
+}
+
+export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
+  app.post("/v1/chat/completions", async (request, reply) => {
+    const body = parseBody(ChatCompletionRequest, request.body);
+    checkModel(ctx, body.model);
+    const ids = chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
+    admit(ctx, 1);
+    const params = chatParams(body, ids.length, ctx.maxModelLen, ctx.defaults);
+    const id = responseId("chatcmpl");
+    const runner = new RequestRunner(ctx.engine, ctx.metrics);
+    runner.start([ids], [params], `${id}-${request.id}`);
+    reply.raw.on("close", () => {
+      if (!reply.raw.writableFinished) runner.abort();
+    });
+    const text = tokenText(ctx);
+    const created = unixNow();
+
+    if (body.stream) {
+      const base = { id, object: "chat.completion.chunk", created, model: ctx.servedModelName };
+      const sse = new SseWriter(reply.raw);
+      reply.hijack();
+      sse.open();
+      const started = new Set<number>();
+      let usage: ReturnType<typeof openaiUsage> | undefined;
+      for await (const { delta } of runner.deltas()) {
+        if (!started.has(delta.index)) {
+          started.add(delta.index);
+          sse.send({ ...base, choices: [{ index: delta.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+        }
+        if (delta.usage) usage = openaiUsage(delta.usage);
+        const lps = body.logprobs && delta.tokenIds.length > 0 ? chatLogprobs(delta.tokenIds, delta.logprobs ?? [], text) : null;
+        if (delta.text === "" && delta.finishReason === undefined && lps === null) continue;
+        sse.send({
+          ...base,
+          choices: [
+            {
+              index: delta.index,
+              delta: delta.text === "" ? {} : { content: delta.text },
+              logprobs: lps,
+              finish_reason: openaiFinish(delta.finishReason),
+              stop_reason: delta.stopReason ?? null,
+            },
+          ],
+        });
+      }
+      if (body.stream_options?.include_usage && usage) sse.send({ ...base, choices: [], usage });
+      sse.done();
+      return;
+    }
+
+    const acc = new Map<number, { text: string; ids: number[]; lps: PositionLogprobs[]; finish?: "stop" | "length" | null; stop?: string | number }>();
+    let usage: ReturnType<typeof openaiUsage> | undefined;
+    for await (const { delta } of runner.deltas()) {
+      let a = acc.get(delta.index);
+      if (!a) acc.set(delta.index, (a = { text: "", ids: [], lps: [] }));
+      a.text += delta.text;
+      a.ids.push(...delta.tokenIds);
+      if (delta.logprobs) a.lps.push(...delta.logprobs);
+      if (delta.finishReason !== undefined) a.finish = openaiFinish(delta.finishReason);
+      if (delta.stopReason !== undefined) a.stop = delta.stopReason;
+      if (delta.usage) usage = openaiUsage(delta.usage);
+    }
+    if (reply.raw.destroyed) return reply;
+    return {
+      id,
+      object: "chat.completion",
+      created,
+      model: ctx.servedModelName,
+      choices: [...acc.entries()]
+        .sort(([x], [y]) => x - y)
+        .map(([index, a]) => ({
+          index,
+          message: { role: "assistant", content: a.text },
+          logprobs: body.logprobs ? chatLogprobs(a.ids, a.lps, text) : null,
+          finish_reason: a.finish ?? null,
+          stop_reason: a.stop ?? null,
+        })),
+      usage,
+    };
+  });
+}

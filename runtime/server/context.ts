@@ -1,0 +1,49 @@
+/** What every route needs: the engine, the tokenizer, limits and metrics. */
+import type { z } from "zod";
+import type { Engine } from "../engine/engine.ts";
+import type { GenerationDefaults } from "../generation_config.ts";
+import type { KilnTokenizer } from "../tokenizer.ts";
+import { ApiError, fromZodError } from "./api_error.ts";
+import type { ServerMetrics } from "./metrics.ts";
+
+export interface ServerContext {
+  readonly engine: Engine;
+  readonly tokenizer: KilnTokenizer;
+  readonly servedModelName: string;
+  readonly maxModelLen: number;
+  readonly defaults: GenerationDefaults;
+  readonly metrics: ServerMetrics;
+  /** running + queued engine requests allowed before new ones get 503 */
+  readonly maxPendingRequests: number;
+}
+
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const r = schema.safeParse(body ?? {});
+  if (!r.success) throw fromZodError(r.error);
+  return r.data;
+}
+
+export function checkModel(ctx: ServerContext, model: string | null | undefined): void {
+  if (model != null && model !== ctx.servedModelName) {
+    throw new ApiError(404, `The model \`${model}\` does not exist.`, "NotFoundError", "model", "model_not_found");
+  }
+}
+
+/** Refuses work past the pending-request bound (the route sets Retry-After). */
+export function admit(ctx: ServerContext, numRequests: number): void {
+  const pending = ctx.engine.stats().numRequests;
+  if (pending + numRequests > ctx.maxPendingRequests) {
+    throw new ApiError(
+      503,
+      `The server is at capacity (${pending} requests pending, limit ${ctx.maxPendingRequests}); retry shortly.`,
+      "server_overloaded",
+      null,
+      "overloaded",
+    );
+  }
+}
+
+/** Decoded text of one token, as logprobs report it. */
+export function tokenText(ctx: ServerContext): (id: number) => string {
+  return (id) => ctx.tokenizer.decode([id], { skipSpecialTokens: false });
+}

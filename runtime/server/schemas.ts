@@ -1,0 +1,83 @@
+/**
+ * Request bodies of the OpenAI-compatible API, as zod schemas: one definition gives both the
+ * validation (unknown fields are refused, never ignored) and the TypeScript types. OpenAI's
+ * names, plus vLLM's sampling extras.
+ */
+import { z } from "zod";
+
+const nonNegInt = z.number().int().min(0);
+
+/** Sampling fields shared by completions and chat completions. */
+const samplingFields = {
+  model: z.string().min(1),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  n: z.number().int().min(1).max(128).nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z
+    .strictObject({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
+    .nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  logit_bias: z.record(z.string().regex(/^\d+$/, "logit_bias keys are token ids"), z.number().min(-100).max(100)).nullish(),
+  seed: z.number().int().nullish(),
+  user: z.string().nullish(),
+  // vLLM extras
+  top_k: z.number().int().min(-1).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
+  ignore_eos: z.boolean().nullish(),
+  min_tokens: nonNegInt.nullish(),
+  stop_token_ids: z.array(nonNegInt).nullish(),
+  skip_special_tokens: z.boolean().nullish(),
+  include_stop_str_in_output: z.boolean().nullish(),
+} as const;
+
+const tokenIds = z.array(nonNegInt).min(1);
+
+export const CompletionRequest = z.strictObject({
+  ...samplingFields,
+  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
+  max_tokens: z.number().int().min(1).nullish(),
+  logprobs: z.number().int().min(0).max(20).nullish(),
+  echo: z.boolean().nullish(),
+  best_of: z.number().int().min(1).nullish(),
+  suffix: z.null().optional(),
+});
+export type CompletionRequest = z.infer<typeof CompletionRequest>;
+
+const textPart = z.strictObject({ type: z.literal("text"), text: z.string() });
+
+export const ChatMessage = z.strictObject({
+  role: z.enum(["system", "developer", "user", "assistant", "tool"]),
+  content: z.union([z.string(), z.array(textPart), z.null()]),
+  name: z.string().optional(),
+});
+
+export const ChatCompletionRequest = z.strictObject({
+  ...samplingFields,
+  messages: z.array(ChatMessage).min(1),
+  max_tokens: z.number().int().min(1).nullish(),
+  max_completion_tokens: z.number().int().min(1).nullish(),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(20).nullish(),
+  // vLLM extras for chat
+  add_generation_prompt: z.boolean().nullish(),
+  echo: z.boolean().nullish(),
+});
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
+
+export const TokenizeRequest = z.union([
+  z.strictObject({ model: z.string().nullish(), prompt: z.string(), add_special_tokens: z.boolean().nullish() }),
+  z.strictObject({
+    model: z.string().nullish(),
+    messages: z.array(ChatMessage).min(1),
+    add_generation_prompt: z.boolean().nullish(),
+    add_special_tokens: z.boolean().nullish(),
+  }),
+]);
+export type TokenizeRequest = z.infer<typeof TokenizeRequest>;
+
+export const DetokenizeRequest = z.strictObject({ model: z.string().nullish(), tokens: z.array(nonNegInt) });
+export type DetokenizeRequest = z.infer<typeof DetokenizeRequest>;
