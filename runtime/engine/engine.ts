@@ -189,6 +189,8 @@ export class Engine {
 
   private runStep(): void {
     let result: StepResult;
+    // a request's queue time ends when the step that first schedules it starts
+    const started = epochMs();
     try {
       result = this.core.step();
     } catch (error) {
@@ -204,7 +206,7 @@ export class Engine {
     const now = epochMs();
     for (const { seq } of result.scheduled.chunks) {
       const req = this.live.get(seq.requestId);
-      if (req && req.firstScheduledTime === undefined) req.firstScheduledTime = now;
+      if (req && req.firstScheduledTime === undefined) req.firstScheduledTime = started;
     }
     for (const u of result.updates) this.deliver(u, now);
   }
