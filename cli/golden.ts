@@ -4,10 +4,11 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { runGolden } from "../runtime/golden_check.ts";
+import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
 import { floatFlag } from "./options.ts";
 
 interface GoldenFlags {
-  backend: string;
+  backend: BackendName;
   tol: number;
   ropeFreqBf16?: boolean;
 }
@@ -16,16 +17,28 @@ export function goldenCommand(): Command {
   return new Command("golden")
     .description("compare a fixture folder's model against its reference.safetensors")
     .argument("<fixture-dir>", "a folder with config.json, model.safetensors and reference.safetensors")
-    .option("--backend <name>", "cpu (cuda arrives with the CUDA backend)", (v) => {
-      if (v !== "cpu") throw new InvalidArgumentError(`backend '${v}' is not available; use cpu`);
-      return v;
+    .option("--backend <name>", `where the model runs: ${BACKENDS.join(" or ")}`, (v): BackendName => {
+      const b = BACKENDS.find((name) => name === v);
+      if (b === undefined) throw new InvalidArgumentError(`backend '${v}' is not available; use ${BACKENDS.join(" or ")}`);
+      return b;
     }, "cpu")
     .option("--tol <x>", "relative error allowed for logits", floatFlag("--tol", 0), 1e-4)
     .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
     .action(async (dir: string, flags: GoldenFlags) => {
-      const { results, summary } = await runGolden(dir, { tolerance: flags.tol, ropeFreqBf16: flags.ropeFreqBf16 === true });
-      for (const r of results) process.stdout.write(JSON.stringify(r) + "\n");
-      process.stdout.write(JSON.stringify({ summary }) + "\n");
-      if (!summary.ok) process.exitCode = 1;
+      // the CUDA backend is loaded only when asked for, and its device opened before the model
+      const cuda = flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend() : undefined;
+      try {
+        cuda?.backend();
+        const { results, summary } = await runGolden(dir, {
+          tolerance: flags.tol,
+          ropeFreqBf16: flags.ropeFreqBf16 === true,
+          backend: flags.backend,
+        });
+        for (const r of results) process.stdout.write(JSON.stringify(r) + "\n");
+        process.stdout.write(JSON.stringify({ summary }) + "\n");
+        if (!summary.ok) process.exitCode = 1;
+      } finally {
+        cuda?.dispose();
+      }
     });
 }

@@ -5,6 +5,7 @@
 import { Command } from "commander";
 import { isKilnError } from "../runtime/errors.ts";
 import { loadPlugins, pluginsFromEnv } from "../models/registry.ts";
+import { compileCommand } from "./compile.ts";
 import { goldenCommand } from "./golden.ts";
 import { runCommand } from "./run.ts";
 import { serveCommand } from "./serve.ts";
@@ -25,6 +26,7 @@ const program = new Command()
 
 program.addCommand(runCommand());
 program.addCommand(goldenCommand());
+program.addCommand(compileCommand());
 program.addCommand(serveCommand());
 
 try {

@@ -1,6 +1,6 @@
 /**
  * `kiln run`: generate from a prompt on the CPU, streaming text to the terminal as it comes.
- * The embedded fortune model is the default.
+ * The embedded fortune model is the default; `--model` takes a model folder or an engine artifact.
  */
 import { Command } from "commander";
 import { IncrementalDetokenizer } from "../runtime/detokenizer.ts";
@@ -28,7 +28,7 @@ export function runCommand(): Command {
   return new Command("run")
     .description("generate text from a prompt (default model: the embedded fortune model)")
     .requiredOption("-p, --prompt <text>", "the prompt")
-    .option("-m, --model <dir>", "a Hugging Face model folder", DEFAULT_MODEL_DIR)
+    .option("-m, --model <dir>", "a Hugging Face model folder or an engine artifact (kiln compile)", DEFAULT_MODEL_DIR)
     .option("--max-tokens <n>", "tokens to generate", intFlag("--max-tokens", 1), 64)
     .option("--temperature <t>", "0 is greedy (default: generation_config.json, else 1)", floatFlag("--temperature", 0))
     .option("--top-p <p>", "nucleus sampling mass", floatFlag("--top-p", 0, 1))
@@ -42,7 +42,7 @@ export function runCommand(): Command {
       const tokenizer = KilnTokenizer.load(flags.model);
       const defaults = loadGenerationConfig(flags.model);
       const prompt = tokenizer.encode(flags.prompt, { addSpecialTokens: true });
-      const maxModelLen = loaded.model.maxPositions;
+      const maxModelLen = loaded.artifact?.maxModelLen ?? loaded.model.maxPositions;
       const blockSize = 16;
       const runner = new ModelRunner(loaded.graph, loaded.weights, loaded.model.vocabSize, {
         numBlocks: Math.ceil(maxModelLen / blockSize),

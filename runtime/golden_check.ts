@@ -10,6 +10,7 @@ import { loadModel, type LoadOptions } from "./model_loader.ts";
 import { ModelRunner } from "./model_runner.ts";
 import { SafetensorsFile } from "./safetensors.ts";
 import { argmax } from "./sampler.ts";
+import type { BackendName } from "./step_executor.ts";
 
 export interface GoldenPromptResult {
   readonly prompt: number;
@@ -37,6 +38,8 @@ export interface GoldenSummary {
 
 export interface GoldenOptions extends LoadOptions {
   readonly tolerance: number;
+  /** where the model runs (default cpu); "cuda" needs the CUDA backend registered first */
+  readonly backend?: BackendName;
 }
 
 function relErr(out: Float32Array, ref: Float32Array): number {
@@ -83,22 +86,31 @@ export async function runGolden(dir: string, opts: GoldenOptions): Promise<{ res
       const steps = refTokens.length;
       const total = prompt.length + steps;
       const blockSize = 16;
-      const runner = new ModelRunner(loaded.graph, loaded.weights, V, { numBlocks: Math.ceil(total / blockSize) + 1, blockSize });
+      const runner = new ModelRunner(loaded.graph, loaded.weights, V, {
+        numBlocks: Math.ceil(total / blockSize) + 1,
+        blockSize,
+        ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
+      });
       const table = Array.from({ length: runner.numBlocks }, (_, i) => i);
 
-      const prefill = runner.execute([{ tokens: prompt, numCached: 0, blockTable: table, allLogits: true }]);
+      let prefill: Float32Array;
+      const ours = new Float32Array(steps * V);
+      try {
+        prefill = runner.execute([{ tokens: prompt, numCached: 0, blockTable: table, allLogits: true }]);
+        ours.set(prefill.subarray((prompt.length - 1) * V, prompt.length * V), 0);
+        for (let i = 1; i < steps; i++) {
+          const row = runner.execute([{ tokens: [refTokens[i - 1]!], numCached: prompt.length + i - 1, blockTable: table }]);
+          ours.set(row, i * V);
+        }
+      } finally {
+        runner.dispose(); // device memory on GPU backends
+      }
       let prefillMax: number | undefined;
       let prefillRel: number | undefined;
       if (ref.tensors.has(`prefill_logits_${k}`)) {
         const refPrefill = ref.readF32(`prefill_logits_${k}`);
         prefillMax = maxAbsErr(prefill, refPrefill);
         prefillRel = relErr(prefill, refPrefill);
-      }
-      const ours = new Float32Array(steps * V);
-      ours.set(prefill.subarray((prompt.length - 1) * V, prompt.length * V), 0);
-      for (let i = 1; i < steps; i++) {
-        const row = runner.execute([{ tokens: [refTokens[i - 1]!], numCached: prompt.length + i - 1, blockTable: table }]);
-        ours.set(row, i * V);
       }
       let match = 0;
       let unexplained = 0;
@@ -131,7 +143,7 @@ export async function runGolden(dir: string, opts: GoldenOptions): Promise<{ res
   const summary: GoldenSummary = {
     fixture: dir,
     arch: loaded.arch,
-    backend: "cpu",
+    backend: opts.backend ?? "cpu",
     tolerance: opts.tolerance,
     prompts: results.length,
     worst_prefill_rel_err: prefills.length > 0 ? Math.max(...prefills) : undefined,

@@ -1,12 +1,14 @@
 /**
  * From a model folder to a runnable model: config → registry → DSL model → weights → traced
- * graph. Nothing here knows an architecture; the registry's model classes do.
+ * graph. Nothing here knows an architecture; the registry's model classes do. An engine artifact
+ * (`kiln compile`'s output) loads through runtime/artifact_loader.ts instead: no tracing.
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Graph } from "../compiler/ir.ts";
 import { ropeFreqBf16 } from "../compiler/passes/rope_freq_bf16.ts";
+import { isArtifactDir, loadArtifact, type ArtifactInfo } from "./artifact_loader.ts";
 import type { CausalLM } from "../models/dsl/causal_lm.ts";
 import { traceModel } from "../models/dsl/causal_lm.ts";
 import type { LoadReport, WeightSource } from "../models/dsl/load_weights.ts";
@@ -25,6 +27,8 @@ export interface LoadedModel {
   readonly graph: Graph;
   readonly weights: ReadonlyMap<string, WeightData>;
   readonly report: LoadReport;
+  /** set when `dir` is an engine artifact */
+  readonly artifact?: ArtifactInfo;
 }
 
 export interface LoadOptions {
@@ -33,6 +37,8 @@ export interface LoadOptions {
   readonly weightStorage?: "f32" | "bf16";
   /** reproduce HF's bf16-rounded rotary frequencies (see compiler/passes/rope_freq_bf16.ts) */
   readonly ropeFreqBf16?: boolean;
+  /** the target the caller runs (`cpu`, `cuda:sm_90`): an artifact compiled for another is refused */
+  readonly target?: string;
 }
 
 export function checkpointSource(ckpt: Checkpoint): WeightSource {
@@ -57,6 +63,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new KilnError("MODEL_NOT_FOUND", `model folder ${dir} does not exist`);
   }
+  if (isArtifactDir(dir)) return loadArtifact(dir, opts);
   const config = loadConfigJson(dir);
   const { arch, cls } = await (opts.registry ?? defaultRegistry).resolve(architectures(config));
   const storage = opts.weightStorage ?? (configDtype(config) === "bfloat16" ? "bf16" : "f32");

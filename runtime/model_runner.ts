@@ -4,8 +4,8 @@
  */
 import type { Graph } from "../compiler/ir.ts";
 import type { WeightData } from "../models/dsl/parameter.ts";
-import { CpuExecutor } from "./cpu/executor.ts";
 import { loadNative } from "./cpu/native.ts";
+import { ProgramExecutor } from "./cpu/program_executor.ts";
 import { KilnError } from "./errors.ts";
 import { packStep, type SeqChunk } from "./kv_cache.ts";
 import type { BackendName, ExecutorFactory, StepExecutor } from "./step_executor.ts";
@@ -16,7 +16,9 @@ export interface RunnerOptions {
   readonly backend?: BackendName;
 }
 
-const cpuFactory: ExecutorFactory = (graph, weights, opts) => new CpuExecutor(graph, weights, loadNative(), opts);
+// The CPU runs the compiled program: fused generated-C kernels plus native GEMM and attention.
+// (runtime/cpu/executor.ts, which interprets the unfused graph, stays as the reference in tests.)
+const cpuFactory: ExecutorFactory = (graph, weights, opts) => ProgramExecutor.fromGraph(graph, weights, loadNative(), opts);
 
 /** Backends register here; the CUDA backend adds itself when it is loaded. */
 export const EXECUTOR_FACTORIES = new Map<BackendName, ExecutorFactory>([["cpu", cpuFactory]]);

@@ -1,0 +1,86 @@
+/**
+ * Timings on the CUDA executor: prefill tokens/s, batch-1 decode ms/step (logits copied to the
+ * host and argmax there, as the runner does, and greedy picked on the device), and the device's
+ * copy bandwidth, which sets the floor for a decode step that reads every weight once.
+ */
+import type { CudaDevice } from "../../runtime/cuda/device.ts";
+import type { CudaExecutor } from "../../runtime/cuda/executor.ts";
+import { packStep } from "../../runtime/kv_cache.ts";
+import { argmax } from "../../runtime/sampler.ts";
+
+export interface DecodeTiming {
+  readonly context: number;
+  readonly steps: number;
+  /** logits [1, vocab] to the host, argmax in JS */
+  readonly msPerStep: number;
+  /** argmax on the device, one int to the host */
+  readonly greedyMsPerStep: number;
+}
+
+export function blocksFor(tokens: number, blockSize: number): number {
+  return Math.ceil(tokens / blockSize) + 1;
+}
+
+function randomTokens(n: number, vocab: number, seed: number): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return 5 + (s % (vocab - 5));
+  });
+}
+
+/** Median prefill time of `len` tokens (3 runs after a warm-up), as tokens/s. */
+export function prefillTokensPerSecond(ex: CudaExecutor, len: number, vocab: number): number {
+  const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
+  const step = packStep([{ tokens: randomTokens(len, vocab, 7), numCached: 0, blockTable: table }], ex.blockSize);
+  ex.run(step);
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    ex.run(step);
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return (len / times[1]!) * 1000;
+}
+
+/** Decode `steps` tokens after a prompt of `context` tokens, both ways; needs ≥ context + 2·steps + 8 slots. */
+export function decodeTiming(ex: CudaExecutor, context: number, steps: number, vocab: number): DecodeTiming {
+  const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
+  const prompt = randomTokens(context, vocab, 3);
+  let cached = 0;
+  let next = ex.runGreedy(packStep([{ tokens: prompt, numCached: 0, blockTable: table }], ex.blockSize))[0] ?? 5;
+  cached = context;
+  const stepOnce = (greedy: boolean): void => {
+    const step = packStep([{ tokens: [next], numCached: cached, blockTable: table }], ex.blockSize);
+    next = greedy ? (ex.runGreedy(step)[0] ?? 5) : argmax(ex.run(step));
+    cached++;
+  };
+  for (let i = 0; i < 4; i++) stepOnce(true); // warm-up: plans, arena
+  const time = (greedy: boolean): number => {
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) stepOnce(greedy);
+    return (performance.now() - t0) / steps;
+  };
+  const msPerStep = time(false);
+  const greedyMsPerStep = time(true);
+  return { context, steps, msPerStep, greedyMsPerStep };
+}
+
+/** Device-to-device copy bandwidth (bytes read + written per second) over a 512 MiB buffer. */
+export function copyBandwidth(dev: CudaDevice, bytes = 512 * 2 ** 20): number {
+  const a = dev.alloc(bytes);
+  const b = dev.alloc(bytes);
+  try {
+    dev.copy(b, a, bytes);
+    dev.synchronize();
+    const reps = 10;
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) dev.copy(i % 2 ? a : b, i % 2 ? b : a, bytes);
+    dev.synchronize();
+    return (2 * bytes * reps) / ((performance.now() - t0) / 1000);
+  } finally {
+    dev.free(a);
+    dev.free(b);
+  }
+}

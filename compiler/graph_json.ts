@@ -1,0 +1,142 @@
+/**
+ * The IR as JSON (an engine artifact's graph.json), and back. Reading validates every node
+ * against its kind's fields and then the graph invariants, so a corrupt or hand-edited file is
+ * refused with the node and field at fault rather than failing somewhere in a kernel.
+ *
+ *   { "format": "kiln-graph", "version": 1, "nodes": [...], "outputs": {...}, "kvLayers": [...] }
+ */
+import { KilnError } from "../runtime/errors.ts";
+import { checkGraph } from "./invariants.ts";
+import { assertNever, BINARY_OPS, INPUT_NAMES, UNARY_OPS, type Graph, type KvLayerSpec, type Node, type NodeKind } from "./ir.ts";
+
+export const GRAPH_FORMAT = "kiln-graph";
+export const GRAPH_VERSION = 1;
+
+export function graphToJson(graph: Graph): string {
+  return JSON.stringify({ format: GRAPH_FORMAT, version: GRAPH_VERSION, ...graph });
+}
+
+type Field = "id" | "id?" | "int" | "int?" | "num" | "num?" | "str" | "bool" | "nums" | "storage" | "input" | "unary" | "binary";
+
+const FIELDS = {
+  input: { name: "input" },
+  param: { name: "str", storage: "storage" },
+  embedding: { table: "id", ids: "id" },
+  linear: { x: "id", weight: "id", bias: "id?" },
+  rms_norm: { x: "id", weight: "id", eps: "num", group: "int", weightOffset: "num" },
+  layer_norm: { x: "id", weight: "id", bias: "id?", eps: "num" },
+  binary: { op: "binary", a: "id", b: "id" },
+  unary: { op: "unary", x: "id" },
+  scale: { x: "id", factor: "num" },
+  slice: { x: "id", start: "int", size: "int" },
+  gather_rows: { x: "id", indices: "id" },
+  rope: { x: "id", positions: "id", numHeads: "int", headDim: "int", rotaryDim: "int", neox: "bool", invFreq: "nums" },
+  attention: {
+    q: "id",
+    k: "id",
+    v: "id",
+    cacheKey: "str",
+    numHeads: "int",
+    numKvHeads: "int",
+    headDim: "int",
+    scale: "num",
+    slidingWindow: "int?",
+    softcap: "num?",
+  },
+} as const satisfies Record<NodeKind, Record<string, Field>>;
+
+function isKind(k: unknown): k is NodeKind {
+  return typeof k === "string" && Object.hasOwn(FIELDS, k);
+}
+
+function fieldOk(f: Field, v: unknown): boolean {
+  const isInt = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0;
+  switch (f) {
+    case "id":
+    case "int":
+      return isInt(v);
+    case "id?":
+    case "int?":
+      return v === undefined || isInt(v);
+    case "num":
+      return typeof v === "number" && Number.isFinite(v);
+    case "num?":
+      return v === undefined || (typeof v === "number" && Number.isFinite(v));
+    case "str":
+      return typeof v === "string";
+    case "bool":
+      return typeof v === "boolean";
+    case "nums":
+      return Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x));
+    case "storage":
+      return v === "f32" || v === "bf16";
+    case "input":
+      return (INPUT_NAMES as readonly unknown[]).includes(v);
+    case "unary":
+      return (UNARY_OPS as readonly unknown[]).includes(v);
+    case "binary":
+      return (BINARY_OPS as readonly unknown[]).includes(v);
+    default:
+      return assertNever(f, "field type");
+  }
+}
+
+/** Checks one parsed node: common fields, then exactly its kind's fields. */
+function isNode(v: Record<string, unknown>, fail: (msg: string) => never): v is Node & Record<string, unknown> {
+  const kind = v["kind"];
+  if (!isKind(kind)) return fail(`unknown kind ${JSON.stringify(kind)}`);
+  const shape = v["shape"];
+  if (!Array.isArray(shape) || !shape.every((d) => d === "T" || d === "S" || (Number.isInteger(d) && d > 0))) fail("bad shape");
+  if (v["dtype"] !== "f32" && v["dtype"] !== "i32") fail("bad dtype");
+  if (typeof v["scope"] !== "string") fail("bad scope");
+  const fields: Record<string, Field> = FIELDS[kind];
+  for (const [name, f] of Object.entries(fields)) if (!fieldOk(f, v[name])) fail(`bad field '${name}' (${f})`);
+  const allowed = new Set(["id", "kind", "shape", "dtype", "scope", ...Object.keys(fields)]);
+  for (const key of Object.keys(v)) if (!allowed.has(key)) fail(`unexpected field '${key}'`);
+  return true;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Parses graph.json; `where` names the file in errors. */
+export function graphFromJson(text: string, where: string): Graph {
+  const fail = (msg: string): never => {
+    throw new KilnError("CONFIG_INVALID", `${where}: ${msg}`);
+  };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new KilnError("CONFIG_INVALID", `${where}: not valid JSON`, { cause: e });
+  }
+  if (!isRecord(raw) || raw["format"] !== GRAPH_FORMAT) return fail(`not a ${GRAPH_FORMAT} file`);
+  if (raw["version"] !== GRAPH_VERSION) fail(`graph version ${String(raw["version"])}; this kiln reads version ${GRAPH_VERSION}`);
+  const nodesRaw = raw["nodes"];
+  if (!Array.isArray(nodesRaw)) return fail("no node list");
+  const nodes: Node[] = [];
+  nodesRaw.forEach((n: unknown, i) => {
+    if (!isRecord(n) || n["id"] !== i) fail(`node ${i} is malformed`);
+    if (isRecord(n) && isNode(n, (msg) => fail(`node ${i}: ${msg}`))) nodes.push(n);
+  });
+  const outputs = raw["outputs"];
+  const logits = isRecord(outputs) ? outputs["logits"] : undefined;
+  if (typeof logits !== "number") return fail("no logits output");
+  const kvRaw = raw["kvLayers"];
+  if (!Array.isArray(kvRaw)) return fail("no KV layer list");
+  const kvLayers: KvLayerSpec[] = kvRaw.map((l: unknown, i) => {
+    const ok =
+      isRecord(l) &&
+      typeof l["cacheKey"] === "string" &&
+      fieldOk("int", l["numKvHeads"]) &&
+      fieldOk("int", l["headDim"]) &&
+      fieldOk("int?", l["slidingWindow"]);
+    if (!ok) return fail(`KV layer ${i} is malformed`);
+    return { cacheKey: String(l["cacheKey"]), numKvHeads: Number(l["numKvHeads"]), headDim: Number(l["headDim"]), slidingWindow: typeof l["slidingWindow"] === "number" ? l["slidingWindow"] : undefined };
+  });
+  const graph: Graph = { nodes, outputs: { logits }, kvLayers };
+  const errors = checkGraph(graph);
+  if (errors.length > 0) fail(`the graph is inconsistent: ${errors.slice(0, 3).join("; ")}`);
+  return graph;
+}

@@ -1,0 +1,110 @@
+/**
+ * A compiled program: what a backend executes for one step, in order. Self-describing, so a
+ * backend needs nothing else: every buffer with its role, storage type and symbolic shape;
+ * every kernel in lowered form (rendered to C or CUDA C from it); every step with the buffers
+ * it binds; and the pieces for piecewise CUDA-graph capture.
+ *
+ *   steps:   kernel  embedding_rms_norm_f32  rows T   args [input_ids, embed table, w, y0, y1]
+ *            gemm    x [T, 64] · w[192, 64]ᵀ → [T, 192]
+ *            kernel  rope_kv_write_f32       rows T   args [qkv, positions, ..., k_cache, v_cache]
+ *            attention (custom op: reads q and the caches)
+ *            ...
+ *
+ * A kernel takes `rows` (the size of its row space this step) and then its params in order;
+ * it runs one row per block (CUDA) or per loop iteration (C).
+ */
+import type { Dim, InputName, KvLayerSpec, ValueId } from "./ir.ts";
+import type { ElemType, LoweredKernel, ParamShape } from "./kernel_ir.ts";
+import type { Piece } from "./passes/partition.ts";
+
+/** Per-step i32 inputs: the graph's inputs plus the KV slot of each token. */
+export type ProgramInput = InputName | "slot_mapping";
+
+export type BufferRole =
+  | { readonly kind: "input"; readonly name: ProgramInput }
+  | { readonly kind: "param"; readonly name: string }
+  /** the value of an IR node, produced by one step */
+  | { readonly kind: "activation"; readonly node: ValueId }
+  | { readonly kind: "kv_cache"; readonly cacheKey: string; readonly which: "k" | "v" };
+
+export interface BufferSpec {
+  readonly id: number;
+  readonly role: BufferRole;
+  readonly elem: ElemType;
+  readonly shape: ParamShape;
+}
+
+export type Step =
+  | {
+      readonly kind: "kernel";
+      readonly kernel: string;
+      readonly rows: Dim;
+      /** buffer ids, parallel to the kernel's params */
+      readonly args: readonly number[];
+      /** the IR nodes it computes */
+      readonly nodes: readonly ValueId[];
+    }
+  | {
+      /** out [rows, n] = x [rows, k] · w [n, k]ᵀ (+ bias [n]); cuBLASLt on the GPU */
+      readonly kind: "gemm";
+      readonly node: ValueId;
+      readonly x: number;
+      readonly w: number;
+      readonly bias: number | undefined;
+      readonly out: number;
+      readonly rows: Dim;
+      readonly n: number;
+      readonly k: number;
+    }
+  | {
+      /** paged attention over the caches, which an earlier kernel already wrote this step's k/v into */
+      readonly kind: "attention";
+      readonly node: ValueId;
+      readonly q: number;
+      readonly out: number;
+      readonly kCache: number;
+      readonly vCache: number;
+      readonly cacheKey: string;
+      readonly numHeads: number;
+      readonly numKvHeads: number;
+      readonly headDim: number;
+      readonly scale: number;
+      readonly slidingWindow: number | undefined;
+      readonly softcap: number | undefined;
+    };
+
+/** A per-step input whose entries index something and must stay below a bound. */
+export interface InputBound {
+  readonly input: ProgramInput;
+  readonly below: Dim;
+  readonly what: string;
+}
+
+export type Target = { readonly kind: "cpu" } | { readonly kind: "cuda"; readonly arch: string };
+export const STORAGE_DTYPES = ["f32", "bf16", "f16"] as const;
+export type StorageDtype = (typeof STORAGE_DTYPES)[number];
+
+export interface ProgramOptions {
+  readonly target: Target;
+  /**
+   * storage of activations, KV cache and weights on CUDA; on the CPU activations and caches are
+   * f32 and weights keep the storage the graph's params declare
+   */
+  readonly dtype: StorageDtype;
+}
+
+export interface Program {
+  readonly options: ProgramOptions;
+  readonly buffers: readonly BufferSpec[];
+  readonly kernels: readonly LoweredKernel[];
+  readonly steps: readonly Step[];
+  readonly pieces: readonly Piece[];
+  /** buffer of the logits [S, vocab], f32 */
+  readonly logits: number;
+  readonly kvLayers: readonly KvLayerSpec[];
+  readonly inputBounds: readonly InputBound[];
+}
+
+export function formatTarget(t: Target): string {
+  return t.kind === "cpu" ? "cpu" : `cuda:${t.arch}`;
+}

@@ -1,0 +1,168 @@
+/**
+ * The CPU backend's default executor: runs the compiled program (compiler/pipeline.ts), not the
+ * traced graph. Fused kernels are generated C (kernel_library.ts); GEMMs and paged attention are
+ * the native addon's. Generated code does no bounds checks, so everything it indexes with is
+ * checked here first: weights against the program's shapes once, and each step's token ids,
+ * logits rows and cache slots before any kernel runs.
+ */
+import { assertNever, numel, type Graph, type SymbolicDim } from "../../compiler/ir.ts";
+import { compileGraph } from "../../compiler/pipeline.ts";
+import type { BufferSpec, Program } from "../../compiler/program.ts";
+import type { WeightData } from "../../models/dsl/parameter.ts";
+import { KilnError } from "../errors.ts";
+import { KvCache, type StepInputs } from "../kv_cache.ts";
+import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
+import { loadKernelLibrary, type KernelArg, type KernelLibrary } from "./kernel_library.ts";
+import type { NativeKernels } from "./native.ts";
+
+type Sizes = Record<SymbolicDim, number>;
+
+export class ProgramExecutor implements StepExecutor {
+  readonly kv: KvCache;
+  readonly library: KernelLibrary;
+
+  constructor(
+    readonly program: Program,
+    private readonly weights: ReadonlyMap<string, WeightData>,
+    private readonly native: NativeKernels,
+    opts: ExecutorOptions,
+    library?: KernelLibrary,
+  ) {
+    if (program.options.target.kind !== "cpu") {
+      throw new KilnError("INVALID_ARGUMENT", `the CPU executor cannot run a program compiled for ${program.options.target.kind}`);
+    }
+    this.kv = new KvCache(program.kvLayers, opts.numBlocks, opts.blockSize);
+    for (const b of program.buffers) if (b.role.kind === "param") this.checkWeight(b);
+    this.library = library ?? loadKernelLibrary(program.kernels);
+  }
+
+  /** Compiles the graph for the CPU and runs that. */
+  static fromGraph(graph: Graph, weights: ReadonlyMap<string, WeightData>, native: NativeKernels, opts: ExecutorOptions): ProgramExecutor {
+    return new ProgramExecutor(compileGraph(graph, { target: { kind: "cpu" }, dtype: "f32" }).program, weights, native, opts);
+  }
+
+  get numBlocks(): number {
+    return this.kv.numBlocks;
+  }
+
+  get blockSize(): number {
+    return this.kv.blockSize;
+  }
+
+  dispose(): void {}
+
+  private checkWeight(b: BufferSpec): void {
+    if (b.role.kind !== "param") return;
+    const w = this.weights.get(b.role.name);
+    if (!w) throw new KilnError("TENSOR_MISSING", `parameter '${b.role.name}' has no loaded weight`);
+    const expected = b.shape.reduce<number>((n, d) => n * (typeof d === "number" ? d : NaN), 1);
+    if (w.dtype !== b.elem || w.data.length !== expected) {
+      throw new KilnError(
+        "TENSOR_SHAPE",
+        `parameter '${b.role.name}' is ${w.dtype} with ${w.data.length} elements; the program expects ${b.elem} [${b.shape.join(", ")}]`,
+      );
+    }
+  }
+
+  private checkInputs(step: StepInputs, sizes: Sizes): void {
+    for (const bound of this.program.inputBounds) {
+      const values = bound.input === "input_ids" ? step.inputIds : bound.input === "logits_indices" ? step.logitsIndices : undefined;
+      if (values === undefined) continue;
+      const below = typeof bound.below === "number" ? bound.below : sizes[bound.below];
+      for (const v of values) {
+        if (v < 0 || v >= below) throw new KilnError("INVALID_ARGUMENT", `${bound.input} entry ${v} is outside ${bound.what} (${below})`);
+      }
+    }
+    const slots = this.kv.numBlocks * this.kv.blockSize;
+    const mapping = step.attn.slotMapping;
+    if (mapping.length !== sizes.T) throw new KilnError("INVALID_ARGUMENT", `slot_mapping has ${mapping.length} entries for ${sizes.T} tokens`);
+    for (let t = 0; t < mapping.length; t++) {
+      const s = mapping[t]!;
+      if (s < 0 || s >= slots) throw new KilnError("INVALID_ARGUMENT", `slot_mapping[${t}] = ${s} is outside the cache's ${slots} slots`);
+    }
+  }
+
+  /** Runs one step; returns the logits [S, vocab] (row-major). */
+  run(step: StepInputs): Float32Array {
+    const sizes: Sizes = { T: step.inputIds.length, S: step.logitsIndices.length };
+    if (step.positions.length !== sizes.T) throw new KilnError("INVALID_ARGUMENT", "positions and input_ids differ in length");
+    this.checkInputs(step, sizes);
+    const values: (KernelArg | undefined)[] = new Array<KernelArg | undefined>(this.program.buffers.length);
+    const buf = (id: number): KernelArg => {
+      const known = values[id];
+      if (known) return known;
+      const b = this.program.buffers[id]!;
+      const v = this.resolve(b, step, sizes);
+      values[id] = v;
+      return v;
+    };
+    const f32 = (id: number): Float32Array => {
+      const v = buf(id);
+      if (!(v instanceof Float32Array)) throw new Error(`buffer ${id} is not f32`);
+      return v;
+    };
+    const n = this.native;
+    for (const s of this.program.steps) {
+      switch (s.kind) {
+        case "kernel": {
+          const rows = typeof s.rows === "number" ? s.rows : sizes[s.rows];
+          this.library.kernels.get(s.kernel)!(rows, s.args.map(buf));
+          break;
+        }
+        case "gemm": {
+          const rows = typeof s.rows === "number" ? s.rows : sizes[s.rows];
+          const w = buf(s.w);
+          const bias = s.bias === undefined ? null : f32(s.bias);
+          if (w instanceof Float32Array) n.gemmF32(f32(s.out), f32(s.x), w, bias, rows, s.n, s.k);
+          else if (w instanceof Uint16Array) n.gemmBf16(f32(s.out), f32(s.x), w, bias, rows, s.n, s.k);
+          else throw new Error(`GEMM weight buffer ${s.w} is not a float weight`);
+          break;
+        }
+        case "attention": {
+          const a = step.attn;
+          // the caches already hold this step's k and v: the kernel before wrote them
+          n.pagedAttention(
+            f32(s.out),
+            f32(s.q),
+            f32(s.kCache),
+            f32(s.vCache),
+            a.queryStartLoc,
+            a.seqLens,
+            a.blockTables,
+            a.maxBlocksPerSeq,
+            this.kv.blockSize,
+            s.numHeads,
+            s.numKvHeads,
+            s.headDim,
+            s.scale,
+            s.slidingWindow ?? 0, // the native ABI uses 0 for "no window"
+            s.softcap ?? 0, // and 0 for "no soft-cap"
+          );
+          break;
+        }
+        default:
+          assertNever(s, "program step");
+      }
+    }
+    return f32(this.program.logits);
+  }
+
+  private resolve(b: BufferSpec, step: StepInputs, sizes: Sizes): KernelArg {
+    switch (b.role.kind) {
+      case "input": {
+        const name = b.role.name;
+        return name === "input_ids" ? step.inputIds : name === "positions" ? step.positions : name === "logits_indices" ? step.logitsIndices : step.attn.slotMapping;
+      }
+      case "param":
+        return this.weights.get(b.role.name)!.data;
+      case "activation":
+        return new Float32Array(numel(b.shape.filter((d): d is Exclude<typeof d, "slots"> => d !== "slots"), sizes));
+      case "kv_cache": {
+        const layer = this.kv.layer(b.role.cacheKey);
+        return b.role.which === "k" ? layer.k : layer.v;
+      }
+      default:
+        return assertNever(b.role, "buffer role");
+    }
+  }
+}

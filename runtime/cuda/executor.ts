@@ -1,0 +1,275 @@
+/**
+ * The CUDA backend's executor: the traced graph run eagerly on the GPU, node by node, on one
+ * stream. Weights are uploaded once; each attention layer's KV pool lives in device memory;
+ * activations get one buffer per node sized for the largest step seen so far (grown by doubling);
+ * a step costs one host→device copy of its packed inputs and one device→host copy of the logits.
+ *
+ * Weight precision: "f32" (default) keeps every weight in f32 (a bf16 checkpoint is widened on the
+ * device, exactly) and runs fp32 GEMMs. "bf16" keeps the GEMM and embedding matrices in bf16 (an
+ * f32 checkpoint is rounded on the device) and runs bf16 × bf16 GEMMs with fp32 accumulation and
+ * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
+ * GEMMs stay f32.
+ */
+import { numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import type { WeightData } from "../../models/dsl/parameter.ts";
+import { KilnError } from "../errors.ts";
+import type { StepInputs } from "../kv_cache.ts";
+import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
+import type { CudaBackend } from "./backend.ts";
+import type { DevicePtr } from "./device.ts";
+import { strideGrid } from "./kernels.ts";
+import { DEFAULT_ATTENTION_TUNING, MAX_ATTENTION_SPLITS, MAX_HEAD_DIM, NodeKernels, type AttentionTuning, type KvPoolLayer, type StepFrame } from "./node_kernels.ts";
+import { packStepInputs, type PackedStep } from "./step_inputs.ts";
+
+export type WeightDtype = "f32" | "bf16";
+
+export interface CudaExecutorOptions extends ExecutorOptions {
+  readonly attention?: AttentionTuning;
+  readonly weightDtype?: WeightDtype;
+}
+
+/** Activation buffers for steps of up to T tokens and S logits rows. */
+interface Arena {
+  readonly T: number;
+  readonly S: number;
+  readonly values: ReadonlyMap<ValueId, DevicePtr>;
+  readonly scratch: DevicePtr;
+  readonly cast: DevicePtr; // bf16 copy of a GEMM's input activations (bf16 weights only)
+  readonly tokens: DevicePtr; // [S] i32, greedy picks
+  readonly inputs: DevicePtr;
+  readonly inputCapacity: number; // i32 elements
+}
+
+const nextPow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+export class CudaExecutor implements StepExecutor {
+  private readonly owned: DevicePtr[] = [];
+  private readonly weights = new Map<string, DevicePtr>();
+  /** how each parameter is held on the device */
+  private readonly dtypes = new Map<string, WeightDtype>();
+  private readonly nodes: NodeKernels;
+  private readonly vocab: number | undefined;
+  private arena: Arena | undefined = undefined;
+  private disposed = false;
+
+  constructor(
+    readonly graph: Graph,
+    weights: ReadonlyMap<string, WeightData>,
+    private readonly backend: CudaBackend,
+    private readonly opts: CudaExecutorOptions,
+  ) {
+    const { numBlocks, blockSize } = opts;
+    if (!Number.isInteger(numBlocks) || numBlocks < 1 || !Number.isInteger(blockSize) || blockSize < 1) {
+      throw new KilnError("INVALID_ARGUMENT", `KV cache needs positive integer block count and size (got ${numBlocks}, ${blockSize})`);
+    }
+    for (const n of graph.nodes) {
+      if (n.kind === "param" && !weights.has(n.name)) throw new KilnError("TENSOR_MISSING", `parameter '${n.name}' has no loaded weight`);
+      if (n.kind === "attention" && n.headDim > MAX_HEAD_DIM) {
+        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: head size ${n.headDim} exceeds the CUDA attention kernel's ${MAX_HEAD_DIM}`);
+      }
+    }
+    const kvPool = new Map<string, KvPoolLayer>();
+    const invFreqs = new Map<ValueId, DevicePtr>();
+    try {
+      this.uploadWeights(weights);
+      for (const spec of graph.kvLayers) {
+        const bytes = numBlocks * blockSize * spec.numKvHeads * spec.headDim * 4;
+        const layer = { k: this.own(bytes), v: this.own(bytes) };
+        backend.device.zero(layer.k, bytes);
+        backend.device.zero(layer.v, bytes);
+        kvPool.set(spec.cacheKey, layer);
+      }
+      for (const n of graph.nodes) {
+        if (n.kind !== "rope") continue;
+        const f = Float32Array.from(n.invFreq);
+        const p = this.own(f.byteLength);
+        backend.device.upload(p, f);
+        invFreqs.set(n.id, p);
+      }
+      backend.device.synchronize();
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+    const vocabs = graph.nodes.flatMap((n) => (n.kind === "embedding" ? [graph.nodes[n.table]?.shape[0]] : []));
+    this.vocab = vocabs.every((v): v is number => typeof v === "number") && vocabs.length > 0 ? Math.min(...vocabs) : undefined;
+    const dtypeOf = (id: ValueId): WeightDtype => {
+      const n = graph.nodes[id];
+      return n?.kind === "param" ? (this.dtypes.get(n.name) ?? "f32") : "f32";
+    };
+    this.nodes = new NodeKernels(backend, graph, kvPool, invFreqs, blockSize, opts.attention ?? DEFAULT_ATTENTION_TUNING, dtypeOf);
+  }
+
+  get numBlocks(): number {
+    return this.opts.numBlocks;
+  }
+
+  get blockSize(): number {
+    return this.opts.blockSize;
+  }
+
+  /** Device bytes this executor holds (weights, KV pool, activations). */
+  get deviceBytes(): number {
+    return this.backend.device.allocatedBytes;
+  }
+
+  private own(bytes: number): DevicePtr {
+    const p = this.backend.device.alloc(bytes);
+    this.owned.push(p);
+    return p;
+  }
+
+  /** Parameters read as GEMM weights or embedding tables: the ones "bf16" keeps in bf16. */
+  private matrixParams(): Set<string> {
+    const ids = new Set<ValueId>();
+    for (const n of this.graph.nodes) {
+      if (n.kind === "linear") ids.add(n.weight);
+      if (n.kind === "embedding") ids.add(n.table);
+    }
+    const names = new Set<string>();
+    for (const id of ids) {
+      const n = this.graph.nodes[id];
+      if (n?.kind === "param") names.add(n.name);
+    }
+    return names;
+  }
+
+  private uploadWeights(weights: ReadonlyMap<string, WeightData>): void {
+    const dev = this.backend.device;
+    const matrices = this.opts.weightDtype === "bf16" ? this.matrixParams() : new Set<string>();
+    const target = (name: string): WeightDtype => (matrices.has(name) ? "bf16" : "f32");
+    // staging for the weights converted on the device (bf16 → f32, or f32 → bf16)
+    let stagingBytes = 0;
+    for (const [name, w] of weights) if (w.dtype !== target(name)) stagingBytes = Math.max(stagingBytes, w.data.byteLength);
+    const staging = stagingBytes > 0 ? dev.alloc(stagingBytes) : undefined;
+    try {
+      for (const n of this.graph.nodes) {
+        if (n.kind !== "param" || this.weights.has(n.name)) continue;
+        const w = weights.get(n.name);
+        if (w === undefined) continue;
+        const to = target(n.name);
+        const count = w.data.length;
+        const p = this.own(count * (to === "f32" ? 4 : 2));
+        if (w.dtype === to || staging === undefined) {
+          dev.upload(p, w.data);
+        } else {
+          dev.upload(staging, w.data);
+          const grid = strideGrid(count);
+          if (to === "f32") this.backend.kernels.launch("kiln_bf16_to_f32", grid, [256, 1, 1], [p, staging, count]);
+          else this.backend.kernels.launch("kiln_f32_to_bf16", grid, [256, 1, 1], [p, staging, count]);
+          dev.synchronize(); // the staging buffer is reused by the next weight
+        }
+        this.weights.set(n.name, p);
+        this.dtypes.set(n.name, to);
+      }
+    } finally {
+      if (staging !== undefined) dev.free(staging);
+    }
+  }
+
+  /** Activation buffers for T tokens and S rows, reallocated (doubling) when a step outgrows them. */
+  private arenaFor(T: number, S: number, inputLength: number): Arena {
+    const a = this.arena;
+    if (a && a.T >= T && a.S >= S && a.inputCapacity >= inputLength) return a;
+    if (a) this.freeArena(a);
+    const capT = Math.max(nextPow2(T), a?.T ?? 1);
+    const capS = Math.max(nextPow2(S), a?.S ?? 1);
+    const sizes: Record<SymbolicDim, number> = { T: capT, S: capS };
+    const dev = this.backend.device;
+    const values = new Map<ValueId, DevicePtr>();
+    let scratchBytes = 4;
+    let castBytes = 4;
+    for (const n of this.graph.nodes) {
+      if (n.kind === "input" || n.kind === "param") continue;
+      values.set(n.id, dev.alloc(numel(n.shape, sizes) * 4));
+      const x = n.kind === "linear" ? this.graph.nodes[n.x] : undefined;
+      if (x !== undefined) castBytes = Math.max(castBytes, numel(x.shape, sizes) * 2);
+      if (n.kind === "attention") {
+        // partials exist only for steps with fewer than 2·SMs (token, head) blocks
+        const rows = Math.min(capT, Math.ceil((2 * dev.info.multiprocessors) / n.numHeads));
+        scratchBytes = Math.max(scratchBytes, rows * n.numHeads * MAX_ATTENTION_SPLITS * (n.headDim + 2) * 4);
+      }
+    }
+    const inputCapacity = Math.max(nextPow2(inputLength), a?.inputCapacity ?? 1);
+    this.arena = {
+      T: capT,
+      S: capS,
+      values,
+      scratch: dev.alloc(scratchBytes),
+      cast: dev.alloc(this.dtypes.size > 0 && [...this.dtypes.values()].includes("bf16") ? castBytes : 4),
+      tokens: dev.alloc(capS * 4),
+      inputs: dev.alloc(inputCapacity * 4),
+      inputCapacity,
+    };
+    return this.arena;
+  }
+
+  private freeArena(a: Arena): void {
+    const dev = this.backend.device;
+    dev.synchronize();
+    for (const p of a.values.values()) dev.free(p);
+    dev.free(a.scratch);
+    dev.free(a.cast);
+    dev.free(a.tokens);
+    dev.free(a.inputs);
+    this.arena = undefined;
+  }
+
+  /** Queues the whole graph for one step; returns the logits' device address. */
+  private forward(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } {
+    if (this.disposed) throw new Error("the CUDA executor has been disposed");
+    const packed = packStepInputs(step, { vocab: this.vocab, numBlocks: this.numBlocks, blockSize: this.blockSize });
+    const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
+    this.backend.device.upload(arena.inputs, packed.data);
+    const sizes: Record<SymbolicDim, number> = { T: packed.T, S: packed.S };
+    const inputAt: Readonly<Record<string, number>> = {
+      input_ids: packed.layout.inputIds,
+      positions: packed.layout.positions,
+      logits_indices: packed.layout.logitsIndices,
+    };
+    const ptr = (id: ValueId): DevicePtr => {
+      const n = this.graph.nodes[id];
+      if (n === undefined) throw new Error(`no value ${id}`);
+      if (n.kind === "input") return arena.inputs + BigInt((inputAt[n.name] ?? 0) * 4);
+      const p = n.kind === "param" ? this.weights.get(n.name) : arena.values.get(id);
+      if (p === undefined) throw new Error(`value ${id} has no device buffer`);
+      return p;
+    };
+    const frame: StepFrame = { sizes, packed, inputs: arena.inputs, scratch: arena.scratch, cast: arena.cast, ptr };
+    for (const n of this.graph.nodes) this.nodes.run(n, frame);
+    return { packed, arena, logits: ptr(this.graph.outputs.logits) };
+  }
+
+  /** Runs one step; returns the logits [S, vocab] (row-major) on the host. */
+  run(step: StepInputs): Float32Array {
+    const { packed, logits } = this.forward(step);
+    const out = this.graph.nodes[this.graph.outputs.logits];
+    const V = out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
+    const host = new Float32Array(packed.S * V);
+    this.backend.device.download(host, logits);
+    return host;
+  }
+
+  /** Runs one step and picks each row's greedy token on the device; returns the S token ids. */
+  runGreedy(step: StepInputs): Int32Array {
+    const { packed, arena, logits } = this.forward(step);
+    const out = this.graph.nodes[this.graph.outputs.logits];
+    const V = out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
+    const ids = new Int32Array(packed.S);
+    if (packed.S === 0) return ids;
+    this.backend.kernels.launch("kiln_argmax_rows", [packed.S, 1, 1], [256, 1, 1], [arena.tokens, logits, packed.S, V]);
+    this.backend.device.download(ids, arena.tokens);
+    return ids;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const dev = this.backend.device;
+    if (this.arena) this.freeArena(this.arena);
+    dev.synchronize();
+    for (const p of this.owned) dev.free(p);
+    this.owned.length = 0;
+    this.weights.clear();
+  }
+}

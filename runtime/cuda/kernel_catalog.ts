@@ -1,0 +1,88 @@
+/**
+ * The hand-written CUDA kernels (kernels/cuda/*.cu) as the host sees them: which file defines
+ * each, and its parameter list as C types. Launches are typed from this table, so a call with
+ * the wrong arity or a pointer where an int belongs does not compile; a test reads the .cu
+ * sources and checks this table against their extern "C" signatures.
+ */
+import type { ArgKind, KernelArg } from "./kernel_args.ts";
+
+export const KERNEL_FILES = [
+  "convert.cu",
+  "embedding.cu",
+  "norm.cu",
+  "elementwise.cu",
+  "rope.cu",
+  "kv_cache.cu",
+  "paged_attention.cu",
+  "sampling.cu",
+] as const;
+export type KernelFile = (typeof KERNEL_FILES)[number];
+
+/** The header every kernel file includes; NVRTC receives it in memory. */
+export const KERNEL_HEADERS = ["common.cuh"] as const;
+
+interface KernelSpec {
+  readonly file: KernelFile;
+  readonly args: readonly ArgKind[];
+}
+
+const UNARY = { file: "elementwise.cu", args: ["ptr", "ptr", "i64"] } as const;
+const BINARY = { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i64", "i64"] } as const;
+const ATTENTION = {
+  file: "paged_attention.cu",
+  // out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
+  // numHeads, numKvHeads, headDim, scale, window, softcap, numSplits
+  args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32", "f32", "i32", "f32", "i32"],
+} as const;
+
+export const KERNELS = {
+  kiln_embedding_f32: { file: "embedding.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
+  kiln_embedding_bf16: { file: "embedding.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
+  kiln_bf16_to_f32: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
+  kiln_f32_to_bf16: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
+  kiln_rms_norm: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "f32", "f32"] },
+  kiln_layer_norm: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "f32"] },
+  kiln_layer_norm_bias: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "f32"] },
+  kiln_add: BINARY,
+  kiln_mul: BINARY,
+  kiln_silu: UNARY,
+  kiln_gelu_tanh: UNARY,
+  kiln_gelu: UNARY,
+  kiln_relu: UNARY,
+  kiln_tanh: UNARY,
+  kiln_neg: UNARY,
+  kiln_scale: { file: "elementwise.cu", args: ["ptr", "ptr", "i64", "f32"] },
+  kiln_slice_cols: { file: "elementwise.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  kiln_gather_rows: { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
+  kiln_rope: { file: "rope.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] },
+  kiln_write_kv: { file: "kv_cache.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"] },
+  kiln_paged_attention: ATTENTION,
+  kiln_paged_attention_softcap: ATTENTION,
+  kiln_attention_combine: { file: "paged_attention.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  kiln_argmax_rows: { file: "sampling.cu", args: ["ptr", "ptr", "i32", "i32"] },
+} as const satisfies Record<string, KernelSpec>;
+
+export type KernelName = keyof typeof KERNELS;
+
+type ArgValue<K> = K extends "ptr" ? bigint : number;
+
+// homomorphic over the tuple type parameter, so the result is a tuple of the same length
+type ArgValues<T extends readonly ArgKind[]> = { readonly [I in keyof T]: ArgValue<T[I]> };
+
+/** The launch values of kernel N, one per parameter: bigint for pointers, number otherwise. */
+export type KernelArgValues<N extends KernelName> = ArgValues<(typeof KERNELS)[N]["args"]>;
+
+/** Pairs each value with its parameter's kind, checking the count at run time as well. */
+export function kernelArgs(name: KernelName, values: readonly (bigint | number)[]): KernelArg[] {
+  const kinds: readonly ArgKind[] = KERNELS[name].args;
+  if (values.length !== kinds.length) throw new Error(`${name} takes ${kinds.length} arguments, got ${values.length}`);
+  return kinds.map((kind, i): KernelArg => {
+    const v = values[i];
+    if (kind === "ptr") {
+      if (typeof v !== "bigint") throw new TypeError(`${name} argument ${i} must be a device pointer`);
+      return { kind, value: v };
+    }
+    if (typeof v !== "number") throw new TypeError(`${name} argument ${i} must be a number`);
+    return { kind, value: v };
+  });
+}

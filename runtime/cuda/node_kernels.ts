@@ -1,0 +1,178 @@
+/**
+ * How each IR node runs on the GPU: the kernel (or cuBLASLt call) and its launch shape. One
+ * exhaustive switch over node kinds, so a new kind does not compile until it runs here too.
+ */
+import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim, type UnaryOp, type ValueId } from "../../compiler/ir.ts";
+import type { CudaBackend } from "./backend.ts";
+import type { DevicePtr } from "./device.ts";
+import type { KernelName } from "./kernel_catalog.ts";
+import { strideGrid } from "./kernels.ts";
+import type { PackedStep } from "./step_inputs.ts";
+
+const UNARY_KERNELS = {
+  silu: "kiln_silu",
+  gelu_tanh: "kiln_gelu_tanh",
+  gelu: "kiln_gelu",
+  relu: "kiln_relu",
+  tanh: "kiln_tanh",
+  neg: "kiln_neg",
+} as const satisfies Record<UnaryOp, KernelName>;
+
+/** The paged attention kernel's limit on head size. */
+export const MAX_HEAD_DIM = 256;
+/** "no sliding window" for the kernel: a window wider than any position */
+const NO_WINDOW = 2 ** 30;
+export const MAX_ATTENTION_SPLITS = 32;
+
+/** When decode-like steps split attention along the keys. */
+export interface AttentionTuning {
+  /** split only when some query attends at least this many keys */
+  readonly minKeysToSplit: number;
+  /** aim for this many keys per split */
+  readonly keysPerSplit: number;
+}
+
+export const DEFAULT_ATTENTION_TUNING: AttentionTuning = { minKeysToSplit: 512, keysPerSplit: 256 };
+
+/**
+ * Splits along the keys: 1 when the step already has enough (query, head) blocks to fill the
+ * device or its contexts are short; else enough splits to fill it, at most one per keysPerSplit
+ * keys and MAX_ATTENTION_SPLITS.
+ */
+export function attentionSplits(T: number, numHeads: number, maxKeys: number, multiprocessors: number, tuning: AttentionTuning): number {
+  const blocks = T * numHeads;
+  if (maxKeys < tuning.minKeysToSplit || blocks >= 2 * multiprocessors) return 1;
+  const byKeys = Math.ceil(maxKeys / tuning.keysPerSplit);
+  const toFill = Math.ceil((2 * multiprocessors) / blocks);
+  return Math.max(1, Math.min(MAX_ATTENTION_SPLITS, byKeys, toFill));
+}
+
+export interface KvPoolLayer {
+  readonly k: DevicePtr;
+  readonly v: DevicePtr;
+}
+
+/** What one step's launches read: device pointers of values and inputs, sizes, scratch. */
+export interface StepFrame {
+  readonly sizes: Readonly<Record<SymbolicDim, number>>;
+  readonly packed: PackedStep;
+  /** device address of the packed step inputs */
+  readonly inputs: DevicePtr;
+  /** attention partials: [T, numHeads, MAX_ATTENTION_SPLITS, headDim + 2] f32 for the widest layer */
+  readonly scratch: DevicePtr;
+  /** room for the largest GEMM input as bf16 */
+  readonly cast: DevicePtr;
+  ptr(id: ValueId): DevicePtr;
+}
+
+export class NodeKernels {
+  constructor(
+    private readonly backend: CudaBackend,
+    private readonly graph: Graph,
+    private readonly kvPool: ReadonlyMap<string, KvPoolLayer>,
+    /** rope node id → its inverse frequencies on the device */
+    private readonly invFreqs: ReadonlyMap<ValueId, DevicePtr>,
+    private readonly blockSize: number,
+    private readonly tuning: AttentionTuning,
+    /** how a parameter is held on the device */
+    private readonly dtypeOf: (param: ValueId) => "f32" | "bf16",
+  ) {}
+
+  private shapeOf(id: ValueId): Node["shape"] {
+    const n = this.graph.nodes[id];
+    if (n === undefined) throw new Error(`no value ${id}`);
+    return n.shape;
+  }
+
+  run(n: Node, f: StepFrame): void {
+    const k = this.backend.kernels;
+    const rows = numel(n.shape.slice(0, -1), f.sizes);
+    const count = numel(n.shape, f.sizes);
+    const last = (shape: Node["shape"]): number => numel(shape.slice(-1), f.sizes);
+    if (count === 0 && n.kind !== "input" && n.kind !== "param") return;
+    switch (n.kind) {
+      case "input":
+      case "param":
+        return;
+      case "embedding": {
+        const name = this.dtypeOf(n.table) === "bf16" ? "kiln_embedding_bf16" : "kiln_embedding_f32";
+        return k.launch(name, [rows, 1, 1], [256, 1, 1], [f.ptr(n.id), f.ptr(n.table), f.ptr(n.ids), rows, last(n.shape)]);
+      }
+      case "linear": {
+        const N = last(n.shape);
+        const K = last(this.shapeOf(n.x));
+        if (this.dtypeOf(n.weight) === "bf16") {
+          // bf16 × bf16 → fp32: the activations are rounded to bf16 first
+          k.launch("kiln_f32_to_bf16", strideGrid(rows * K), [256, 1, 1], [f.cast, f.ptr(n.x), rows * K]);
+          this.backend.blas.matmul("bf16", f.ptr(n.id), f.cast, f.ptr(n.weight), rows, N, K);
+        } else {
+          this.backend.blas.matmul("f32", f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, N, K);
+        }
+        if (n.bias !== undefined) k.launch("kiln_add", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.id), f.ptr(n.bias), count, N]);
+        return;
+      }
+      case "rms_norm": {
+        const groups = count / n.group;
+        return k.launch("kiln_rms_norm", [Math.ceil(groups / 4), 1, 1], [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), groups, n.group, n.eps, n.weightOffset]);
+      }
+      case "layer_norm": {
+        const grid: [number, number, number] = [Math.ceil(rows / 4), 1, 1];
+        if (n.bias === undefined) return k.launch("kiln_layer_norm", grid, [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, last(n.shape), n.eps]);
+        return k.launch("kiln_layer_norm_bias", grid, [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), f.ptr(n.bias), rows, last(n.shape), n.eps]);
+      }
+      case "binary": {
+        const bn = numel(this.shapeOf(n.b), f.sizes);
+        return k.launch(n.op === "add" ? "kiln_add" : "kiln_mul", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.a), f.ptr(n.b), count, bn]);
+      }
+      case "unary":
+        return k.launch(UNARY_KERNELS[n.op], strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), count]);
+      case "scale":
+        return k.launch("kiln_scale", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), count, n.factor]);
+      case "slice":
+        return k.launch("kiln_slice_cols", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), rows, last(this.shapeOf(n.x)), n.start, n.size]);
+      case "gather_rows":
+        return k.launch("kiln_gather_rows", [rows, 1, 1], [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.indices), rows, last(n.shape)]);
+      case "rope": {
+        const inv = this.invFreqs.get(n.id);
+        if (inv === undefined) throw new Error(`rope node ${n.id} has no frequencies on the device`);
+        return k.launch("kiln_rope", [rows, 1, 1], [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.positions), inv, rows, n.numHeads, n.headDim, n.rotaryDim, n.neox ? 1 : 0]);
+      }
+      case "attention":
+        return this.attention(n, f);
+      default:
+        return assertNever(n, "node kind");
+    }
+  }
+
+  private attention(n: NodeOf<"attention">, f: StepFrame): void {
+    const k = this.backend.kernels;
+    const layer = this.kvPool.get(n.cacheKey);
+    if (layer === undefined) throw new Error(`no KV pool for '${n.cacheKey}'`);
+    const { packed } = f;
+    const T = packed.T;
+    const at = (offset: number): DevicePtr => f.inputs + BigInt(offset * 4);
+    k.launch("kiln_write_kv", [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
+    const splits = attentionSplits(T, n.numHeads, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
+    const name = n.softcap === undefined ? "kiln_paged_attention" : "kiln_paged_attention_softcap";
+    k.launch(name, [n.numHeads, T, splits], [128, 1, 1], [
+      f.ptr(n.id),
+      f.scratch,
+      f.ptr(n.q),
+      layer.k,
+      layer.v,
+      at(packed.layout.tokenSeq),
+      at(packed.layout.tokenPos),
+      at(packed.layout.blockTables),
+      packed.maxBlocksPerSeq,
+      this.blockSize,
+      n.numHeads,
+      n.numKvHeads,
+      n.headDim,
+      n.scale,
+      n.slidingWindow ?? NO_WINDOW,
+      n.softcap ?? 0, // read only by the _softcap kernel
+      splits,
+    ]);
+    if (splits > 1) k.launch("kiln_attention_combine", [n.numHeads, T, 1], [128, 1, 1], [f.ptr(n.id), f.scratch, T, n.numHeads, n.headDim, splits]);
+  }
+}

@@ -1,0 +1,491 @@
+// A fake libcuda for tests on machines without a GPU: device memory is host memory (each
+// allocation ends at a PROT_NONE guard page, so overruns fault), kernels are kiln's own .cu files
+// compiled as host C++ and run by the fiber emulator, streams are synchronous, and stream capture
+// records work for replay. Calls are checked the way the driver checks them (initialised,
+// context current, pointers inside live allocations, no host copies while capturing), and a
+// refused call explains itself through cuGetErrorString.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "fake_state.h"
+#include "fibers.h"
+#include "kernel_registry.h"
+
+namespace {
+
+constexpr int kSuccess = 0;
+constexpr int kInvalidValue = 1;
+constexpr int kOutOfMemory = 2;
+constexpr int kNotInitialized = 3;
+constexpr int kNoDevice = 100;
+constexpr int kInvalidDevice = 101;
+constexpr int kInvalidImage = 200;
+constexpr int kInvalidContext = 201;
+constexpr int kInvalidHandle = 400;
+constexpr int kNotFound = 500;
+constexpr int kIllegalAddress = 700;
+constexpr int kLaunchFailed = 719;
+constexpr int kCaptureUnsupported = 900;
+constexpr int kCaptureInvalidated = 901;
+
+struct Allocation {
+  void* mapping;
+  size_t mappingBytes;
+  size_t bytes;
+};
+
+struct Graph {
+  std::vector<std::function<int()>> ops;
+};
+
+bool initialised = false;
+bool contextCurrent = false;
+int primaryRefs = 0;
+std::map<uintptr_t, Allocation> allocations;
+size_t allocatedBytes = 0;
+std::map<uint64_t, std::vector<unsigned char>> modules;
+std::map<uint64_t, const kiln_emu::KernelEntry*> functions;
+std::set<uint64_t> streams, events;
+std::map<uint64_t, std::shared_ptr<Graph>> graphs, execs;
+uint64_t nextHandle = 0x1000;
+uint64_t capturing = 0;  // the stream being captured, 0 when none
+bool captureBroken = false;
+std::vector<std::function<int()>> captured;
+int lastCode = 0;
+std::string lastDetail;
+std::string errorText;
+
+const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+const size_t kTotalMemory = size_t{8} << 30;
+
+int devices() {
+  const char* env = std::getenv("KILN_FAKE_CUDA_DEVICES");
+  return env ? std::atoi(env) : 1;
+}
+
+const char* codeName(int code) {
+  switch (code) {
+    case kSuccess: return "CUDA_SUCCESS";
+    case kInvalidValue: return "CUDA_ERROR_INVALID_VALUE";
+    case kOutOfMemory: return "CUDA_ERROR_OUT_OF_MEMORY";
+    case kNotInitialized: return "CUDA_ERROR_NOT_INITIALIZED";
+    case kNoDevice: return "CUDA_ERROR_NO_DEVICE";
+    case kInvalidDevice: return "CUDA_ERROR_INVALID_DEVICE";
+    case kInvalidImage: return "CUDA_ERROR_INVALID_IMAGE";
+    case kInvalidContext: return "CUDA_ERROR_INVALID_CONTEXT";
+    case kInvalidHandle: return "CUDA_ERROR_INVALID_HANDLE";
+    case kNotFound: return "CUDA_ERROR_NOT_FOUND";
+    case kIllegalAddress: return "CUDA_ERROR_ILLEGAL_ADDRESS";
+    case kLaunchFailed: return "CUDA_ERROR_LAUNCH_FAILED";
+    case kCaptureUnsupported: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
+    case kCaptureInvalidated: return "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED";
+    default: return nullptr;
+  }
+}
+
+int ready() {
+  if (!initialised) return kNotInitialized;
+  if (!contextCurrent) return kInvalidContext;
+  return kSuccess;
+}
+
+bool validStream(uint64_t s) { return s == 0 || streams.count(s) > 0; }
+
+int hostCopyAllowed() {
+  if (capturing == 0) return kSuccess;
+  captureBroken = true;
+  return kiln_fake::fail(kCaptureUnsupported, "a synchronous host copy while a stream is being captured");
+}
+
+}  // namespace
+
+namespace kiln_fake {
+
+bool isDeviceRange(uintptr_t p, size_t n) {
+  auto it = allocations.upper_bound(p);
+  if (it == allocations.begin()) return false;
+  --it;
+  return p >= it->first && p + n <= it->first + it->second.bytes;
+}
+
+int enqueue(uint64_t stream, const std::function<int()>& op) {
+  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
+  if (capturing != 0 && stream == capturing) {
+    captured.push_back(op);
+    return kSuccess;
+  }
+  return op();
+}
+
+int fail(int code, const std::string& detail) {
+  lastCode = code;
+  lastDetail = detail;
+  std::fprintf(stderr, "[fake libcuda] %s: %s\n", codeName(code) ? codeName(code) : "error", detail.c_str());
+  return code;
+}
+
+}  // namespace kiln_fake
+
+using kiln_fake::fail;
+
+extern "C" {
+
+int cuInit(unsigned int flags) {
+  if (flags != 0) return fail(kInvalidValue, "cuInit flags must be 0");
+  if (const char* e = std::getenv("KILN_FAKE_CUDA_INIT_ERROR")) return fail(std::atoi(e), "KILN_FAKE_CUDA_INIT_ERROR");
+  initialised = true;
+  return kSuccess;
+}
+
+int cuDriverGetVersion(int* v) {
+  *v = 13000;
+  return kSuccess;
+}
+
+int cuGetErrorName(int code, const char** name) {
+  const char* n = codeName(code);
+  if (!n) return kInvalidValue;
+  *name = n;
+  return kSuccess;
+}
+
+int cuGetErrorString(int code, const char** text) {
+  const char* n = codeName(code);
+  if (!n) return kInvalidValue;
+  errorText = std::string("emulated ") + n;
+  if (code == lastCode && !lastDetail.empty()) errorText += ": " + lastDetail;
+  *text = errorText.c_str();
+  return kSuccess;
+}
+
+int cuDeviceGetCount(int* n) {
+  if (!initialised) return kNotInitialized;
+  *n = devices();
+  return kSuccess;
+}
+
+int cuDeviceGet(int* dev, int ordinal) {
+  if (!initialised) return kNotInitialized;
+  if (ordinal < 0 || ordinal >= devices()) return fail(kInvalidDevice, "no such device ordinal");
+  *dev = ordinal;
+  return kSuccess;
+}
+
+int cuDeviceGetName(char* name, int len, int) {
+  std::snprintf(name, len, "Kiln Emulated GPU (CPU fibers)");
+  return kSuccess;
+}
+
+int cuDeviceGetAttribute(int* value, int attribute, int) {
+  if (!initialised) return kNotInitialized;
+  switch (attribute) {
+    case 16: *value = 4; return kSuccess;   // multiprocessors
+    case 75: *value = 9; return kSuccess;   // compute capability major
+    case 76: *value = 0; return kSuccess;   // minor
+    default: return fail(kInvalidValue, "attribute " + std::to_string(attribute) + " is not emulated");
+  }
+}
+
+int cuDeviceTotalMem_v2(size_t* bytes, int) {
+  *bytes = kTotalMemory;
+  return kSuccess;
+}
+
+int cuDevicePrimaryCtxRetain(uint64_t* ctx, int dev) {
+  if (!initialised) return kNotInitialized;
+  if (dev < 0 || dev >= devices()) return kInvalidDevice;
+  ++primaryRefs;
+  *ctx = 0xc0de;
+  return kSuccess;
+}
+
+int cuDevicePrimaryCtxRelease_v2(int) {
+  if (primaryRefs <= 0) return fail(kInvalidContext, "primary context released more often than retained");
+  --primaryRefs;
+  return kSuccess;
+}
+
+int cuCtxSetCurrent(uint64_t ctx) {
+  if (!initialised) return kNotInitialized;
+  if (ctx != 0xc0de || primaryRefs == 0) return fail(kInvalidContext, "not a retained primary context");
+  contextCurrent = true;
+  return kSuccess;
+}
+
+int cuCtxSynchronize() { return ready(); }
+
+int cuMemGetInfo_v2(size_t* freeBytes, size_t* total) {
+  if (int r = ready()) return r;
+  *total = kTotalMemory;
+  *freeBytes = kTotalMemory - allocatedBytes;
+  return kSuccess;
+}
+
+int cuMemAlloc_v2(uint64_t* ptr, size_t bytes) {
+  if (int r = ready()) return r;
+  if (bytes == 0) return fail(kInvalidValue, "cuMemAlloc of 0 bytes");
+  if (capturing) return fail(kCaptureUnsupported, "cuMemAlloc while capturing");
+  const size_t rounded = (bytes + 15) & ~size_t{15};
+  const size_t pages = (rounded + kPage - 1) / kPage;
+  const size_t mappingBytes = (pages + 1) * kPage;
+  void* m = mmap(nullptr, mappingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return fail(kOutOfMemory, "mmap failed");
+  char* guard = static_cast<char*>(m) + pages * kPage;
+  mprotect(guard, kPage, PROT_NONE);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(guard - rounded);
+  std::memset(reinterpret_cast<void*>(p), 0xA5, rounded);  // uninitialised memory is not zero
+  allocations[p] = Allocation{m, mappingBytes, bytes};
+  allocatedBytes += bytes;
+  *ptr = p;
+  return kSuccess;
+}
+
+int cuMemFree_v2(uint64_t ptr) {
+  if (int r = ready()) return r;
+  auto it = allocations.find(ptr);
+  if (it == allocations.end()) return fail(kInvalidValue, "cuMemFree of a pointer that is not a live allocation");
+  munmap(it->second.mapping, it->second.mappingBytes);
+  allocatedBytes -= it->second.bytes;
+  allocations.erase(it);
+  return kSuccess;
+}
+
+int cuMemcpyHtoD_v2(uint64_t dst, const void* src, size_t n) {
+  if (int r = ready()) return r;
+  if (int r = hostCopyAllowed()) return r;
+  if (!kiln_fake::isDeviceRange(dst, n)) return fail(kInvalidValue, "cuMemcpyHtoD destination outside device memory");
+  std::memcpy(reinterpret_cast<void*>(dst), src, n);
+  return kSuccess;
+}
+
+int cuMemcpyDtoH_v2(void* dst, uint64_t src, size_t n) {
+  if (int r = ready()) return r;
+  if (int r = hostCopyAllowed()) return r;
+  if (!kiln_fake::isDeviceRange(src, n)) return fail(kInvalidValue, "cuMemcpyDtoH source outside device memory");
+  std::memcpy(dst, reinterpret_cast<const void*>(src), n);
+  return kSuccess;
+}
+
+int cuMemcpyHtoDAsync_v2(uint64_t dst, const void* src, size_t n, uint64_t stream) {
+  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
+  return cuMemcpyHtoD_v2(dst, src, n);
+}
+
+int cuMemcpyDtoHAsync_v2(void* dst, uint64_t src, size_t n, uint64_t stream) {
+  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
+  return cuMemcpyDtoH_v2(dst, src, n);
+}
+
+int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t n, uint64_t stream) {
+  if (int r = ready()) return r;
+  if (!kiln_fake::isDeviceRange(dst, n) || !kiln_fake::isDeviceRange(src, n)) {
+    return fail(kInvalidValue, "cuMemcpyDtoDAsync range outside device memory");
+  }
+  return kiln_fake::enqueue(stream, [=] {
+    std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
+    return kSuccess;
+  });
+}
+
+int cuMemsetD8Async(uint64_t dst, unsigned char value, size_t n, uint64_t stream) {
+  if (int r = ready()) return r;
+  if (!kiln_fake::isDeviceRange(dst, n)) return fail(kInvalidValue, "cuMemsetD8Async range outside device memory");
+  return kiln_fake::enqueue(stream, [=] {
+    std::memset(reinterpret_cast<void*>(dst), value, n);
+    return kSuccess;
+  });
+}
+
+int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t n, uint64_t stream) {
+  if (int r = ready()) return r;
+  if (dst % 4 != 0 || !kiln_fake::isDeviceRange(dst, n * 4)) return fail(kInvalidValue, "cuMemsetD32Async range");
+  return kiln_fake::enqueue(stream, [=] {
+    auto* p = reinterpret_cast<unsigned int*>(dst);
+    for (size_t i = 0; i < n; ++i) p[i] = value;
+    return kSuccess;
+  });
+}
+
+int cuModuleLoadData(uint64_t* module, const void* image) {
+  if (int r = ready()) return r;
+  const auto* bytes = static_cast<const unsigned char*>(image);
+  if (std::memcmp(bytes, "\x7f" "ELF", 4) != 0) return fail(kInvalidImage, "the image is not an ELF CUBIN");
+  // ELF64 header: e_shoff (8 bytes at 0x28), e_shentsize (2 at 0x3a), e_shnum (2 at 0x3c)
+  // and e_phoff (8 at 0x20), e_phentsize (2 at 0x36), e_phnum (2 at 0x38): the image ends with
+  // the later of the two tables
+  uint64_t shoff, phoff;
+  uint16_t shentsize, shnum, phentsize, phnum;
+  std::memcpy(&shoff, bytes + 0x28, 8);
+  std::memcpy(&shentsize, bytes + 0x3a, 2);
+  std::memcpy(&shnum, bytes + 0x3c, 2);
+  std::memcpy(&phoff, bytes + 0x20, 8);
+  std::memcpy(&phentsize, bytes + 0x36, 2);
+  std::memcpy(&phnum, bytes + 0x38, 2);
+  const size_t shEnd = shoff + static_cast<size_t>(shentsize) * shnum;
+  const size_t phEnd = phoff + static_cast<size_t>(phentsize) * phnum;
+  const size_t size = shEnd > phEnd ? shEnd : phEnd;
+  const uint64_t id = nextHandle++;
+  modules[id] = std::vector<unsigned char>(bytes, bytes + size);
+  *module = id;
+  return kSuccess;
+}
+
+int cuModuleUnload(uint64_t module) {
+  if (modules.erase(module) == 0) return fail(kInvalidHandle, "unknown module");
+  return kSuccess;
+}
+
+int cuModuleGetFunction(uint64_t* fn, uint64_t module, const char* name) {
+  if (int r = ready()) return r;
+  auto m = modules.find(module);
+  if (m == modules.end()) return fail(kInvalidHandle, "unknown module");
+  const std::string needle = std::string(name) + '\0';
+  const auto& img = m->second;
+  bool inImage = false;
+  for (size_t i = 0; i + needle.size() <= img.size() && !inImage; ++i) {
+    inImage = std::memcmp(img.data() + i, needle.data(), needle.size()) == 0 && (i == 0 || img[i - 1] == 0);
+  }
+  if (!inImage) return fail(kNotFound, std::string("no function '") + name + "' in the module");
+  for (const auto& k : kiln_emu::kernels()) {
+    if (std::strcmp(k.name, name) == 0) {
+      const uint64_t id = nextHandle++;
+      functions[id] = &k;
+      *fn = id;
+      return kSuccess;
+    }
+  }
+  return fail(kNotFound, std::string("'") + name + "' is in the CUBIN but was not built into the emulator");
+}
+
+int cuLaunchKernel(uint64_t fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
+                   unsigned int bz, unsigned int sharedBytes, uint64_t stream, void** params, void** extra) {
+  if (int r = ready()) return r;
+  auto f = functions.find(fn);
+  if (f == functions.end()) return fail(kInvalidHandle, "unknown function handle");
+  const kiln_emu::KernelEntry& k = *f->second;
+  const std::string who = std::string(k.name) + ": ";
+  if (gx == 0 || gy == 0 || gz == 0 || gx > 2147483647u || gy > 65535 || gz > 65535) return fail(kInvalidValue, who + "grid dimensions");
+  if (bx == 0 || by == 0 || bz == 0 || static_cast<unsigned long long>(bx) * by * bz > 1024 || bz > 64) {
+    return fail(kInvalidValue, who + "block dimensions");
+  }
+  if (sharedBytes != 0) return fail(kInvalidValue, who + "dynamic shared memory is not used by kiln's kernels");
+  if (extra != nullptr) return fail(kInvalidValue, who + "`extra` must be null");
+  if (params == nullptr) return fail(kInvalidValue, who + "kernelParams is null");
+  // copy the arguments now, as the driver does, and check every pointer
+  auto copies = std::make_shared<std::vector<std::vector<unsigned char>>>();
+  for (size_t i = 0; i < k.argSizes.size(); ++i) {
+    const auto* src = static_cast<const unsigned char*>(params[i]);
+    copies->emplace_back(src, src + k.argSizes[i]);
+    if (k.argIsPointer[i]) {
+      uintptr_t p;
+      std::memcpy(&p, src, sizeof p);
+      if (!kiln_fake::isDeviceRange(p, 0)) {  // inside an allocation, or one past its end
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(p));
+        return fail(kIllegalAddress, who + "argument " + std::to_string(i) + " = " + buf + " is not device memory");
+      }
+    }
+  }
+  const kiln_emu::Dim3 grid{gx, gy, gz}, block{bx, by, bz};
+  return kiln_fake::enqueue(stream, [&k, copies, grid, block, who] {
+    std::vector<void*> ptrs;
+    for (auto& c : *copies) ptrs.push_back(c.data());
+    std::string error;
+    void** p = ptrs.data();
+    if (!kiln_emu::runGrid(grid, block, [&] { k.invoke(p); }, error)) return fail(kLaunchFailed, who + error);
+    return kSuccess;
+  });
+}
+
+int cuStreamCreate(uint64_t* stream, unsigned int) {
+  if (int r = ready()) return r;
+  *stream = nextHandle++;
+  streams.insert(*stream);
+  return kSuccess;
+}
+
+int cuStreamDestroy_v2(uint64_t stream) {
+  if (streams.erase(stream) == 0) return fail(kInvalidHandle, "unknown stream");
+  return kSuccess;
+}
+
+int cuStreamSynchronize(uint64_t stream) {
+  if (int r = ready()) return r;
+  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
+  if (capturing != 0 && stream == capturing) return fail(kCaptureUnsupported, "synchronising a capturing stream");
+  return kSuccess;
+}
+
+int cuEventCreate(uint64_t* event, unsigned int) {
+  if (int r = ready()) return r;
+  *event = nextHandle++;
+  events.insert(*event);
+  return kSuccess;
+}
+
+int cuEventRecord(uint64_t event, uint64_t stream) {
+  if (!events.count(event)) return fail(kInvalidHandle, "unknown event");
+  return validStream(stream) ? kSuccess : fail(kInvalidHandle, "unknown stream");
+}
+
+int cuEventSynchronize(uint64_t event) { return events.count(event) ? kSuccess : fail(kInvalidHandle, "unknown event"); }
+
+int cuEventDestroy_v2(uint64_t event) { return events.erase(event) ? kSuccess : fail(kInvalidHandle, "unknown event"); }
+
+int cuStreamBeginCapture_v2(uint64_t stream, int mode) {
+  if (int r = ready()) return r;
+  if (stream == 0 || !streams.count(stream)) return fail(kCaptureUnsupported, "only created streams can be captured");
+  if (mode < 0 || mode > 2) return fail(kInvalidValue, "capture mode");
+  if (capturing != 0) return fail(kInvalidValue, "a capture is already in progress");
+  capturing = stream;
+  captureBroken = false;
+  captured.clear();
+  return kSuccess;
+}
+
+int cuStreamEndCapture(uint64_t stream, uint64_t* graph) {
+  if (capturing == 0 || stream != capturing) return fail(kInvalidValue, "the stream is not being captured");
+  capturing = 0;
+  if (captureBroken) {
+    *graph = 0;
+    return fail(kCaptureInvalidated, "the capture was invalidated by an unsupported call");
+  }
+  auto g = std::make_shared<Graph>();
+  g->ops.swap(captured);
+  *graph = nextHandle++;
+  graphs[*graph] = g;
+  return kSuccess;
+}
+
+int cuGraphInstantiateWithFlags(uint64_t* exec, uint64_t graph, unsigned long long) {
+  auto g = graphs.find(graph);
+  if (g == graphs.end()) return fail(kInvalidHandle, "unknown graph");
+  *exec = nextHandle++;
+  execs[*exec] = std::make_shared<Graph>(*g->second);
+  return kSuccess;
+}
+
+int cuGraphLaunch(uint64_t exec, uint64_t stream) {
+  auto e = execs.find(exec);
+  if (e == execs.end()) return fail(kInvalidHandle, "unknown graph exec");
+  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
+  for (auto& op : e->second->ops) {
+    if (int r = op()) return r;
+  }
+  return kSuccess;
+}
+
+int cuGraphExecDestroy(uint64_t exec) { return execs.erase(exec) ? kSuccess : fail(kInvalidHandle, "unknown graph exec"); }
+
+int cuGraphDestroy(uint64_t graph) { return graphs.erase(graph) ? kSuccess : fail(kInvalidHandle, "unknown graph"); }
+
+}  // extern "C"

@@ -1,0 +1,169 @@
+/**
+ * Parity cases for the KV-cache write and paged attention: packed steps that mix decode, chunked
+ * prefill over a cached prefix and fresh prefill, GQA and MQA, awkward block and head sizes, the
+ * sliding window, soft-capping, and splits along the keys (some of them empty).
+ */
+import * as twin from "./cpu_twins.ts";
+import { compare, randomF32, rng, type ParityCase } from "./parity_support.ts";
+
+interface SeqSpec {
+  /** context length after the step */
+  readonly seqLen: number;
+  /** new query tokens (the last qLen positions) */
+  readonly qLen: number;
+}
+
+interface AttentionConfig {
+  readonly name: string;
+  readonly seqs: readonly SeqSpec[];
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly blockSize: number;
+  readonly window: number | undefined;
+  readonly softcap: number | undefined;
+  readonly splits: number;
+  readonly seed: number;
+}
+
+function shuffled(n: number, r: () => number): number[] {
+  const a = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    const t = a[i]!;
+    a[i] = a[j]!;
+    a[j] = t;
+  }
+  return a;
+}
+
+function attentionCase(c: AttentionConfig): ParityCase {
+  return {
+    name: c.name,
+    run: (b, s) => {
+      const r = rng(c.seed);
+      const D = c.headDim;
+      const blocksOf = c.seqs.map((q) => Math.ceil(q.seqLen / c.blockSize));
+      const maxBlocksPerSeq = Math.max(...blocksOf);
+      const numBlocks = blocksOf.reduce((x, y) => x + y, 0) + 3;
+      const order = shuffled(numBlocks, r);
+      const blockTables = new Int32Array(c.seqs.length * maxBlocksPerSeq);
+      let next = 0;
+      blocksOf.forEach((n, si) => {
+        for (let i = 0; i < n; i++) blockTables[si * maxBlocksPerSeq + i] = order[next++]!;
+      });
+      const tokenSeq: number[] = [];
+      const tokenPos: number[] = [];
+      c.seqs.forEach((q, si) => {
+        for (let i = 0; i < q.qLen; i++) {
+          tokenSeq.push(si);
+          tokenPos.push(q.seqLen - q.qLen + i);
+        }
+      });
+      const T = tokenSeq.length;
+      const cacheLen = numBlocks * c.blockSize * c.numKvHeads * D;
+      const kCache = randomF32(cacheLen, r);
+      const vCache = randomF32(cacheLen, r);
+      const q = randomF32(T * c.numHeads * D, r);
+      const scale = 1 / Math.sqrt(D);
+      const seqs = Int32Array.from(tokenSeq);
+      const poss = Int32Array.from(tokenPos);
+      const out = s.out(T * c.numHeads * D);
+      const partial = s.out(Math.max(1, T * c.numHeads * c.splits * (D + 2)));
+      const kernel = c.softcap === undefined ? "kiln_paged_attention" : "kiln_paged_attention_softcap";
+      b.kernels.launch(kernel, [c.numHeads, T, c.splits], [128, 1, 1], [
+        out,
+        partial,
+        s.f32(q),
+        s.f32(kCache),
+        s.f32(vCache),
+        s.i32(seqs),
+        s.i32(poss),
+        s.i32(blockTables),
+        maxBlocksPerSeq,
+        c.blockSize,
+        c.numHeads,
+        c.numKvHeads,
+        D,
+        scale,
+        c.window ?? 2 ** 30,
+        c.softcap ?? 0,
+        c.splits,
+      ]);
+      if (c.splits > 1) b.kernels.launch("kiln_attention_combine", [c.numHeads, T, 1], [128, 1, 1], [out, partial, T, c.numHeads, D, c.splits]);
+      const ref = twin.pagedAttention(q, kCache, vCache, seqs, poss, blockTables, {
+        blockSize: c.blockSize,
+        maxBlocksPerSeq,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: D,
+        scale: Math.fround(scale),
+        window: c.window,
+        softcap: c.softcap,
+      });
+      return compare(c.name, s.read(out, T * c.numHeads * D), ref, 5e-6);
+    },
+  };
+}
+
+const MIXED: readonly SeqSpec[] = [
+  { seqLen: 37, qLen: 1 }, // decode
+  { seqLen: 17, qLen: 6 }, // chunked prefill over 11 cached tokens
+  { seqLen: 9, qLen: 9 }, // fresh prefill
+];
+
+const writeKvCase: ParityCase = {
+  name: "write_kv 7 tokens → 50 slots, row 80",
+  run: (b, s) => {
+    const r = rng(71);
+    const rowWidth = 80;
+    const kCache = randomF32(50 * rowWidth, r);
+    const vCache = randomF32(50 * rowWidth, r);
+    const k = randomF32(7 * rowWidth, r);
+    const v = randomF32(7 * rowWidth, r);
+    const slots = Int32Array.from(shuffled(50, r).slice(0, 7));
+    const dk = s.f32(kCache);
+    const dv = s.f32(vCache);
+    b.kernels.launch("kiln_write_kv", [7, 1, 1], [128, 1, 1], [dk, dv, s.f32(k), s.f32(v), s.i32(slots), 7, rowWidth]);
+    twin.writeKv(kCache, vCache, k, v, slots, rowWidth);
+    const got = new Float32Array(100 * rowWidth);
+    got.set(s.read(dk, 50 * rowWidth));
+    got.set(s.read(dv, 50 * rowWidth), 50 * rowWidth);
+    const want = new Float32Array(100 * rowWidth);
+    want.set(kCache);
+    want.set(vCache, 50 * rowWidth);
+    return compare("write_kv 7 tokens → 50 slots, row 80", got, want, 0);
+  },
+};
+
+export function attentionCases(): ParityCase[] {
+  const base = { numHeads: 6, numKvHeads: 2, headDim: 40, blockSize: 5, window: undefined, softcap: undefined, splits: 1 };
+  return [
+    writeKvCase,
+    attentionCase({ ...base, name: "attention mixed step GQA 6/2 D=40 block 5", seqs: MIXED, seed: 81 }),
+    attentionCase({ ...base, name: "attention mixed, window 7, softcap 20, D=18", seqs: MIXED, headDim: 18, window: 7, softcap: 20, seed: 82 }),
+    attentionCase({ ...base, name: "attention mixed, 4 splits (empty ones)", seqs: MIXED, splits: 4, seed: 83 }),
+    attentionCase({
+      ...base,
+      name: "attention decode 1000 keys MQA 4/1 D=128, 8 splits",
+      seqs: [{ seqLen: 1000, qLen: 1 }, { seqLen: 3, qLen: 1 }],
+      numHeads: 4,
+      numKvHeads: 1,
+      headDim: 128,
+      blockSize: 16,
+      splits: 8,
+      seed: 84,
+    }),
+    attentionCase({
+      ...base,
+      name: "attention D=256, window 300, 3 splits, 2 kv heads",
+      seqs: [{ seqLen: 700, qLen: 2 }],
+      numHeads: 4,
+      headDim: 256,
+      blockSize: 16,
+      window: 300,
+      splits: 3,
+      seed: 85,
+    }),
+  ];
+}

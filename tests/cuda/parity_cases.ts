@@ -1,0 +1,286 @@
+/**
+ * Kernel parity cases: every CUDA kernel (and the cuBLASLt GEMM) run on random inputs of awkward
+ * sizes and compared with its CPU twin (cpu_twins.ts). Shared by the vitest suites (on the
+ * emulator here, on a GPU when there is one) and the GPU check script, which prints the table.
+ */
+import type { CudaBackend } from "../../runtime/cuda/backend.ts";
+import type { DevicePtr } from "../../runtime/cuda/device.ts";
+import { strideGrid } from "../../runtime/cuda/kernels.ts";
+import * as twin from "./cpu_twins.ts";
+import { attentionCases } from "./parity_attention.ts";
+import { compare, randomF32, randomInts, rng, toBf16, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
+
+export type { ParityCase, ParityResult } from "./parity_support.ts";
+
+const T256: readonly [number, number, number] = [256, 1, 1];
+
+function elementwiseCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  for (const op of ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg"] as const) {
+    cases.push({
+      name: `unary ${op} (n=10007)`,
+      run: (b, s) => {
+        const x = randomF32(10007, rng(11), 6);
+        const out = s.out(x.length);
+        b.kernels.launch(`kiln_${op}`, strideGrid(x.length), T256, [out, s.f32(x), x.length]);
+        return compare(`unary ${op} (n=10007)`, s.read(out, x.length), twin.unary(op, x), 2e-6);
+      },
+    });
+  }
+  for (const op of ["add", "mul"] as const) {
+    for (const [R, N, bn] of [[7, 129, 7 * 129], [7, 129, 129]] as const) {
+      const name = `${op} ${bn === N ? "row broadcast" : "same shape"} [${R}, ${N}]`;
+      cases.push({
+        name,
+        run: (b, s) => {
+          const r = rng(12);
+          const a = randomF32(R * N, r);
+          const bb = randomF32(bn, r);
+          const out = s.out(R * N);
+          b.kernels.launch(op === "add" ? "kiln_add" : "kiln_mul", [3, 1, 1], T256, [out, s.f32(a), s.f32(bb), R * N, bn]);
+          return compare(name, s.read(out, R * N), twin.binary(op, a, bb), 2e-7);
+        },
+      });
+    }
+  }
+  cases.push({
+    name: "scale (n=999, 3 blocks: grid-stride)",
+    run: (b, s) => {
+      const x = randomF32(999, rng(13));
+      const out = s.out(999);
+      b.kernels.launch("kiln_scale", [3, 1, 1], T256, [out, s.f32(x), 999, -0.37]);
+      return compare("scale (n=999, 3 blocks: grid-stride)", s.read(out, 999), Float64Array.from(x, (v) => v * Math.fround(-0.37)), 2e-7);
+    },
+  });
+  cases.push({
+    name: "slice_cols [11, 97] → [13, 54)",
+    run: (b, s) => {
+      const x = randomF32(11 * 97, rng(14));
+      const out = s.out(11 * 41);
+      b.kernels.launch("kiln_slice_cols", strideGrid(11 * 41), T256, [out, s.f32(x), 11, 97, 13, 41]);
+      return compare("slice_cols [11, 97] → [13, 54)", s.read(out, 11 * 41), twin.sliceCols(x, 11, 97, 13, 41), 0);
+    },
+  });
+  cases.push({
+    name: "gather_rows [17, 65] → 6 rows",
+    run: (b, s) => {
+      const r = rng(15);
+      const x = randomF32(17 * 65, r);
+      const idx = randomInts(6, 17, r);
+      const out = s.out(6 * 65);
+      b.kernels.launch("kiln_gather_rows", [6, 1, 1], T256, [out, s.f32(x), s.i32(idx), 6, 65]);
+      return compare("gather_rows [17, 65] → 6 rows", s.read(out, 6 * 65), twin.gatherRows(x, idx, 65), 0);
+    },
+  });
+  return cases;
+}
+
+function tableCases(): ParityCase[] {
+  return [
+    {
+      name: "embedding f32 [37, 67], 13 ids",
+      run: (b, s) => {
+        const r = rng(21);
+        const table = randomF32(37 * 67, r);
+        const ids = randomInts(13, 37, r);
+        const out = s.out(13 * 67);
+        b.kernels.launch("kiln_embedding_f32", [13, 1, 1], T256, [out, s.f32(table), s.i32(ids), 13, 67]);
+        return compare("embedding f32 [37, 67], 13 ids", s.read(out, 13 * 67), twin.embedding(table, ids, 67), 0);
+      },
+    },
+    {
+      name: "embedding bf16 [37, 67], 13 ids",
+      run: (b, s) => {
+        const r = rng(22);
+        const table = toBf16(randomF32(37 * 67, r));
+        const ids = randomInts(13, 37, r);
+        const out = s.out(13 * 67);
+        b.kernels.launch("kiln_embedding_bf16", [13, 1, 1], T256, [out, s.u16(table), s.i32(ids), 13, 67]);
+        return compare("embedding bf16 [37, 67], 13 ids", s.read(out, 13 * 67), twin.embedding(twin.widenBf16(table), ids, 67), 0);
+      },
+    },
+    {
+      name: "f32 → bf16 round-to-nearest-even (n=100003, ties, ±inf)",
+      run: (b, s) => {
+        const x = randomF32(100003, rng(24), 100);
+        const bits = new Uint32Array(x.buffer);
+        bits[0] = 0x3f808000; // exactly halfway: to even (0x3f80)
+        bits[1] = 0x3f818000; // halfway: to even (0x3f82)
+        bits[2] = 0x7f800000; // +inf
+        bits[3] = 0xff800000; // -inf
+        bits[4] = 0x7f7fffff; // largest f32: rounds to +inf, as torch does
+        const out = s.out(x.length);
+        b.kernels.launch("kiln_f32_to_bf16", strideGrid(x.length), T256, [out, s.f32(x), x.length]);
+        return compare("f32 → bf16 round-to-nearest-even (n=100003, ties, ±inf)", s.readU16(out, x.length), toBf16(x), 0);
+      },
+    },
+    {
+      name: "bf16 → f32 (n=100003, 7 blocks)",
+      run: (b, s) => {
+        const bits = toBf16(randomF32(100003, rng(23), 100));
+        const out = s.out(bits.length);
+        b.kernels.launch("kiln_bf16_to_f32", [7, 1, 1], T256, [out, s.u16(bits), bits.length]);
+        return compare("bf16 → f32 (n=100003, 7 blocks)", s.read(out, bits.length), twin.widenBf16(bits), 0);
+      },
+    },
+  ];
+}
+
+function normCases(): ParityCase[] {
+  const rms = (rows: number, cols: number, group: number, offset: number): ParityCase => {
+    const name = `rms_norm [${rows}, ${cols}] group ${group}${offset ? " (1 + w)" : ""}`;
+    return {
+      name,
+      run: (b, s) => {
+        const r = rng(31 + cols);
+        const x = randomF32(rows * cols, r, 3);
+        const w = randomF32(group, r);
+        const out = s.out(x.length);
+        const groups = x.length / group;
+        b.kernels.launch("kiln_rms_norm", [Math.ceil(groups / 4), 1, 1], [128, 1, 1], [out, s.f32(x), s.f32(w), groups, group, 1e-6, offset]);
+        return compare(name, s.read(out, x.length), twin.rmsNorm(x, w, group, Math.fround(1e-6), offset), 2e-6);
+      },
+    };
+  };
+  const ln = (bias: boolean): ParityCase => {
+    const name = `layer_norm [9, 301]${bias ? " + bias" : ""}`;
+    return {
+      name,
+      run: (b, s) => {
+        const r = rng(33);
+        const x = randomF32(9 * 301, r, 2);
+        const w = randomF32(301, r);
+        const bb = randomF32(301, r);
+        const out = s.out(x.length);
+        if (bias) b.kernels.launch("kiln_layer_norm_bias", [3, 1, 1], [128, 1, 1], [out, s.f32(x), s.f32(w), s.f32(bb), 9, 301, 1e-5]);
+        else b.kernels.launch("kiln_layer_norm", [3, 1, 1], [128, 1, 1], [out, s.f32(x), s.f32(w), 9, 301, 1e-5]);
+        return compare(name, s.read(out, x.length), twin.layerNorm(x, w, bias ? bb : undefined, 301, Math.fround(1e-5)), 2e-6);
+      },
+    };
+  };
+  return [rms(5, 144, 48, 1), rms(3, 4099, 4099, 0), rms(7, 33, 33, 0), ln(false), ln(true)];
+}
+
+function ropeCases(): ParityCase[] {
+  return [true, false].map((neox): ParityCase => {
+    const name = `rope ${neox ? "neox" : "interleaved"} T=9 heads=3 headDim=40 rotary=24`;
+    return {
+      name,
+      run: (b, s) => {
+        const r = rng(41);
+        const shape = { T: 9, numHeads: 3, headDim: 40, rotaryDim: 24, neox };
+        const x = randomF32(9 * 3 * 40, r);
+        const positions = randomInts(9, 5000, r);
+        const invFreq = Float32Array.from({ length: 12 }, (_, i) => 1 / 10000 ** ((2 * i) / 24));
+        const out = s.out(x.length);
+        b.kernels.launch("kiln_rope", [9, 1, 1], [128, 1, 1], [out, s.f32(x), s.i32(positions), s.f32(invFreq), 9, 3, 40, 24, neox ? 1 : 0]);
+        return compare(name, s.read(out, x.length), twin.rope(x, positions, invFreq, shape), 2e-6);
+      },
+    };
+  });
+}
+
+function gemmCases(): ParityCase[] {
+  return ([[1, 2053, 67], [7, 129, 4099], [33, 97, 256]] as const).map(([M, N, K]): ParityCase => {
+    const name = `cuBLASLt f32 GEMM M=${M} N=${N} K=${K}`;
+    return {
+      name,
+      run: (b, s) => {
+        const r = rng(51 + K);
+        const x = randomF32(M * K, r);
+        const w = randomF32(N * K, r);
+        const y = s.out(M * N);
+        b.blas.matmul("f32", y, s.f32(x), s.f32(w), M, N, K);
+        const ref = twin.linear(x, w, M, N, K);
+        return compare(name, s.read(y, M * N), ref.out, 1e-5, ref.scale);
+      },
+    };
+  });
+}
+
+function argmaxCase(): ParityCase {
+  const name = "argmax rows S=5 V=2053 (ties, NaN, -inf row)";
+  return {
+    name,
+    run: (b, s) => {
+      const V = 2053;
+      const logits = randomF32(5 * V, rng(61), 10);
+      logits[1 * V + 700] = 50;
+      logits[1 * V + 1900] = 50; // tie: the first wins
+      logits[2 * V + 3] = NaN;
+      logits[2 * V + 2000] = 99;
+      logits.fill(-Infinity, 3 * V, 4 * V);
+      const out = s.outI32(5);
+      b.kernels.launch("kiln_argmax_rows", [5, 1, 1], T256, [out, s.f32(logits), 5, V]);
+      return compare(name, s.readI32(out, 5), twin.argmaxRows(logits, 5, V), 0);
+    },
+  };
+}
+
+export const PARITY_CASES: readonly ParityCase[] = [
+  ...tableCases(),
+  ...normCases(),
+  ...elementwiseCases(),
+  ...ropeCases(),
+  ...gemmCases(),
+  argmaxCase(),
+  ...attentionCases(),
+];
+
+/**
+ * Runs every case with fresh device buffers, freed afterwards. A case that throws (a launch the
+ * driver refuses, a kernel fault) fails with the error in its name and the rest still run, so the
+ * first failure in the list is the one to read.
+ */
+export function runParityCases(b: CudaBackend, cases: readonly ParityCase[] = PARITY_CASES): ParityResult[] {
+  return cases.map((c) => {
+    const s = new Scratch(b);
+    try {
+      return c.run(b, s);
+    } catch (e) {
+      const why = (e instanceof Error ? e.message : String(e)).split("\n")[0] ?? "";
+      return { name: `${c.name} — threw: ${why}`, maxErr: Infinity, tol: 0, ok: false };
+    } finally {
+      try {
+        s.free();
+      } catch {
+        // after a kernel fault every call fails; the case above already says so
+      }
+    }
+  });
+}
+
+class Scratch implements DeviceScratch {
+  private readonly ptrs: DevicePtr[] = [];
+  constructor(private readonly b: CudaBackend) {}
+  private put(data: ArrayBufferView): DevicePtr {
+    const p = this.b.device.alloc(data.byteLength);
+    this.ptrs.push(p);
+    this.b.device.upload(p, data);
+    return p;
+  }
+  f32 = (x: Float32Array): DevicePtr => this.put(x);
+  i32 = (x: Int32Array): DevicePtr => this.put(x);
+  u16 = (x: Uint16Array): DevicePtr => this.put(x);
+  out = (n: number): DevicePtr => this.put(new Float32Array(n).fill(NaN));
+  outI32 = (n: number): DevicePtr => this.put(new Int32Array(n).fill(-7));
+  read = (p: DevicePtr, n: number): Float32Array => {
+    const h = new Float32Array(n);
+    this.b.device.download(h, p);
+    return h;
+  };
+  readI32 = (p: DevicePtr, n: number): Int32Array => {
+    const h = new Int32Array(n);
+    this.b.device.download(h, p);
+    return h;
+  };
+  readU16 = (p: DevicePtr, n: number): Uint16Array => {
+    const h = new Uint16Array(n);
+    this.b.device.download(h, p);
+    return h;
+  };
+  free(): void {
+    this.b.device.synchronize();
+    for (const p of this.ptrs) this.b.device.free(p);
+  }
+}
