@@ -43,7 +43,7 @@ say "node $($node_bin --version)"
 
 export KILN_CACHE_DIR=${KILN_CACHE_DIR:-/tmp/kiln-cache}
 say "running .device/main.js $* (CUBIN cache $KILN_CACHE_DIR)"
-timeout --kill-after=10 "${KILN_CHECK_TIMEOUT:-330}" "$node_bin" .device/main.js "${json[@]}" "$@"
+timeout --kill-after=10 "${KILN_CHECK_TIMEOUT:-330}" "$node_bin" .device/main.js ${json[@]+"${json[@]}"} "$@"
 rc=$?
 case $rc in
   0) say "all checks passed" ;;

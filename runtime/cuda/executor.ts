@@ -38,12 +38,14 @@ interface Arena {
   readonly tokens: DevicePtr; // [S] i32, greedy picks
   readonly inputs: DevicePtr;
   readonly inputCapacity: number; // i32 elements
+  readonly bytes: number;
 }
 
 const nextPow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 export class CudaExecutor implements StepExecutor {
   private readonly owned: DevicePtr[] = [];
+  private ownedBytes = 0;
   private readonly weights = new Map<string, DevicePtr>();
   /** how each parameter is held on the device */
   private readonly dtypes = new Map<string, WeightDtype>();
@@ -108,14 +110,15 @@ export class CudaExecutor implements StepExecutor {
     return this.opts.blockSize;
   }
 
-  /** Device bytes this executor holds (weights, KV pool, activations). */
+  /** Device bytes this executor holds: weights, KV pool, activations. */
   get deviceBytes(): number {
-    return this.backend.device.allocatedBytes;
+    return this.ownedBytes + (this.arena?.bytes ?? 0);
   }
 
   private own(bytes: number): DevicePtr {
     const p = this.backend.device.alloc(bytes);
     this.owned.push(p);
+    this.ownedBytes += bytes;
     return p;
   }
 
@@ -177,11 +180,16 @@ export class CudaExecutor implements StepExecutor {
     const sizes: Record<SymbolicDim, number> = { T: capT, S: capS };
     const dev = this.backend.device;
     const values = new Map<ValueId, DevicePtr>();
+    let bytes = 0;
+    const alloc = (n: number): DevicePtr => {
+      bytes += n;
+      return dev.alloc(n);
+    };
     let scratchBytes = 4;
     let castBytes = 4;
     for (const n of this.graph.nodes) {
       if (n.kind === "input" || n.kind === "param") continue;
-      values.set(n.id, dev.alloc(numel(n.shape, sizes) * 4));
+      values.set(n.id, alloc(numel(n.shape, sizes) * 4));
       const x = n.kind === "linear" ? this.graph.nodes[n.x] : undefined;
       if (x !== undefined) castBytes = Math.max(castBytes, numel(x.shape, sizes) * 2);
       if (n.kind === "attention") {
@@ -191,16 +199,17 @@ export class CudaExecutor implements StepExecutor {
       }
     }
     const inputCapacity = Math.max(nextPow2(inputLength), a?.inputCapacity ?? 1);
-    this.arena = {
+    const arena = {
       T: capT,
       S: capS,
       values,
-      scratch: dev.alloc(scratchBytes),
-      cast: dev.alloc(this.dtypes.size > 0 && [...this.dtypes.values()].includes("bf16") ? castBytes : 4),
-      tokens: dev.alloc(capS * 4),
-      inputs: dev.alloc(inputCapacity * 4),
+      scratch: alloc(scratchBytes),
+      cast: alloc([...this.dtypes.values()].includes("bf16") ? castBytes : 4),
+      tokens: alloc(capS * 4),
+      inputs: alloc(inputCapacity * 4),
       inputCapacity,
     };
+    this.arena = { ...arena, bytes };
     return this.arena;
   }
 

@@ -198,6 +198,25 @@ function gemmCases(): ParityCase[] {
   });
 }
 
+function bf16GemmCases(): ParityCase[] {
+  return ([[1, 2053, 256], [5, 97, 72]] as const).map(([M, N, K]): ParityCase => {
+    const name = `cuBLASLt bf16 GEMM (fp32 out) M=${M} N=${N} K=${K}`;
+    return {
+      name,
+      run: (b, s) => {
+        const r = rng(57 + K);
+        const x = toBf16(randomF32(M * K, r));
+        const w = toBf16(randomF32(N * K, r));
+        const y = s.out(M * N);
+        b.blas.matmul("bf16", y, s.u16(x), s.u16(w), M, N, K);
+        // the products of bf16 values are exact in fp32: only the accumulation differs
+        const ref = twin.linear(twin.widenBf16(x), twin.widenBf16(w), M, N, K);
+        return compare(name, s.read(y, M * N), ref.out, 1e-5, ref.scale);
+      },
+    };
+  });
+}
+
 function argmaxCase(): ParityCase {
   const name = "argmax rows S=5 V=2053 (ties, NaN, -inf row)";
   return {
@@ -223,6 +242,7 @@ export const PARITY_CASES: readonly ParityCase[] = [
   ...elementwiseCases(),
   ...ropeCases(),
   ...gemmCases(),
+  ...bf16GemmCases(),
   argmaxCase(),
   ...attentionCases(),
 ];
