@@ -35,6 +35,10 @@ function prototype(k: LoweredKernel): string {
 export function loadKernelLibrary(kernels: readonly LoweredKernel[], cache: KernelCache = new KernelCache()): KernelLibrary {
   const compiled = compileC(renderCModule(kernels), cache);
   let lib: ReturnType<typeof koffi.load>;
+  // OpenMP's threads otherwise spin after each fused kernel and steal the cores the native GEMM
+  // and attention threads need next (prefill measured ~25% faster); libgomp reads this when the
+  // library is first loaded, and an explicit setting by the user wins.
+  process.env["OMP_WAIT_POLICY"] ??= "PASSIVE";
   try {
     lib = koffi.load(compiled.path);
   } catch (cause) {
