@@ -3,11 +3,26 @@
  * against its kind's fields and then the graph invariants, so a corrupt or hand-edited file is
  * refused with the node and field at fault rather than failing somewhere in a kernel.
  *
- *   { "format": "kiln-graph", "version": 1, "nodes": [...], "outputs": {...}, "kvLayers": [...] }
+ *   { "format": "kiln-graph", "version": 1, "nodes": [...], "outputs": {...}, "kvLayers": [...], "stateLayers": [...] }
+ *
+ * (`stateLayers` may be absent in files written before mamba-like layers existed: none.)
  */
 import { KilnError } from "../runtime/errors.ts";
 import { checkGraph } from "./invariants.ts";
-import { assertNever, BINARY_OPS, INPUT_NAMES, UNARY_OPS, type Graph, type KvLayerSpec, type Node, type NodeKind } from "./ir.ts";
+import {
+  assertNever,
+  BINARY_OPS,
+  INPUT_NAMES,
+  MOE_ACTIVATIONS,
+  MOE_ROUTINGS,
+  UNARY_OPS,
+  type Graph,
+  type KvLayerSpec,
+  type Node,
+  type NodeKind,
+  type StateLayerSpec,
+  type StateTensorSpec,
+} from "./ir.ts";
 
 export const GRAPH_FORMAT = "kiln-graph";
 export const GRAPH_VERSION = 1;
@@ -16,7 +31,22 @@ export function graphToJson(graph: Graph): string {
   return JSON.stringify({ format: GRAPH_FORMAT, version: GRAPH_VERSION, ...graph });
 }
 
-type Field = "id" | "id?" | "int" | "int?" | "num" | "num?" | "str" | "bool" | "nums" | "storage" | "input" | "unary" | "binary";
+type Field =
+  | "id"
+  | "id?"
+  | "int"
+  | "int?"
+  | "num"
+  | "num?"
+  | "str"
+  | "bool"
+  | "nums"
+  | "storage"
+  | "input"
+  | "unary"
+  | "binary"
+  | "moe_routing"
+  | "moe_activation";
 
 const FIELDS = {
   input: { name: "input" },
@@ -43,6 +73,19 @@ const FIELDS = {
     slidingWindow: "int?",
     softcap: "num?",
   },
+  moe: {
+    x: "id",
+    router: "id",
+    w13: "id",
+    w2: "id",
+    numExperts: "int",
+    topK: "int",
+    intermediateSize: "int",
+    routing: "moe_routing",
+    activation: "moe_activation",
+  },
+  short_conv: { x: "id", weight: "id", bias: "id?", stateKey: "str", kernelSize: "int" },
+  linear_attention: { qkv: "id", stateKey: "str", numHeads: "int", headDim: "int", slopes: "nums" },
 } as const satisfies Record<NodeKind, Record<string, Field>>;
 
 function isKind(k: unknown): k is NodeKind {
@@ -76,6 +119,10 @@ function fieldOk(f: Field, v: unknown): boolean {
       return (UNARY_OPS as readonly unknown[]).includes(v);
     case "binary":
       return (BINARY_OPS as readonly unknown[]).includes(v);
+    case "moe_routing":
+      return (MOE_ROUTINGS as readonly unknown[]).includes(v);
+    case "moe_activation":
+      return (MOE_ACTIVATIONS as readonly unknown[]).includes(v);
     default:
       return assertNever(f, "field type");
   }
@@ -135,7 +182,23 @@ export function graphFromJson(text: string, where: string): Graph {
     if (!ok) return fail(`KV layer ${i} is malformed`);
     return { cacheKey: String(l["cacheKey"]), numKvHeads: Number(l["numKvHeads"]), headDim: Number(l["headDim"]), slidingWindow: typeof l["slidingWindow"] === "number" ? l["slidingWindow"] : undefined };
   });
-  const graph: Graph = { nodes, outputs: { logits }, kvLayers };
+  const stateRaw = raw["stateLayers"] ?? [];
+  if (!Array.isArray(stateRaw)) return fail("the state layer list is malformed");
+  const stateLayers: StateLayerSpec[] = stateRaw.map((l: unknown, i) => {
+    const tensorsRaw = isRecord(l) ? l["tensors"] : undefined;
+    if (!isRecord(l) || typeof l["stateKey"] !== "string" || !Array.isArray(tensorsRaw)) return fail(`state layer ${i} is malformed`);
+    const tensors: StateTensorSpec[] = tensorsRaw.map((t: unknown, j) => {
+      const shape = isRecord(t) ? t["shape"] : undefined;
+      const dtype = isRecord(t) ? t["dtype"] : undefined;
+      const okShape = Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d > 0);
+      if (!isRecord(t) || typeof t["name"] !== "string" || !okShape || (dtype !== "f32" && dtype !== "bf16")) {
+        return fail(`state layer ${i}, tensor ${j} is malformed`);
+      }
+      return { name: t["name"], shape: shape.map(Number), dtype };
+    });
+    return { stateKey: l["stateKey"], tensors };
+  });
+  const graph: Graph = { nodes, outputs: { logits }, kvLayers, stateLayers };
   const errors = checkGraph(graph);
   if (errors.length > 0) fail(`the graph is inconsistent: ${errors.slice(0, 3).join("; ")}`);
   return graph;

@@ -58,7 +58,7 @@ export function rewriteGraph(
     nodes.push(kept);
     map.set(old.id, kept.id);
   }
-  return { nodes, outputs: { logits: remap(graph.outputs.logits) }, kvLayers: graph.kvLayers };
+  return { nodes, outputs: { logits: remap(graph.outputs.logits) }, kvLayers: graph.kvLayers, stateLayers: graph.stateLayers };
 }
 
 /** The node with every value id it reads passed through `f`. */
@@ -87,6 +87,12 @@ export function mapInputs(n: Node, f: (id: ValueId) => ValueId): Node {
       return { ...n, x: f(n.x), positions: f(n.positions) };
     case "attention":
       return { ...n, q: f(n.q), k: f(n.k), v: f(n.v) };
+    case "moe":
+      return { ...n, x: f(n.x), router: f(n.router), w13: f(n.w13), w2: f(n.w2) };
+    case "short_conv":
+      return { ...n, x: f(n.x), weight: f(n.weight), bias: n.bias === undefined ? undefined : f(n.bias) };
+    case "linear_attention":
+      return { ...n, qkv: f(n.qkv) };
     default:
       return assertNever(n, "node kind");
   }

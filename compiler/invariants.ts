@@ -6,9 +6,10 @@
  *   - node i has id i, and reads only earlier nodes (topological order)
  *   - every kind's operands have the shapes and dtypes its definition requires
  *   - each attention node names a KV layer of `kvLayers`, and each KV layer has one attention
+ *   - each stateful custom op names a layer of `stateLayers`, and each state layer has one op
  *   - the logits are an f32 [S, vocab] value
  */
-import { assertNever, formatShape, nodeInputs, type Dim, type Graph, type Node } from "./ir.ts";
+import { assertNever, formatShape, nodeInputs, stateKeyOf, type Dim, type Graph, type Node } from "./ir.ts";
 import type { FusionPlan } from "./passes/fuse.ts";
 import type { Program } from "./program.ts";
 
@@ -71,6 +72,26 @@ export function checkGraph(graph: Graph): string[] {
         if (!graph.kvLayers.some((l) => l.cacheKey === n.cacheKey)) at(n, `KV layer '${n.cacheKey}' is not declared`);
         if (!same(node(n.q).shape, n.shape)) at(n, "q shape differs from the output");
         break;
+      case "moe": {
+        const [E, H, I] = [n.numExperts, cols(n), n.intermediateSize];
+        if (!same(node(n.x).shape, n.shape)) at(n, "x shape differs from the output");
+        if (!same(node(n.router).shape, [E, H!])) at(n, `router is not [${E}, ${String(H)}]`);
+        if (!same(node(n.w13).shape, [E, 2 * I, H!])) at(n, `w13 is not [${E}, ${2 * I}, ${String(H)}]`);
+        if (!same(node(n.w2).shape, [E, H!, I])) at(n, `w2 is not [${E}, ${String(H)}, ${I}]`);
+        if (!(n.topK >= 1 && n.topK <= E)) at(n, `top-k ${n.topK} is outside 1..${E}`);
+        break;
+      }
+      case "short_conv":
+        if (!same(node(n.x).shape, n.shape)) at(n, "x shape differs from the output");
+        if (!same(node(n.weight).shape, [cols(n)!, 1, n.kernelSize])) at(n, `weight is not [${String(cols(n))}, 1, ${n.kernelSize}]`);
+        if (n.bias !== undefined && !same(node(n.bias).shape, [cols(n)!])) at(n, "bias is not [D]");
+        if (n.kernelSize < 2) at(n, `kernel size ${n.kernelSize} leaves no conv state`);
+        break;
+      case "linear_attention":
+        if (cols(node(n.qkv)) !== 3 * n.numHeads * n.headDim) at(n, "qkv is not [T, heads · 3 · headDim]");
+        if (cols(n) !== n.numHeads * n.headDim || n.shape[0] !== node(n.qkv).shape[0]) at(n, "output is not [T, heads · headDim]");
+        if (n.slopes.length !== n.numHeads) at(n, `${n.slopes.length} slopes for ${n.numHeads} heads`);
+        break;
       default:
         assertNever(n, "node kind");
     }
@@ -81,6 +102,14 @@ export function checkGraph(graph: Graph): string[] {
   for (const l of graph.kvLayers) {
     const users = graph.nodes.filter((n) => n.kind === "attention" && n.cacheKey === l.cacheKey).length;
     if (users !== 1) errors.push(`KV layer '${l.cacheKey}' is used by ${users} attention nodes`);
+  }
+  for (const n of graph.nodes) {
+    const key = stateKeyOf(n);
+    if (key !== undefined && !graph.stateLayers.some((l) => l.stateKey === key)) at(n, `state layer '${key}' is not declared`);
+  }
+  for (const l of graph.stateLayers) {
+    const users = graph.nodes.filter((n) => stateKeyOf(n) === l.stateKey).length;
+    if (users !== 1) errors.push(`state layer '${l.stateKey}' is used by ${users} nodes`);
   }
   const logits = graph.nodes[graph.outputs.logits];
   if (!logits || logits.dtype !== "f32" || logits.shape[0] !== "S" || logits.shape.length !== 2) {

@@ -22,10 +22,22 @@ export type ValueId = number;
 export const INPUT_NAMES = ["input_ids", "positions", "logits_indices"] as const;
 export type InputName = (typeof INPUT_NAMES)[number];
 
-export const UNARY_OPS = ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg"] as const;
+export const UNARY_OPS = ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg", "sigmoid"] as const;
 export type UnaryOp = (typeof UNARY_OPS)[number];
 export const BINARY_OPS = ["add", "mul"] as const;
 export type BinaryOp = (typeof BINARY_OPS)[number];
+
+/**
+ * How a MoE router's logits become the weights of the chosen experts:
+ *   softmax_topk:        p = softmax(logits); keep the top-k p as they are (Jamba)
+ *   softmax_topk_renorm: p = softmax(logits); keep the top-k p, divided by their sum
+ *                        (Mixtral, MiniMax, Qwen3-MoE with norm_topk_prob)
+ */
+export const MOE_ROUTINGS = ["softmax_topk", "softmax_topk_renorm"] as const;
+export type MoeRouting = (typeof MOE_ROUTINGS)[number];
+/** An expert is down(act(gate) * up); the activation of its gate. */
+export const MOE_ACTIVATIONS = ["silu"] as const;
+export type MoeActivation = (typeof MOE_ACTIVATIONS)[number];
 
 interface Base {
   readonly id: ValueId;
@@ -96,16 +108,71 @@ export type Node =
       readonly scale: number;
       readonly slidingWindow: number | undefined;
       readonly softcap: number | undefined;
+    })
+  /**
+   * Custom op: fused experts (sparse MoE). Router logits x · routerᵀ [T, E]; each token's top-k
+   * experts weighted by `routing`; out = Σ_k weight_k · down_e(act(gate_e(x)) · up_e(x)).
+   * Opaque to fusion; pure (no state), so it runs inside CUDA-graph pieces.
+   */
+  | (Base & {
+      readonly kind: "moe";
+      readonly x: ValueId; // [T, H]
+      readonly router: ValueId; // [E, H]
+      readonly w13: ValueId; // [E, 2I, H]: per expert, gate rows [0, I) then up rows [I, 2I)
+      readonly w2: ValueId; // [E, H, I]
+      readonly numExperts: number;
+      readonly topK: number;
+      readonly intermediateSize: number;
+      readonly routing: MoeRouting;
+      readonly activation: MoeActivation;
+    })
+  /**
+   * Custom op: the causal depthwise convolution of a gated short-conv layer (LFM2), kernel size L.
+   * Each sequence's conv state, its last L − 1 inputs [L − 1, D], is read and updated in place
+   * (a mamba-like layer: fixed-size per-sequence state, named by `stateKey`). Splits pieces.
+   */
+  | (Base & {
+      readonly kind: "short_conv";
+      readonly x: ValueId; // [T, D]
+      readonly weight: ValueId; // [D, 1, L] (PyTorch's depthwise Conv1d layout)
+      readonly bias: ValueId | undefined; // [D]
+      readonly stateKey: string;
+      readonly kernelSize: number;
+    })
+  /**
+   * Custom op: lightning (linear) attention with per-head exponential decay (MiniMax). Per head,
+   * KV_t = exp(−slope) · KV_{t−1} + k_tᵀ v_t and o_t = q_t · KV_t; each sequence's KV state
+   * [numHeads, headDim, headDim] is updated in place (named by `stateKey`). Splits pieces.
+   */
+  | (Base & {
+      readonly kind: "linear_attention";
+      readonly qkv: ValueId; // [T, numHeads * 3 * headDim]: per head [q | k | v]
+      readonly stateKey: string;
+      readonly numHeads: number;
+      readonly headDim: number;
+      /** [numHeads] decay rates, float32 as the reference computes them */
+      readonly slopes: readonly number[];
     });
 
 export type NodeKind = Node["kind"];
 export type NodeOf<K extends NodeKind> = Extract<Node, { kind: K }>;
 
 /** Kinds that are opaque to fusion and mark where a CUDA graph is split. */
-export const CUSTOM_OP_KINDS = ["attention"] as const satisfies readonly NodeKind[];
+export const CUSTOM_OP_KINDS = ["attention", "short_conv", "linear_attention"] as const satisfies readonly NodeKind[];
 export type CustomOpKind = (typeof CUSTOM_OP_KINDS)[number];
 export function isCustomOp(n: Node): n is NodeOf<CustomOpKind> {
   return (CUSTOM_OP_KINDS as readonly string[]).includes(n.kind);
+}
+
+/**
+ * Kinds that are opaque to fusion (a hand-written kernel) but pure and of fixed launch shape
+ * for a given T, so they stay inside CUDA-graph pieces and may be merged or dropped like any
+ * value.
+ */
+export const OPAQUE_OP_KINDS = ["moe"] as const satisfies readonly NodeKind[];
+export type OpaqueOpKind = (typeof OPAQUE_OP_KINDS)[number];
+export function isOpaqueOp(n: Node): n is NodeOf<OpaqueOpKind> {
+  return (OPAQUE_OP_KINDS as readonly string[]).includes(n.kind);
 }
 
 /** What one attention layer needs from the KV cache. */
@@ -116,11 +183,37 @@ export interface KvLayerSpec {
   readonly slidingWindow: number | undefined;
 }
 
+/** One tensor a mamba-like layer keeps per sequence. */
+export interface StateTensorSpec {
+  /** unique within its layer, e.g. "conv", "ssm", "kv" */
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly dtype: "f32" | "bf16";
+}
+
+/**
+ * What one mamba-like layer keeps per sequence, computed from the config (vLLM's
+ * get_state_shape / get_state_dtype): fixed-size tensors updated in place every step, held in
+ * the runtime's state slots (one slot per running sequence).
+ */
+export interface StateLayerSpec {
+  /** names the layer's state; its custom op carries the same key */
+  readonly stateKey: string;
+  readonly tensors: readonly StateTensorSpec[];
+}
+
 export interface Graph {
   /** in topological order; node i has id i */
   readonly nodes: readonly Node[];
   readonly outputs: { readonly logits: ValueId };
   readonly kvLayers: readonly KvLayerSpec[];
+  /** mamba-like layers' per-sequence state; empty for attention-only models */
+  readonly stateLayers: readonly StateLayerSpec[];
+}
+
+/** The state key a stateful custom op reads and writes, or undefined for other nodes. */
+export function stateKeyOf(n: Node): string | undefined {
+  return n.kind === "short_conv" || n.kind === "linear_attention" ? n.stateKey : undefined;
 }
 
 export function assertNever(x: never, what = "value"): never {
@@ -153,6 +246,12 @@ export function nodeInputs(n: Node): ValueId[] {
       return [n.x, n.positions];
     case "attention":
       return [n.q, n.k, n.v];
+    case "moe":
+      return [n.x, n.router, n.w13, n.w2];
+    case "short_conv":
+      return n.bias === undefined ? [n.x, n.weight] : [n.x, n.weight, n.bias];
+    case "linear_attention":
+      return [n.qkv];
     default:
       return assertNever(n, "node kind");
   }

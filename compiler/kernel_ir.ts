@@ -37,7 +37,7 @@ export interface Cond {
 }
 
 /** Elementwise math functions; each dialect's prelude defines `kiln_<fn>`. */
-export const MATH_FNS = ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg", "cos", "sin"] as const;
+export const MATH_FNS = ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg", "sigmoid", "cos", "sin"] as const;
 export type MathFn = (typeof MATH_FNS)[number];
 
 export type FloatExpr =

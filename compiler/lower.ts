@@ -4,7 +4,7 @@
  * and custom ops become library-call steps, and every value crossing a step boundary gets a
  * buffer with its storage type.
  */
-import { assertNever, type Dim, type Graph, type Node, type NodeOf, type ValueId } from "./ir.ts";
+import { assertNever, isCustomOp, type Dim, type Graph, type Node, type NodeOf, type ValueId } from "./ir.ts";
 import type { ElemType, LoweredKernel } from "./kernel_ir.ts";
 import { lowerRegion, type ParamBinding } from "./lower_region.ts";
 import type { FusionPlan } from "./passes/fuse.ts";
@@ -96,21 +96,69 @@ export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options
         };
       }
       case "custom": {
-        const a = node(s.node) as NodeOf<"attention">;
+        const c = node(s.node);
+        if (!isCustomOp(c)) throw new Error(`lowering: plan step ${c.id} (${c.kind}) is not a custom op`);
+        switch (c.kind) {
+          case "attention":
+            return {
+              kind: "attention",
+              node: s.node,
+              q: valueBuffer(c.q),
+              out: valueBuffer(s.node),
+              kCache: cache(s.node, "k"),
+              vCache: cache(s.node, "v"),
+              cacheKey: c.cacheKey,
+              numHeads: c.numHeads,
+              numKvHeads: c.numKvHeads,
+              headDim: c.headDim,
+              scale: c.scale,
+              slidingWindow: c.slidingWindow,
+              softcap: c.softcap,
+            };
+          case "short_conv":
+            return {
+              kind: "short_conv",
+              node: s.node,
+              x: valueBuffer(c.x),
+              weight: valueBuffer(c.weight),
+              bias: c.bias === undefined ? undefined : valueBuffer(c.bias),
+              out: valueBuffer(s.node),
+              stateKey: c.stateKey,
+              dim: c.shape[1] as number,
+              kernelSize: c.kernelSize,
+            };
+          case "linear_attention":
+            return {
+              kind: "linear_attention",
+              node: s.node,
+              qkv: valueBuffer(c.qkv),
+              out: valueBuffer(s.node),
+              stateKey: c.stateKey,
+              numHeads: c.numHeads,
+              headDim: c.headDim,
+              slopes: c.slopes,
+            };
+          default:
+            return assertNever(c, "custom op");
+        }
+      }
+      case "opaque": {
+        const m = node(s.node) as NodeOf<"moe">;
         return {
-          kind: "attention",
+          kind: "moe",
           node: s.node,
-          q: valueBuffer(a.q),
+          x: valueBuffer(m.x),
+          router: valueBuffer(m.router),
+          w13: valueBuffer(m.w13),
+          w2: valueBuffer(m.w2),
           out: valueBuffer(s.node),
-          kCache: cache(s.node, "k"),
-          vCache: cache(s.node, "v"),
-          cacheKey: a.cacheKey,
-          numHeads: a.numHeads,
-          numKvHeads: a.numKvHeads,
-          headDim: a.headDim,
-          scale: a.scale,
-          slidingWindow: a.slidingWindow,
-          softcap: a.softcap,
+          rows: m.shape[0]!,
+          hidden: m.shape[1] as number,
+          numExperts: m.numExperts,
+          topK: m.topK,
+          intermediateSize: m.intermediateSize,
+          routing: m.routing,
+          activation: m.activation,
         };
       }
       default:
@@ -125,6 +173,7 @@ export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options
     pieces,
     logits: valueBuffer(graph.outputs.logits),
     kvLayers: graph.kvLayers,
+    stateLayers: graph.stateLayers,
     inputBounds: inputBounds(graph),
   };
 }

@@ -92,6 +92,9 @@ class RegionScheduler {
       case "param":
       case "linear":
       case "attention":
+      case "moe":
+      case "short_conv":
+      case "linear_attention":
         throw new Error(`lowering: a ${n.kind} node cannot be fused`);
       default:
         assertNever(n, "node kind");

@@ -13,7 +13,7 @@
  * A kernel takes `rows` (the size of its row space this step) and then its params in order;
  * it runs one row per block (CUDA) or per loop iteration (C).
  */
-import type { Dim, InputName, KvLayerSpec, ValueId } from "./ir.ts";
+import type { Dim, InputName, KvLayerSpec, MoeActivation, MoeRouting, StateLayerSpec, ValueId } from "./ir.ts";
 import type { ElemType, LoweredKernel, ParamShape } from "./kernel_ir.ts";
 import type { Piece } from "./passes/partition.ts";
 
@@ -71,6 +71,46 @@ export type Step =
       readonly scale: number;
       readonly slidingWindow: number | undefined;
       readonly softcap: number | undefined;
+    }
+  | {
+      /** fused experts (IR `moe`): out [rows, hidden] from x, router [E, H], w13 [E, 2I, H], w2 [E, H, I] */
+      readonly kind: "moe";
+      readonly node: ValueId;
+      readonly x: number;
+      readonly router: number;
+      readonly w13: number;
+      readonly w2: number;
+      readonly out: number;
+      readonly rows: Dim;
+      readonly hidden: number;
+      readonly numExperts: number;
+      readonly topK: number;
+      readonly intermediateSize: number;
+      readonly routing: MoeRouting;
+      readonly activation: MoeActivation;
+    }
+  | {
+      /** causal depthwise conv over x [rows, dim], continuing from each sequence's conv state */
+      readonly kind: "short_conv";
+      readonly node: ValueId;
+      readonly x: number;
+      readonly weight: number; // [dim, 1, kernelSize]
+      readonly bias: number | undefined;
+      readonly out: number;
+      readonly stateKey: string;
+      readonly dim: number;
+      readonly kernelSize: number;
+    }
+  | {
+      /** lightning attention over qkv [rows, heads · 3 · headDim], continuing from each sequence's KV state */
+      readonly kind: "linear_attention";
+      readonly node: ValueId;
+      readonly qkv: number;
+      readonly out: number;
+      readonly stateKey: string;
+      readonly numHeads: number;
+      readonly headDim: number;
+      readonly slopes: readonly number[];
     };
 
 /** A per-step input whose entries index something and must stay below a bound. */
@@ -102,6 +142,8 @@ export interface Program {
   /** buffer of the logits [S, vocab], f32 */
   readonly logits: number;
   readonly kvLayers: readonly KvLayerSpec[];
+  /** mamba-like layers' per-sequence state, held in the backend's state slots */
+  readonly stateLayers: readonly StateLayerSpec[];
   readonly inputBounds: readonly InputBound[];
 }
 

@@ -275,6 +275,9 @@ export class RegionValues {
       case "param":
       case "linear":
       case "attention":
+      case "moe":
+      case "short_conv":
+      case "linear_attention":
         throw new Error(`lowering: a ${n.kind} node cannot be fused`);
       default:
         return assertNever(n, "node kind");

@@ -12,6 +12,7 @@ import {
   type InputName,
   type KvLayerSpec,
   type Node,
+  type StateLayerSpec,
   type NodeOf,
   type Shape,
   type StorageDType,
@@ -27,6 +28,7 @@ export class GraphBuilder {
   private readonly scopes: string[] = [];
   private readonly params = new Map<string, Tensor>();
   private readonly kvLayers: KvLayerSpec[] = [];
+  private readonly stateLayers: StateLayerSpec[] = [];
 
   get scope(): string {
     return this.scopes[this.scopes.length - 1] ?? "";
@@ -74,6 +76,12 @@ export class GraphBuilder {
     this.kvLayers.push(spec);
   }
 
+  /** Declares a mamba-like layer's per-sequence state (once per layer, at trace time). */
+  registerStateLayer(spec: StateLayerSpec): void {
+    if (this.stateLayers.some((l) => l.stateKey === spec.stateKey)) this.fail(`state '${spec.stateKey}' is used twice`);
+    this.stateLayers.push(spec);
+  }
+
   node(id: ValueId): Node {
     const n = this.nodes[id];
     if (!n) throw new Error(`no node ${id}`);
@@ -82,7 +90,7 @@ export class GraphBuilder {
 
   finish(logits: Tensor): Graph {
     if (logits.graph !== this) throw new Error("logits tensor belongs to another graph");
-    return { nodes: [...this.nodes], outputs: { logits: logits.id }, kvLayers: [...this.kvLayers] };
+    return { nodes: [...this.nodes], outputs: { logits: logits.id }, kvLayers: [...this.kvLayers], stateLayers: [...this.stateLayers] };
   }
 }
 

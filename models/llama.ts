@@ -90,7 +90,7 @@ export function parseLlamaConfig(c: ConfigReader, variant: LlamaVariant): LlamaC
   };
 }
 
-class LlamaAttention extends Module {
+export class LlamaAttention extends Module {
   readonly qkvProj: QKVParallelLinear;
   readonly oProj: RowParallelLinear;
   readonly qNorm: RMSNorm | undefined;
@@ -131,7 +131,7 @@ class LlamaAttention extends Module {
   }
 }
 
-class LlamaMLP extends Module {
+export class LlamaMLP extends Module {
   readonly gateUpProj: MergedColumnParallelLinear;
   readonly downProj: RowParallelLinear;
   constructor(prefix: string, cfg: LlamaConfig, ctx: ModelContext) {

@@ -9,6 +9,9 @@ import { pathToFileURL } from "node:url";
 import { KilnError } from "../runtime/errors.ts";
 import type { CausalLMClass } from "./dsl/causal_lm.ts";
 import { LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM } from "./llama.ts";
+import { Lfm2ForCausalLM } from "./lfm2.ts";
+import { MiniMaxForCausalLM } from "./minimax.ts";
+import { Qwen3MoeForCausalLM } from "./qwen3_moe.ts";
 
 type Entry = { readonly kind: "class"; readonly cls: CausalLMClass } | { readonly kind: "lazy"; readonly spec: string };
 
@@ -80,6 +83,9 @@ export function builtinRegistry(): ModelRegistry {
   r.register("MistralForCausalLM", MistralForCausalLM);
   r.register("Qwen2ForCausalLM", Qwen2ForCausalLM);
   r.register("Qwen3ForCausalLM", Qwen3ForCausalLM);
+  r.register("Qwen3MoeForCausalLM", Qwen3MoeForCausalLM);
+  r.register("Lfm2ForCausalLM", Lfm2ForCausalLM);
+  r.register("MiniMaxForCausalLM", MiniMaxForCausalLM);
   return r;
 }
 

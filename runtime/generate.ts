@@ -41,12 +41,16 @@ export function generate(
   const rng = new Rng(opts.seed);
   const tokens: number[] = [];
   let finishReason: FinishReason = "length";
+  // models with mamba-like layers carry the sequence's state in a slot, from a zeroed one
+  const states = runner.statePool;
+  const slot = states?.allocate();
+  if (slot !== undefined) states!.reset(slot);
   try {
     let chunk: readonly number[] = prompt;
     let numCached = 0;
     while (tokens.length < opts.maxTokens) {
       ensureBlocks(pool, table, numCached + chunk.length, runner.blockSize);
-      const logits = runner.execute([{ tokens: chunk, numCached, blockTable: table }]);
+      const logits = runner.execute([{ tokens: chunk, numCached, blockTable: table, ...(slot === undefined ? {} : { stateSlot: slot }) }]);
       numCached += chunk.length;
       const next = sample(logits, opts.sampling, rng);
       tokens.push(next);
@@ -60,6 +64,7 @@ export function generate(
     }
   } finally {
     pool.release(table);
+    if (slot !== undefined) states!.free(slot);
   }
   return { tokens, finishReason, promptTokens: prompt.length };
 }

@@ -92,14 +92,19 @@ export async function runGolden(dir: string, opts: GoldenOptions): Promise<{ res
         ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
       });
       const table = Array.from({ length: runner.numBlocks }, (_, i) => i);
+      // models with mamba-like layers run the prompt in a zeroed state slot
+      const states = runner.statePool;
+      const slot = states?.allocate();
+      if (slot !== undefined) states!.reset(slot);
+      const inSlot = slot === undefined ? {} : { stateSlot: slot };
 
       let prefill: Float32Array;
       const ours = new Float32Array(steps * V);
       try {
-        prefill = runner.execute([{ tokens: prompt, numCached: 0, blockTable: table, allLogits: true }]);
+        prefill = runner.execute([{ tokens: prompt, numCached: 0, blockTable: table, allLogits: true, ...inSlot }]);
         ours.set(prefill.subarray((prompt.length - 1) * V, prompt.length * V), 0);
         for (let i = 1; i < steps; i++) {
-          const row = runner.execute([{ tokens: [refTokens[i - 1]!], numCached: prompt.length + i - 1, blockTable: table }]);
+          const row = runner.execute([{ tokens: [refTokens[i - 1]!], numCached: prompt.length + i - 1, blockTable: table, ...inSlot }]);
           ours.set(row, i * V);
         }
       } finally {

@@ -82,6 +82,8 @@ export interface StepInputs {
   readonly positions: Int32Array; // [T]
   readonly logitsIndices: Int32Array; // [S]
   readonly attn: AttentionMetadata;
+  /** [numSeqs]: each sequence's state slot (models with mamba-like layers); undefined when no chunk has one */
+  readonly stateSlots: Int32Array | undefined;
 }
 
 export function packStep(chunks: readonly SeqChunk[], blockSize: number): StepInputs {
@@ -112,7 +114,12 @@ export function packStep(chunks: readonly SeqChunk[], blockSize: number): StepIn
     });
   });
   queryStartLoc[chunks.length] = t;
+  const withSlot = chunks.filter((c) => c.stateSlot !== undefined).length;
+  if (withSlot !== 0 && withSlot !== chunks.length) {
+    throw new KilnError("INVALID_ARGUMENT", `${chunks.length - withSlot} of the step's ${chunks.length} sequences have no state slot`);
+  }
   return {
+    stateSlots: withSlot === 0 ? undefined : Int32Array.from(chunks, (c) => c.stateSlot!),
     inputIds,
     positions,
     logitsIndices: Int32Array.from(logits),

@@ -8,11 +8,14 @@ import { loadNative } from "./cpu/native.ts";
 import { ProgramExecutor } from "./cpu/program_executor.ts";
 import { KilnError } from "./errors.ts";
 import { packStep, type SeqChunk } from "./kv_cache.ts";
+import type { StatePool } from "./engine/state_slots.ts";
 import type { BackendName, ExecutorFactory, StepExecutor } from "./step_executor.ts";
 
 export interface RunnerOptions {
   readonly numBlocks: number;
   readonly blockSize: number;
+  /** sequences with mamba-like state that can run at once (default DEFAULT_STATE_SLOTS) */
+  readonly numStateSlots?: number;
   readonly backend?: BackendName;
 }
 
@@ -44,6 +47,11 @@ export class ModelRunner {
 
   get blockSize(): number {
     return this.executor.blockSize;
+  }
+
+  /** the backend's state slots when the model has mamba-like layers (hybrid or attention-free) */
+  get statePool(): StatePool | undefined {
+    return this.executor.statePool;
   }
 
   /** Runs one step over the given chunks; logits [S, vocab] for the rows the chunks asked for. */

@@ -5,11 +5,14 @@
  */
 import type { Graph } from "../compiler/ir.ts";
 import type { WeightData } from "../models/dsl/parameter.ts";
+import type { StatePool } from "./engine/state_slots.ts";
 import type { StepInputs } from "./kv_cache.ts";
 
 export interface StepExecutor {
   readonly numBlocks: number;
   readonly blockSize: number;
+  /** the slots holding mamba-like layers' per-sequence state; absent for attention-only graphs */
+  readonly statePool?: StatePool | undefined;
   /** logits [S, vocab], row-major, for the rows in step.logitsIndices */
   run(step: StepInputs): Float32Array;
   /** releases backend resources (device memory, modules); the CPU backend has none */
@@ -22,7 +25,11 @@ export type BackendName = (typeof BACKENDS)[number];
 export interface ExecutorOptions {
   readonly numBlocks: number;
   readonly blockSize: number;
+  /** state slots for graphs with mamba-like layers: sequences that can run at once (default 32) */
+  readonly numStateSlots?: number;
 }
+
+export const DEFAULT_STATE_SLOTS = 32;
 
 export type ExecutorFactory = (
   graph: Graph,

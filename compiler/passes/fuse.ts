@@ -35,7 +35,10 @@ export interface Region {
 export type PlanStep =
   | { readonly kind: "fused"; readonly region: Region }
   | { readonly kind: "gemm"; readonly node: ValueId }
-  | { readonly kind: "custom"; readonly node: ValueId };
+  /** a custom op that splits CUDA-graph pieces (attention, stateful layers) */
+  | { readonly kind: "custom"; readonly node: ValueId }
+  /** an opaque op captured inside a piece (fused experts) */
+  | { readonly kind: "opaque"; readonly node: ValueId };
 
 export interface FusionPlan {
   readonly graph: Graph;
@@ -215,7 +218,7 @@ function schedule(fg: FusionGraph, regionOf: Map<number, Building>): PlanStep[] 
 function toStep(fg: FusionGraph, u: Building | number, regionOf: Map<number, Building>): PlanStep {
   if (typeof u === "number") {
     const v = fg.vertex(u);
-    return v.cls === "gemm" ? { kind: "gemm", node: u } : { kind: "custom", node: u };
+    return v.cls === "gemm" ? { kind: "gemm", node: u } : v.cls === "opaque" ? { kind: "opaque", node: u } : { kind: "custom", node: u };
   }
   const members = [...u.members].sort((a, b) => fg.position[a]! - fg.position[b]!);
   const nodes = members.filter((m) => !fg.vertex(m).kvWrite);

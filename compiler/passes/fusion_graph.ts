@@ -10,9 +10,10 @@
  *   vertex id = graph.nodes.length + i: the KV write of the i-th attention node
  */
 import type { Dim, Graph, Node, NodeOf, ValueId } from "../ir.ts";
-import { isCustomOp, nodeInputs } from "../ir.ts";
+import { isCustomOp, isOpaqueOp, nodeInputs } from "../ir.ts";
 
-export type VertexClass = "source" | "gemm" | "custom" | "fusible";
+/** custom: an opaque op that splits CUDA-graph pieces; opaque: one that does not (MoE) */
+export type VertexClass = "source" | "gemm" | "custom" | "opaque" | "fusible";
 
 export interface Vertex {
   readonly id: number;
@@ -80,6 +81,7 @@ function classify(n: Node): VertexClass {
   if (n.kind === "input" || n.kind === "param") return "source";
   if (n.kind === "linear") return "gemm";
   if (isCustomOp(n)) return "custom";
+  if (isOpaqueOp(n)) return "opaque";
   return "fusible";
 }
 

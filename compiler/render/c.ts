@@ -43,6 +43,7 @@ static inline float kiln_gelu(float x) { return (float)(0.5 * (double)x * (1.0 +
 static inline float kiln_relu(float x) { return x > 0.0f ? x : 0.0f; }
 static inline float kiln_tanh(float x) { return (float)tanh((double)x); }
 static inline float kiln_neg(float x) { return -x; }
+static inline float kiln_sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
 static inline float kiln_cos(float x) { return (float)cos((double)x); }
 static inline float kiln_sin(float x) { return (float)sin((double)x); }
 `;

@@ -33,6 +33,7 @@ __device__ __forceinline__ float kiln_gelu(float x) { return 0.5f * x * (1.0f + 
 __device__ __forceinline__ float kiln_relu(float x) { return x > 0.0f ? x : 0.0f; }
 __device__ __forceinline__ float kiln_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ float kiln_neg(float x) { return -x; }
+__device__ __forceinline__ float kiln_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float kiln_cos(float x) { return cosf(x); }
 __device__ __forceinline__ float kiln_sin(float x) { return sinf(x); }
 

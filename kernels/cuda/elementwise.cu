@@ -4,7 +4,8 @@
 //
 // kiln_add / kiln_mul: out[i] = a[i] op b[i mod bn]; bn = n for equal shapes, bn = N for b [N]
 //   broadcast over the rows of a [R, N] (also the bias add after a GEMM, in place: out = a).
-// kiln_silu, kiln_gelu_tanh, kiln_gelu (erf), kiln_relu, kiln_tanh, kiln_neg: out[i] = f(x[i]).
+// kiln_silu, kiln_gelu_tanh, kiln_gelu (erf), kiln_relu, kiln_tanh, kiln_neg, kiln_sigmoid:
+//   out[i] = f(x[i]).
 // kiln_scale: out[i] = x[i] · factor.
 // kiln_slice_cols: out [rows, size] = columns [start, start + size) of x [rows, cols].
 // kiln_gather_rows: out [S, cols] = rows idx[s] of x [T, cols]; launch grid (S), block (256).
@@ -52,6 +53,10 @@ extern "C" __global__ void kiln_tanh(float* out, const float* x, long long n) {
 
 extern "C" __global__ void kiln_neg(float* out, const float* x, long long n) {
   KILN_GRID_STRIDE(i, n) { out[i] = -x[i]; }
+}
+
+extern "C" __global__ void kiln_sigmoid(float* out, const float* x, long long n) {
+  KILN_GRID_STRIDE(i, n) { out[i] = 1.0f / (1.0f + expf(-x[i])); }
 }
 
 extern "C" __global__ void kiln_scale(float* out, const float* x, long long n, float factor) {

@@ -4,6 +4,7 @@
  */
 import type { Graph } from "../../compiler/ir.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
+import { KilnError } from "../../runtime/errors.ts";
 import type { ConfigReader } from "../../runtime/hf_config.ts";
 import type { LoadReport, WeightSource } from "./load_weights.ts";
 import type { ModelContext } from "./module.ts";
@@ -22,9 +23,18 @@ export interface ModelArgs {
   readonly ctx: ModelContext;
 }
 
+/**
+ * What a model keeps per sequence between steps (vLLM's IsAttentionFree / IsHybrid): a KV cache
+ * that grows with the sequence ("attention"), only mamba-like fixed-size state
+ * ("attention_free"), or both ("hybrid"). Checked against the traced graph.
+ */
+export type SequenceStateKind = "attention" | "attention_free" | "hybrid";
+
 export interface CausalLM {
   readonly vocabSize: number;
   readonly maxPositions: number;
+  /** default "attention" */
+  readonly sequenceState?: SequenceStateKind;
   /** logits [S, vocab] */
   forward(inputs: ModelInputs): Tensor;
   loadWeights(source: WeightSource): LoadReport;
@@ -40,5 +50,12 @@ export function traceModel(model: CausalLM): Graph {
     positions: g.input("positions"),
     logitsIndices: g.input("logits_indices"),
   });
-  return g.finish(logits);
+  const graph = g.finish(logits);
+  const traced: SequenceStateKind =
+    graph.stateLayers.length === 0 ? "attention" : graph.kvLayers.length === 0 ? "attention_free" : "hybrid";
+  const declared = model.sequenceState ?? "attention";
+  if (traced !== declared) {
+    throw new KilnError("TRACE_SHAPE", `the model declares itself ${declared} but its graph is ${traced} (${graph.kvLayers.length} KV layers, ${graph.stateLayers.length} state layers)`);
+  }
+  return graph;
 }

@@ -12,6 +12,16 @@ export { ParallelLMHead, VocabParallelEmbedding } from "./embedding.ts";
 export { LayerNorm, RMSNorm } from "./norm.ts";
 export { RotaryEmbedding } from "./rotary.ts";
 export { Attention } from "./attention.ts";
+export {
+  FusedMoE,
+  GATE_UP_DOWN_PROJ,
+  MIXTRAL_EXPERT_NAMES,
+  MoeRouter,
+  SparseMoeBlock,
+  type ExpertNames,
+  type FusedMoEOptions,
+  type SparseMoeBlockOptions,
+} from "./fused_moe.ts";
 export { LLAMA_STACKED, loadWeights, type LoadReport, type StackedParam, type WeightRules, type WeightSource } from "./load_weights.ts";
 export { traceModel, type CausalLM, type CausalLMClass, type ModelArgs, type ModelInputs } from "./causal_lm.ts";
 export { Tensor, GraphBuilder } from "../../compiler/trace.ts";

@@ -30,6 +30,11 @@ export const FLOAT_SOURCE_DTYPES = ["F32", "F16", "BF16", "F64"] as const;
 export interface ShardTarget {
   readonly rowStart: number;
   readonly rows: number;
+  /**
+   * The shape of one row when rows are not the parameter's dim 0: stacked experts [E, 2I, H]
+   * fill as rows of [H] (default: the parameter's shape without dim 0).
+   */
+  readonly rowShape?: readonly number[];
 }
 
 /** Which part of the source tensor this rank reads: along `dim`, [start, start + size). */
@@ -74,10 +79,14 @@ export class Parameter {
         `tensor '${src.name}' in ${src.origin} has dtype ${src.dtype}; parameter '${this.name}' needs a floating-point tensor`,
       );
     }
-    const rowLen = this.shape.slice(1).reduce((a, b) => a * b, 1);
+    const rowShape = target.rowShape ?? this.shape.slice(1);
+    const rowLen = rowShape.reduce((a, b) => a * b, 1);
+    if ((target.rowStart + target.rows) * rowLen > this.numel) {
+      throw new Error(`parameter '${this.name}': rows [${target.rowStart}, ${target.rowStart + target.rows}) of [${rowShape.join(", ")}] overrun it`);
+    }
     const srcShape = [...src.shape];
     if (narrow) srcShape[narrow.dim] = narrow.size;
-    const expected = [target.rows, ...this.shape.slice(1)];
+    const expected = [target.rows, ...rowShape];
     const ok = srcShape.length === expected.length && srcShape.every((d, i) => d === expected[i]);
     if (!ok) {
       const what = narrow ? ` (narrowed along dim ${narrow.dim} to ${narrow.size})` : "";

@@ -8,6 +8,11 @@ import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { KvCache, type StepInputs } from "../kv_cache.ts";
 import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
+import type { StateSlots } from "../engine/state_slots.ts";
+import { hostStateSlots, seqStates } from "../state_layers.ts";
+import { headDecays, linearAttention } from "./linear_attention.ts";
+import { fusedExperts, moeDims } from "./moe.ts";
+import { shortConv } from "./short_conv.ts";
 import type { NativeKernels } from "./native.ts";
 
 type Value = Float32Array | Int32Array | WeightData;
@@ -16,6 +21,7 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 export class CpuExecutor implements StepExecutor {
   readonly kv: KvCache;
+  readonly statePool: StateSlots | undefined;
 
   constructor(
     readonly graph: Graph,
@@ -24,6 +30,7 @@ export class CpuExecutor implements StepExecutor {
     opts: ExecutorOptions,
   ) {
     this.kv = new KvCache(graph.kvLayers, opts.numBlocks, opts.blockSize);
+    this.statePool = hostStateSlots(graph.stateLayers, opts.numStateSlots);
     for (const n of graph.nodes) {
       if (n.kind === "param" && !weights.has(n.name)) {
         throw new KilnError("TENSOR_MISSING", `parameter '${n.name}' has no loaded weight`);
@@ -150,6 +157,17 @@ export class CpuExecutor implements StepExecutor {
       }
       case "attention":
         return this.attention(n, step, kv, v.f32(n.q), v.f32(n.k), v.f32(n.v), v.out());
+      case "moe":
+        return fusedExperts(k, v.out(), v.f32(n.x), v.weight(n.router), v.weight(n.w13), v.weight(n.w2), moeDims(n));
+      case "short_conv": {
+        const seqs = seqStates(step, this.statePool, n.stateKey, "conv");
+        const bias = n.bias === undefined ? undefined : v.f32Weight(n.bias);
+        return shortConv(v.out(), v.f32(n.x), v.f32Weight(n.weight), bias, seqs, n.shape[1] as number, n.kernelSize);
+      }
+      case "linear_attention": {
+        const seqs = seqStates(step, this.statePool, n.stateKey, "kv");
+        return linearAttention(v.out(), v.f32(n.qkv), headDecays(n.slopes), seqs, n.numHeads, n.headDim);
+      }
       default:
         return assertNever(n, "node kind");
     }
@@ -245,6 +263,9 @@ function unary(n: NodeOf<"unary">, x: Float32Array, y: Float32Array): Float32Arr
       return y;
     case "neg":
       for (let i = 0; i < y.length; i++) y[i] = -x[i]!;
+      return y;
+    case "sigmoid":
+      for (let i = 0; i < y.length; i++) y[i] = 1 / (1 + Math.exp(-x[i]!));
       return y;
     default:
       return assertNever(n.op, "unary op");

@@ -13,12 +13,18 @@ import { KilnError } from "../errors.ts";
 import { KvCache, type StepInputs } from "../kv_cache.ts";
 import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
 import { loadKernelLibrary, type KernelArg, type KernelLibrary } from "./kernel_library.ts";
+import type { StateSlots } from "../engine/state_slots.ts";
+import { hostStateSlots, seqStates } from "../state_layers.ts";
+import { headDecays, linearAttention } from "./linear_attention.ts";
+import { fusedExperts, weightData } from "./moe.ts";
+import { shortConv } from "./short_conv.ts";
 import type { NativeKernels } from "./native.ts";
 
 type Sizes = Record<SymbolicDim, number>;
 
 export class ProgramExecutor implements StepExecutor {
   readonly kv: KvCache;
+  readonly statePool: StateSlots | undefined;
   readonly library: KernelLibrary;
 
   constructor(
@@ -32,6 +38,7 @@ export class ProgramExecutor implements StepExecutor {
       throw new KilnError("INVALID_ARGUMENT", `the CPU executor cannot run a program compiled for ${program.options.target.kind}`);
     }
     this.kv = new KvCache(program.kvLayers, opts.numBlocks, opts.blockSize);
+    this.statePool = hostStateSlots(program.stateLayers, opts.numStateSlots);
     for (const b of program.buffers) if (b.role.kind === "param") this.checkWeight(b);
     this.library = library ?? loadKernelLibrary(program.kernels);
   }
@@ -140,11 +147,33 @@ export class ProgramExecutor implements StepExecutor {
           );
           break;
         }
+        case "moe": {
+          const dims = { hidden: s.hidden, numExperts: s.numExperts, topK: s.topK, intermediate: s.intermediateSize, routing: s.routing, activation: s.activation };
+          fusedExperts(n, f32(s.out), f32(s.x), weightData(buf(s.router)), weightData(buf(s.w13)), weightData(buf(s.w2)), dims);
+          break;
+        }
+        case "short_conv": {
+          const seqs = seqStates(step, this.statePool, s.stateKey, "conv");
+          const w = buf(s.weight);
+          if (!(w instanceof Float32Array)) throw new KilnError("INVALID_ARGUMENT", `${s.stateKey}: conv weights must be f32`);
+          shortConv(f32(s.out), f32(s.x), w, s.bias === undefined ? undefined : f32(s.bias), seqs, s.dim, s.kernelSize);
+          break;
+        }
+        case "linear_attention":
+          linearAttention(f32(s.out), f32(s.qkv), this.decays(s), seqStates(step, this.statePool, s.stateKey, "kv"), s.numHeads, s.headDim);
+          break;
         default:
           assertNever(s, "program step");
       }
     }
     return f32(this.program.logits);
+  }
+
+  private readonly decayTables = new Map<number, Float32Array>();
+  private decays(s: { readonly node: number; readonly slopes: readonly number[] }): Float32Array {
+    let d = this.decayTables.get(s.node);
+    if (!d) this.decayTables.set(s.node, (d = headDecays(s.slopes)));
+    return d;
   }
 
   private resolve(b: BufferSpec, step: StepInputs, sizes: Sizes): KernelArg {

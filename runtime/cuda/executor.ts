@@ -18,7 +18,16 @@ import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
 import { strideGrid } from "./kernels.ts";
-import { DEFAULT_ATTENTION_TUNING, MAX_ATTENTION_SPLITS, MAX_HEAD_DIM, NodeKernels, type AttentionTuning, type KvPoolLayer, type StepFrame } from "./node_kernels.ts";
+import {
+  DEFAULT_ATTENTION_TUNING,
+  LINEAR_ATTENTION_MAX_HEAD_DIM,
+  MAX_ATTENTION_SPLITS,
+  MAX_HEAD_DIM,
+  MOE_MAX_EXPERTS,
+  MOE_MAX_TOPK,
+  moeScratchBytes,
+  NodeKernels,
+  SHORT_CONV_MAX_KERNEL, type AttentionTuning, type KvPoolLayer, type StepFrame } from "./node_kernels.ts";
 import { packStepInputs, type PackedStep } from "./step_inputs.ts";
 
 export type WeightDtype = "f32" | "bf16";
@@ -68,6 +77,15 @@ export class CudaExecutor implements StepExecutor {
       if (n.kind === "param" && !weights.has(n.name)) throw new KilnError("TENSOR_MISSING", `parameter '${n.name}' has no loaded weight`);
       if (n.kind === "attention" && n.headDim > MAX_HEAD_DIM) {
         throw new KilnError("INVALID_ARGUMENT", `${n.scope}: head size ${n.headDim} exceeds the CUDA attention kernel's ${MAX_HEAD_DIM}`);
+      }
+      if (n.kind === "moe" && (n.numExperts > MOE_MAX_EXPERTS || n.topK > MOE_MAX_TOPK)) {
+        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: the CUDA experts kernels route among at most ${MOE_MAX_EXPERTS} experts, top-${MOE_MAX_TOPK}`);
+      }
+      if (n.kind === "short_conv" && n.kernelSize > SHORT_CONV_MAX_KERNEL) {
+        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: conv kernel size ${n.kernelSize} exceeds the CUDA kernel's ${SHORT_CONV_MAX_KERNEL}`);
+      }
+      if (n.kind === "linear_attention" && n.headDim > LINEAR_ATTENTION_MAX_HEAD_DIM) {
+        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: head size ${n.headDim} exceeds the CUDA lightning kernel's ${LINEAR_ATTENTION_MAX_HEAD_DIM}`);
       }
     }
     const kvPool = new Map<string, KvPoolLayer>();
@@ -197,6 +215,7 @@ export class CudaExecutor implements StepExecutor {
         const rows = Math.min(capT, Math.ceil((2 * dev.info.multiprocessors) / n.numHeads));
         scratchBytes = Math.max(scratchBytes, rows * n.numHeads * MAX_ATTENTION_SPLITS * (n.headDim + 2) * 4);
       }
+      if (n.kind === "moe") scratchBytes = Math.max(scratchBytes, moeScratchBytes(n, capT));
     }
     const inputCapacity = Math.max(nextPow2(inputLength), a?.inputCapacity ?? 1);
     const arena = {

@@ -15,6 +15,9 @@ export const KERNEL_FILES = [
   "kv_cache.cu",
   "paged_attention.cu",
   "sampling.cu",
+  "moe_experts.cu",
+  "short_conv.cu",
+  "linear_attention.cu",
 ] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 
@@ -51,6 +54,7 @@ export const KERNELS = {
   kiln_relu: UNARY,
   kiln_tanh: UNARY,
   kiln_neg: UNARY,
+  kiln_sigmoid: UNARY,
   kiln_scale: { file: "elementwise.cu", args: ["ptr", "ptr", "i64", "f32"] },
   kiln_slice_cols: { file: "elementwise.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
   kiln_gather_rows: { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
@@ -60,6 +64,16 @@ export const KERNELS = {
   kiln_paged_attention_softcap: ATTENTION,
   kiln_attention_combine: { file: "paged_attention.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
   kiln_argmax_rows: { file: "sampling.cu", args: ["ptr", "ptr", "i32", "i32"] },
+  // experts, weights, x, router, T, H, E, K, renorm
+  kiln_moe_route: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] },
+  // h, x, w13, experts, T, H, I, K
+  kiln_moe_act: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  // out, h, w2, experts, weights, T, H, I, K
+  kiln_moe_down: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  // out, x, w, bias, hasBias, states, queryStartLoc, slots, S, D, L
+  kiln_short_conv: { file: "short_conv.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "ptr", "ptr", "ptr", "i32", "i32", "i32"] },
+  // out, qkv, states, decays, queryStartLoc, slots, S, heads, D
+  kiln_linear_attention: { file: "linear_attention.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32"] },
 } as const satisfies Record<string, KernelSpec>;
 
 export type KernelName = keyof typeof KERNELS;

@@ -3,10 +3,12 @@
  * exhaustive switch over node kinds, so a new kind does not compile until it runs here too.
  */
 import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim, type UnaryOp, type ValueId } from "../../compiler/ir.ts";
+import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
 import type { KernelName } from "./kernel_catalog.ts";
 import { strideGrid } from "./kernels.ts";
+import type { DeviceStatePool } from "./state_pool.ts";
 import type { PackedStep } from "./step_inputs.ts";
 
 const UNARY_KERNELS = {
@@ -16,6 +18,7 @@ const UNARY_KERNELS = {
   relu: "kiln_relu",
   tanh: "kiln_tanh",
   neg: "kiln_neg",
+  sigmoid: "kiln_sigmoid",
 } as const satisfies Record<UnaryOp, KernelName>;
 
 /** The paged attention kernel's limit on head size. */
@@ -23,6 +26,17 @@ export const MAX_HEAD_DIM = 256;
 /** "no sliding window" for the kernel: a window wider than any position */
 const NO_WINDOW = 2 ** 30;
 export const MAX_ATTENTION_SPLITS = 32;
+/** The experts kernels' routing limits (kernels/cuda/moe_experts.cu). */
+export const MOE_MAX_EXPERTS = 256;
+export const MOE_MAX_TOPK = 32;
+/** The short-conv and lightning-attention kernels' limits (kernels/cuda/short_conv.cu, linear_attention.cu). */
+export const SHORT_CONV_MAX_KERNEL = 16;
+export const LINEAR_ATTENTION_MAX_HEAD_DIM = 256;
+
+/** Scratch the experts kernels need for T tokens: routes and the [T, K, I] activations. */
+export function moeScratchBytes(n: NodeOf<"moe">, T: number): number {
+  return T * n.topK * (2 + n.intermediateSize) * 4;
+}
 
 /** When decode-like steps split attention along the keys. */
 export interface AttentionTuning {
@@ -76,6 +90,8 @@ export class NodeKernels {
     private readonly tuning: AttentionTuning,
     /** how a parameter is held on the device */
     private readonly dtypeOf: (param: ValueId) => "f32" | "bf16",
+    /** mamba-like layers' per-sequence state and each lightning layer's decays exp(−slope) [heads] */
+    private readonly mixers: { readonly pool: DeviceStatePool | undefined; readonly decays: ReadonlyMap<ValueId, DevicePtr> },
   ) {}
 
   private shapeOf(id: ValueId): Node["shape"] {
@@ -139,9 +155,73 @@ export class NodeKernels {
       }
       case "attention":
         return this.attention(n, f);
+      case "moe":
+        return this.moe(n, f, rows, last(n.shape));
+      case "short_conv":
+        return this.shortConv(n, f);
+      case "linear_attention":
+        return this.linearAttention(n, f);
       default:
         return assertNever(n, "node kind");
     }
+  }
+
+  /** routes into the scratch ([T, K] experts, [T, K] weights, [T, K, I] h), then the experts */
+  private moe(n: NodeOf<"moe">, f: StepFrame, T: number, H: number): void {
+    const k = this.backend.kernels;
+    const [E, K, I] = [n.numExperts, n.topK, n.intermediateSize];
+    const experts = f.scratch;
+    const weights = experts + BigInt(T * K * 4);
+    const h = weights + BigInt(T * K * 4);
+    k.launch("kiln_moe_route", [T, 1, 1], [128, 1, 1], [experts, weights, f.ptr(n.x), f.ptr(n.router), T, H, E, K, n.routing === "softmax_topk_renorm" ? 1 : 0]);
+    k.launch("kiln_moe_act", [T * K, 1, 1], [128, 1, 1], [h, f.ptr(n.x), f.ptr(n.w13), experts, T, H, I, K]);
+    k.launch("kiln_moe_down", [T, 1, 1], [128, 1, 1], [f.ptr(n.id), h, f.ptr(n.w2), experts, weights, T, H, I, K]);
+  }
+
+  private stateOf(key: string, tensor: string, f: StepFrame): { state: DevicePtr; qsl: DevicePtr; slots: DevicePtr } {
+    const pool = this.mixers.pool;
+    if (pool === undefined) throw new Error(`no device state pool for '${key}'`);
+    const { layout } = f.packed;
+    return { state: pool.buffer(stateName(key, tensor)), qsl: f.inputs + BigInt(layout.queryStartLoc * 4), slots: f.inputs + BigInt(layout.stateSlots * 4) };
+  }
+
+  private shortConv(n: NodeOf<"short_conv">, f: StepFrame): void {
+    const { state, qsl, slots } = this.stateOf(n.stateKey, "conv", f);
+    const S = f.packed.numSeqs;
+    const D = numel(n.shape.slice(-1), f.sizes);
+    const bias = n.bias === undefined ? f.ptr(n.weight) : f.ptr(n.bias);
+    this.backend.kernels.launch("kiln_short_conv", [S, Math.ceil(D / 128), 1], [128, 1, 1], [
+      f.ptr(n.id),
+      f.ptr(n.x),
+      f.ptr(n.weight),
+      bias,
+      n.bias === undefined ? 0 : 1,
+      state,
+      qsl,
+      slots,
+      S,
+      D,
+      n.kernelSize,
+    ]);
+  }
+
+  private linearAttention(n: NodeOf<"linear_attention">, f: StepFrame): void {
+    const { state, qsl, slots } = this.stateOf(n.stateKey, "kv", f);
+    const decays = this.mixers.decays.get(n.id);
+    if (decays === undefined) throw new Error(`linear attention node ${n.id} has no decays on the device`);
+    const S = f.packed.numSeqs;
+    const block = Math.ceil(n.headDim / 32) * 32;
+    this.backend.kernels.launch("kiln_linear_attention", [S, n.numHeads, 1], [block, 1, 1], [
+      f.ptr(n.id),
+      f.ptr(n.qkv),
+      state,
+      decays,
+      qsl,
+      slots,
+      S,
+      n.numHeads,
+      n.headDim,
+    ]);
   }
 
   private attention(n: NodeOf<"attention">, f: StepFrame): void {

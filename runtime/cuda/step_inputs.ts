@@ -17,6 +17,8 @@ export interface PackedLayout {
   readonly tokenSeq: number; // [T]
   readonly tokenPos: number; // [T]
   readonly blockTables: number; // [numSeqs · maxBlocksPerSeq]
+  readonly queryStartLoc: number; // [numSeqs + 1]
+  readonly stateSlots: number; // [numSeqs], zeros when the step has no state slots
   readonly length: number;
 }
 
@@ -36,6 +38,8 @@ export interface PackLimits {
   readonly vocab: number | undefined;
   readonly numBlocks: number;
   readonly blockSize: number;
+  /** the state pool's slots; a step's state slots must lie below it */
+  readonly numStateSlots: number | undefined;
 }
 
 export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep {
@@ -51,7 +55,9 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
     tokenSeq: 3 * T + S,
     tokenPos: 4 * T + S,
     blockTables: 5 * T + S,
-    length: 5 * T + S + tables,
+    queryStartLoc: 5 * T + S + tables,
+    stateSlots: 5 * T + S + tables + a.numSeqs + 1,
+    length: 5 * T + S + tables + 2 * a.numSeqs + 1,
   };
   if (step.positions.length !== T || a.slotMapping.length !== T || a.queryStartLoc.length !== a.numSeqs + 1) {
     throw new KilnError("INVALID_ARGUMENT", "step inputs disagree on the number of tokens");
@@ -65,6 +71,16 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
   data.set(step.logitsIndices, layout.logitsIndices);
   data.set(a.slotMapping, layout.slotMapping);
   data.set(a.blockTables.subarray(0, tables), layout.blockTables);
+  data.set(a.queryStartLoc, layout.queryStartLoc);
+  if (step.stateSlots !== undefined) {
+    if (step.stateSlots.length !== a.numSeqs) throw new KilnError("INVALID_ARGUMENT", "step inputs: one state slot per sequence is needed");
+    for (const slot of step.stateSlots) {
+      if (limits.numStateSlots === undefined || slot < 0 || slot >= limits.numStateSlots) {
+        throw new KilnError("INVALID_ARGUMENT", `state slot ${slot} is outside the pool of ${limits.numStateSlots ?? 0}`);
+      }
+    }
+    data.set(step.stateSlots, layout.stateSlots);
+  }
 
   if (limits.vocab !== undefined) {
     for (let t = 0; t < T; t++) {

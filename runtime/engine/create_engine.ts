@@ -23,6 +23,8 @@ export interface CreateEngineOptions extends Omit<EngineOptions, "maxModelLen" |
   /** memory for the KV pool (default 256 MiB); ignored when numBlocks is given */
   readonly kvCacheBytes?: number;
   readonly numBlocks?: number;
+  /** per-sequence state slots of models with mamba-like layers (default: maxNumSeqs, else 32) */
+  readonly numStateSlots?: number;
   readonly backend?: BackendName;
   readonly load?: LoadOptions;
 }
@@ -47,9 +49,11 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     throw new KilnError("INVALID_ARGUMENT", `maxModelLen ${maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
   }
   const numBlocks = opts.numBlocks ?? KvCache.blocksForBudget(model.graph.kvLayers, blockSize, opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES);
+  const numStateSlots = opts.numStateSlots ?? opts.maxNumSeqs;
   const runner = new ModelRunner(model.graph, model.weights, model.model.vocabSize, {
     numBlocks,
     blockSize,
+    ...(numStateSlots === undefined ? {} : { numStateSlots }),
     ...(opts.backend === undefined ? {} : { backend: opts.backend }),
   });
   const eos = generation.eosTokenIds.length > 0 ? generation.eosTokenIds : tokenizer.eosTokenId === undefined ? [] : [tokenizer.eosTokenId];

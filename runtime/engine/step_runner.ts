@@ -11,7 +11,7 @@ export interface StepRunner {
   readonly blockSize: number;
   readonly vocabSize: number;
   /** per-sequence state slots for Mamba-like layers; absent for attention-only models */
-  readonly statePool?: StatePool;
+  readonly statePool?: StatePool | undefined;
   /**
    * logits [S, vocab], row-major: for each chunk in order, one row per token when it asks for
    * `allLogits`, none when `noLogits`, else one row (its last token).

@@ -13,7 +13,17 @@ import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 const FORTUNE = fileURLToPath(new URL("../../assets/fortune-llama", import.meta.url));
-const MODELS = [fixture("llama"), fixture("llama-bf16"), fixture("qwen2"), fixture("qwen3"), fixture("mistral-swa"), FORTUNE];
+const MODELS = [
+  fixture("llama"),
+  fixture("llama-bf16"),
+  fixture("qwen2"),
+  fixture("qwen3"),
+  fixture("mistral-swa"),
+  FORTUNE,
+  fixture("qwen3-moe"),
+  fixture("lfm2"),
+  fixture("minimax"),
+];
 
 /** A graph whose logits are `f(x)` for a [S, 8] input row picked by logits_indices. */
 function graphOf(f: (x: Tensor, g: GraphBuilder) => Tensor): Graph {

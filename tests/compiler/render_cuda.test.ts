@@ -27,6 +27,9 @@ const MODELS: [string, string][] = [
   ["qwen3", fixture("qwen3")],
   ["mistral-swa", fixture("mistral-swa")],
   ["fortune-llama", FORTUNE],
+  ["qwen3-moe", fixture("qwen3-moe")],
+  ["lfm2", fixture("lfm2")],
+  ["minimax", fixture("minimax")],
 ];
 const SM90 = { kind: "cuda", arch: "sm_90" } as const;
 const nvcc = findCompiler("nvcc");

@@ -5,7 +5,7 @@
  * twins.test.ts checks them against kiln's native CPU kernels on this machine.
  */
 
-export type Unary = "silu" | "gelu_tanh" | "gelu" | "relu" | "tanh" | "neg";
+export type Unary = "silu" | "gelu_tanh" | "gelu" | "relu" | "tanh" | "neg" | "sigmoid";
 
 const f32 = Math.fround;
 
@@ -99,6 +99,7 @@ export function unary(op: Unary, x: Float32Array): Float64Array {
     relu: (v: number) => (v > 0 ? v : 0),
     tanh: (v: number) => Math.tanh(v),
     neg: (v: number) => -v,
+    sigmoid: (v: number) => 1 / (1 + Math.exp(-v)),
   }[op];
   return Float64Array.from(x, f);
 }

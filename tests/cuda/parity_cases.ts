@@ -8,6 +8,7 @@ import type { DevicePtr } from "../../runtime/cuda/device.ts";
 import { strideGrid } from "../../runtime/cuda/kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import { attentionCases } from "./parity_attention.ts";
+import { mixerCases } from "./parity_mixers.ts";
 import { compare, randomF32, randomInts, rng, toBf16, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
 
 export type { ParityCase, ParityResult } from "./parity_support.ts";
@@ -16,7 +17,7 @@ const T256: readonly [number, number, number] = [256, 1, 1];
 
 function elementwiseCases(): ParityCase[] {
   const cases: ParityCase[] = [];
-  for (const op of ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg"] as const) {
+  for (const op of ["silu", "gelu_tanh", "gelu", "relu", "tanh", "neg", "sigmoid"] as const) {
     cases.push({
       name: `unary ${op} (n=10007)`,
       run: (b, s) => {
@@ -245,6 +246,7 @@ export const PARITY_CASES: readonly ParityCase[] = [
   ...bf16GemmCases(),
   argmaxCase(),
   ...attentionCases(),
+  ...mixerCases(),
 ];
 
 /**

@@ -1,0 +1,116 @@
+/**
+ * Qwen3-MoE: the Qwen3 decoder (per-head q/k RMSNorm, no biases) with a sparse MoE block in place
+ * of the MLP on every `decoder_sparse_step`-th layer not listed in `mlp_only_layers`.
+ *
+ *   per layer: h = h + o(attn(rope(qnorm(q)), rope(knorm(k)), v))   of rmsnorm(h)
+ *              h = h + moe(rmsnorm(h))          // softmax → top-k → renormalize (norm_topk_prob)
+ *                  or h + down(silu(gate) * up) // dense layers
+ *   logits = lm_head(rmsnorm(h[last rows]))
+ */
+import type { Tensor } from "../compiler/trace.ts";
+import type { ConfigReader } from "../runtime/hf_config.ts";
+import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
+import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import { FusedMoE, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
+import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
+import { Module, type ModelContext } from "./dsl/module.ts";
+import { RMSNorm } from "./dsl/norm.ts";
+import { LlamaAttention, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
+
+export interface Qwen3MoeConfig extends LlamaConfig {
+  readonly moe: FusedMoEOptions;
+  /** per layer: a sparse MoE block (true) or the dense MLP of intermediate_size */
+  readonly sparseLayers: readonly boolean[];
+}
+
+export function parseQwen3MoeConfig(c: ConfigReader): Qwen3MoeConfig {
+  const base = parseLlamaConfig(c, { qkvBias: (r) => r.optBool("attention_bias") ?? false, qkNorm: true });
+  // transformers writes num_experts; some exports spell it num_local_experts
+  const numExperts = c.optInt("num_experts") ?? c.int("num_local_experts");
+  const step = c.optInt("decoder_sparse_step") ?? 1;
+  const mlpOnly = c.has("mlp_only_layers") ? c.intList("mlp_only_layers") : [];
+  return {
+    ...base,
+    moe: {
+      numExperts,
+      topK: c.int("num_experts_per_tok"),
+      hiddenSize: base.hiddenSize,
+      intermediateSize: c.int("moe_intermediate_size"),
+      routing: (c.optBool("norm_topk_prob") ?? false) ? "softmax_topk_renorm" : "softmax_topk",
+    },
+    sparseLayers: Array.from({ length: base.numLayers }, (_, i) => !mlpOnly.includes(i) && numExperts > 0 && (i + 1) % step === 0),
+  };
+}
+
+class Qwen3MoeDecoderLayer extends Module {
+  readonly inputLayernorm: RMSNorm;
+  readonly selfAttn: LlamaAttention;
+  readonly postAttentionLayernorm: RMSNorm;
+  readonly mlp: SparseMoeBlock | LlamaMLP;
+  constructor(prefix: string, cfg: Qwen3MoeConfig, layer: number, ctx: ModelContext) {
+    super(prefix);
+    this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.selfAttn = new LlamaAttention(this.join("self_attn"), cfg, layer, ctx);
+    this.postAttentionLayernorm = new RMSNorm(this.join("post_attention_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.mlp = cfg.sparseLayers[layer] ? new SparseMoeBlock(this.join("mlp"), cfg.moe, ctx) : new LlamaMLP(this.join("mlp"), cfg, ctx);
+  }
+
+  forward(positions: Tensor, h: Tensor): Tensor {
+    return this.scoped(h.graph, () => {
+      const a = h.add(this.selfAttn.forward(positions, this.inputLayernorm.forward(h)));
+      return a.add(this.mlp.forward(this.postAttentionLayernorm.forward(a)));
+    });
+  }
+}
+
+class Qwen3MoeModel extends Module {
+  readonly embedTokens: VocabParallelEmbedding;
+  readonly layers: Qwen3MoeDecoderLayer[];
+  readonly norm: RMSNorm;
+  constructor(prefix: string, cfg: Qwen3MoeConfig, ctx: ModelContext) {
+    super(prefix);
+    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
+    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new Qwen3MoeDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
+    this.norm = new RMSNorm(this.join("norm"), cfg.hiddenSize, cfg.rmsNormEps);
+  }
+
+  /** final hidden states of the rows in `logitsIndices`: [S, H] */
+  forward(inputs: ModelInputs): Tensor {
+    let h = this.embedTokens.forward(inputs.inputIds);
+    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
+    return this.norm.forward(h.gatherRows(inputs.logitsIndices));
+  }
+}
+
+export class Qwen3MoeForCausalLM extends Module implements CausalLM {
+  readonly cfg: Qwen3MoeConfig;
+  readonly model: Qwen3MoeModel;
+  readonly lmHead: ParallelLMHead;
+
+  constructor(args: ModelArgs) {
+    super("");
+    this.cfg = parseQwen3MoeConfig(args.config);
+    this.model = new Qwen3MoeModel("model", this.cfg, args.ctx);
+    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
+    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
+  }
+
+  get vocabSize(): number {
+    return this.cfg.vocabSize;
+  }
+
+  get maxPositions(): number {
+    return this.cfg.maxPositions;
+  }
+
+  forward(inputs: ModelInputs): Tensor {
+    return this.lmHead.logits(this.model.forward(inputs));
+  }
+
+  loadWeights(source: WeightSource): LoadReport {
+    const skip = [/rotary_emb\.inv_freq$/];
+    if (this.cfg.tieWordEmbeddings) skip.push(/^lm_head\.weight$/);
+    const stacked = [...LLAMA_STACKED, ...FusedMoE.expertParamsMapping(this.cfg.moe.numExperts)];
+    return loadWeights(this, source, { stacked, skip });
+  }
+}
