@@ -14,7 +14,9 @@ import { numel, type Graph, type SymbolicDim, type ValueId } from "../../compile
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
-import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
+import { headDecays } from "../cpu/linear_attention.ts";
+import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
+import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
 import { strideGrid } from "./kernels.ts";
@@ -62,6 +64,8 @@ export class CudaExecutor implements StepExecutor {
   private readonly vocab: number | undefined;
   private arena: Arena | undefined = undefined;
   private disposed = false;
+  /** per-sequence state of mamba-like layers, in device memory */
+  readonly statePool: DeviceStatePool | undefined;
 
   constructor(
     readonly graph: Graph,
@@ -90,8 +94,18 @@ export class CudaExecutor implements StepExecutor {
     }
     const kvPool = new Map<string, KvPoolLayer>();
     const invFreqs = new Map<ValueId, DevicePtr>();
+    const decays = new Map<ValueId, DevicePtr>();
     try {
       this.uploadWeights(weights);
+      const slots = opts.numStateSlots ?? DEFAULT_STATE_SLOTS;
+      this.statePool = graph.stateLayers.length === 0 ? undefined : new DeviceStatePool(backend, graph.stateLayers, slots, (b) => this.own(b));
+      for (const n of graph.nodes) {
+        if (n.kind !== "linear_attention") continue;
+        const d = headDecays(n.slopes);
+        const p = this.own(d.byteLength);
+        backend.device.upload(p, d);
+        decays.set(n.id, p);
+      }
       for (const spec of graph.kvLayers) {
         const bytes = numBlocks * blockSize * spec.numKvHeads * spec.headDim * 4;
         const layer = { k: this.own(bytes), v: this.own(bytes) };
@@ -117,7 +131,10 @@ export class CudaExecutor implements StepExecutor {
       const n = graph.nodes[id];
       return n?.kind === "param" ? (this.dtypes.get(n.name) ?? "f32") : "f32";
     };
-    this.nodes = new NodeKernels(backend, graph, kvPool, invFreqs, blockSize, opts.attention ?? DEFAULT_ATTENTION_TUNING, dtypeOf);
+    this.nodes = new NodeKernels(backend, graph, kvPool, invFreqs, blockSize, opts.attention ?? DEFAULT_ATTENTION_TUNING, dtypeOf, {
+      pool: this.statePool,
+      decays,
+    });
   }
 
   get numBlocks(): number {
@@ -246,7 +263,12 @@ export class CudaExecutor implements StepExecutor {
   /** Queues the whole graph for one step; returns the logits' device address. */
   private forward(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } {
     if (this.disposed) throw new Error("the CUDA executor has been disposed");
-    const packed = packStepInputs(step, { vocab: this.vocab, numBlocks: this.numBlocks, blockSize: this.blockSize });
+    const packed = packStepInputs(step, {
+      vocab: this.vocab,
+      numBlocks: this.numBlocks,
+      blockSize: this.blockSize,
+      numStateSlots: this.statePool?.numSlots,
+    });
     const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
     this.backend.device.upload(arena.inputs, packed.data);
     const sizes: Record<SymbolicDim, number> = { T: packed.T, S: packed.S };

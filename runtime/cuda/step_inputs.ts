@@ -72,6 +72,9 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
   data.set(a.slotMapping, layout.slotMapping);
   data.set(a.blockTables.subarray(0, tables), layout.blockTables);
   data.set(a.queryStartLoc, layout.queryStartLoc);
+  if (limits.numStateSlots !== undefined && step.stateSlots === undefined && a.numSeqs > 0) {
+    throw new KilnError("INVALID_ARGUMENT", "the model keeps per-sequence state: every sequence of the step needs a state slot");
+  }
   if (step.stateSlots !== undefined) {
     if (step.stateSlots.length !== a.numSeqs) throw new KilnError("INVALID_ARGUMENT", "step inputs: one state slot per sequence is needed");
     for (const slot of step.stateSlots) {

@@ -10,8 +10,32 @@ import { checkGraph, checkPlan, checkProgram } from "../../compiler/invariants.t
 import { isCustomOp, type Graph, type NodeKind } from "../../compiler/ir.ts";
 import { commonSubexpressionElimination } from "../../compiler/passes/cse.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
+import type { Tensor } from "../../compiler/trace.ts";
+import { traceModel, type CausalLM, type ModelInputs, type SequenceStateKind } from "../../models/dsl/causal_lm.ts";
+import { ParallelLMHead, VocabParallelEmbedding } from "../../models/dsl/embedding.ts";
+import type { LoadReport } from "../../models/dsl/load_weights.ts";
+import { Module, SINGLE_DEVICE } from "../../models/dsl/module.ts";
+import { CausalShortConv } from "../../models/dsl/short_conv.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
+
+/** embed → one short conv → head: attention-free, declaring `declared` */
+class TinyConvLM extends Module implements CausalLM {
+  readonly vocabSize = 16;
+  readonly maxPositions = 64;
+  readonly embed = new VocabParallelEmbedding("embed", 16, 8, { parallel: SINGLE_DEVICE, weightStorage: "f32" });
+  readonly conv = new CausalShortConv("conv", 8, 3);
+  readonly head = new ParallelLMHead("head", 16, 8, { parallel: SINGLE_DEVICE, weightStorage: "f32" });
+  constructor(readonly sequenceState: SequenceStateKind) {
+    super("");
+  }
+  forward(inputs: ModelInputs): Tensor {
+    return this.head.logits(this.conv.forward(this.embed.forward(inputs.inputIds)).gatherRows(inputs.logitsIndices));
+  }
+  loadWeights(): LoadReport {
+    return { loaded: new Map(), skipped: [] };
+  }
+}
 
 const count = (g: Graph, kind: NodeKind): number => g.nodes.filter((n) => n.kind === kind).length;
 
@@ -41,6 +65,14 @@ describe("MoE, short conv and lightning attention in the compiler", () => {
       if (stateful !== undefined) expect(program.steps.filter((s) => s.kind === stateful).length).toBe(count(graph, stateful));
     });
   }
+
+  it("a model's declared sequence state (attention, attention-free, hybrid) must match its graph", () => {
+    const graph = traceModel(new TinyConvLM("attention_free"));
+    expect(graph.kvLayers).toEqual([]);
+    expect(graph.stateLayers).toEqual([{ stateKey: "conv", tensors: [{ name: "conv", shape: [2, 8], dtype: "f32" }] }]);
+    expect(() => traceModel(new TinyConvLM("attention"))).toThrow(/declares itself attention but its graph is attention_free/);
+    expect(() => traceModel(new TinyConvLM("hybrid"))).toThrow(/declares itself hybrid/);
+  });
 
   it("common-subexpression elimination never merges two stateful layers reading the same value", async () => {
     const { graph } = await loadModel(fixture("lfm2"));

@@ -69,10 +69,14 @@ describe.skipIf(missing !== undefined)(`emulated CUDA backend${missing === undef
     ["qwen3", fixture("qwen3"), { tolerance: 1e-5, backend: "cuda" }],
     ["mistral-swa", fixture("mistral-swa"), { tolerance: 1e-5, backend: "cuda" }],
     ["fortune-llama", FORTUNE, { tolerance: 1e-5, backend: "cuda" }],
+    ["lfm2", fixture("lfm2"), { tolerance: 1e-5, backend: "cuda" }],
   ];
   // f32 only: rounding a MoE model's activations to bf16 flips near-tied routing decisions, which
   // moves whole rows of logits beyond any fixed bf16 tolerance
-  const GOLDEN_F32_ONLY: [string, string, GoldenOptions][] = [["qwen3-moe", fixture("qwen3-moe"), { tolerance: 1e-5, backend: "cuda" }]];
+  const GOLDEN_F32_ONLY: [string, string, GoldenOptions][] = [
+    ["qwen3-moe", fixture("qwen3-moe"), { tolerance: 1e-5, backend: "cuda" }],
+    ["minimax", fixture("minimax"), { tolerance: 1e-5, backend: "cuda" }],
+  ];
 
   describe("golden parity through `runGolden(..., { backend: \"cuda\" })`", () => {
     for (const [name, dir, opts] of [...GOLDEN, ...GOLDEN_F32_ONLY]) {
