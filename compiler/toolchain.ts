@@ -1,7 +1,7 @@
 /**
  * Compiling rendered kernels, through the kernel cache:
  *
- *   C    → shared library: cc -O3 -march=native -fopenmp -shared -fPIC   (the CPU backend)
+ *   C    → shared library: cc -O3 -march=native -fno-trapping-math -fopenmp -shared -fPIC   (the CPU backend)
  *   CUDA → cubin:          nvcc -arch=sm_XX -cubin                        (ahead of time, when nvcc
  *          is installed; on a GPU machine the CUDA runtime may compile the same source with NVRTC)
  *
@@ -15,7 +15,7 @@ import nodePath from "node:path";
 import { KilnError } from "../runtime/errors.ts";
 import { KernelCache, type CacheEntry } from "./kernel_cache.ts";
 
-export const C_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"] as const;
+export const C_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"] as const;
 export const nvccFlags = (arch: string): string[] => [`-arch=${arch}`, "-cubin", "-std=c++17", "-Werror", "all-warnings"];
 
 export interface Compiler {
