@@ -70,7 +70,12 @@ const GOLDEN: readonly [string, string, boolean][] = [
   ["qwen3", "tests/fixtures/qwen3", false],
   ["mistral-swa", "tests/fixtures/mistral-swa", false],
   ["fortune-llama", "assets/fortune-llama", false],
+  ["qwen3-moe", "tests/fixtures/qwen3-moe", false],
+  ["lfm2", "tests/fixtures/lfm2", false],
+  ["minimax", "tests/fixtures/minimax", false],
 ];
+/** bf16 rounding flips nearly tied expert choices in these tiny MoE fixtures: fp32 parity only. */
+const FP32_ONLY = new Set(["qwen3-moe", "minimax"]);
 
 async function checks(b: CudaBackend): Promise<void> {
   await section("kernel parity vs CPU twins", () => {
@@ -93,6 +98,7 @@ async function checks(b: CudaBackend): Promise<void> {
     const bf16 = registerCudaBackend({ weightDtype: "bf16" });
     try {
       for (const [name, dir, ropeBf16] of GOLDEN) {
+        if (FP32_ONLY.has(name)) continue;
         const { summary } = await runGolden(join(root, dir), { tolerance: 2e-2, backend: "cuda", ropeFreqBf16: ropeBf16 });
         row(`golden ${name} (bf16 weights, 2e-2)`, summary.ok ? "PASS" : "FAIL", `prefill ${fmt(summary.worst_prefill_rel_err)} greedy ${fmt(summary.worst_greedy_logits_rel_err)} tokens ${summary.greedy_token_match}`);
       }
