@@ -86,6 +86,23 @@ const FIELDS = {
   },
   short_conv: { x: "id", weight: "id", bias: "id?", stateKey: "str", kernelSize: "int" },
   linear_attention: { qkv: "id", stateKey: "str", numHeads: "int", headDim: "int", slopes: "nums" },
+  selective_scan: { u: "id", delta: "id", aLog: "id", b: "id", c: "id", d: "id", z: "id", stateKey: "str", stateSize: "int" },
+  ssd_scan: {
+    x: "id",
+    dt: "id",
+    dtBias: "id",
+    aLog: "id",
+    b: "id",
+    c: "id",
+    d: "id",
+    stateKey: "str",
+    numHeads: "int",
+    headDim: "int",
+    numGroups: "int",
+    stateSize: "int",
+    dtMin: "num",
+    dtMax: "num?",
+  },
 } as const satisfies Record<NodeKind, Record<string, Field>>;
 
 function isKind(k: unknown): k is NodeKind {

@@ -93,6 +93,10 @@ export function mapInputs(n: Node, f: (id: ValueId) => ValueId): Node {
       return { ...n, x: f(n.x), weight: f(n.weight), bias: n.bias === undefined ? undefined : f(n.bias) };
     case "linear_attention":
       return { ...n, qkv: f(n.qkv) };
+    case "selective_scan":
+      return { ...n, u: f(n.u), delta: f(n.delta), aLog: f(n.aLog), b: f(n.b), c: f(n.c), d: f(n.d), z: f(n.z) };
+    case "ssd_scan":
+      return { ...n, x: f(n.x), dt: f(n.dt), dtBias: f(n.dtBias), aLog: f(n.aLog), b: f(n.b), c: f(n.c), d: f(n.d) };
     default:
       return assertNever(n, "node kind");
   }

@@ -92,6 +92,29 @@ export function checkGraph(graph: Graph): string[] {
         if (cols(n) !== n.numHeads * n.headDim || n.shape[0] !== node(n.qkv).shape[0]) at(n, "output is not [T, heads · headDim]");
         if (n.slopes.length !== n.numHeads) at(n, `${n.slopes.length} slopes for ${n.numHeads} heads`);
         break;
+      case "selective_scan": {
+        const I = cols(n);
+        const N = n.stateSize;
+        const rowsOk = (v: number, w: Dim | undefined): boolean => same(node(v).shape, [n.shape[0]!, w!]);
+        if (!rowsOk(n.u, I) || !rowsOk(n.delta, I) || !rowsOk(n.z, I)) at(n, "u, delta and z must have the output's shape [T, I]");
+        if (!rowsOk(n.b, N) || !rowsOk(n.c, N)) at(n, `b and c must be [T, ${N}]`);
+        if (!same(node(n.aLog).shape, [I!, N])) at(n, `A_log is not [${String(I)}, ${N}]`);
+        if (!same(node(n.d).shape, [I!])) at(n, `D is not [${String(I)}]`);
+        break;
+      }
+      case "ssd_scan": {
+        const [H, P, G, N] = [n.numHeads, n.headDim, n.numGroups, n.stateSize];
+        const rowsOk = (v: number, w: number): boolean => same(node(v).shape, [n.shape[0]!, w]);
+        if (cols(n) !== H * P || !rowsOk(n.x, H * P)) at(n, `x and the output must be [T, ${H * P}]`);
+        if (!rowsOk(n.dt, H)) at(n, `dt is not [T, ${H}]`);
+        if (!(G >= 1 && H % G === 0)) at(n, `${G} groups do not divide ${H} heads`);
+        if (!rowsOk(n.b, G * N) || !rowsOk(n.c, G * N)) at(n, `b and c must be [T, ${G * N}]`);
+        for (const [v, what] of [[n.dtBias, "dt_bias"], [n.aLog, "A_log"], [n.d, "D"]] as const) {
+          if (!same(node(v).shape, [H])) at(n, `${what} is not [${H}]`);
+        }
+        if (n.dtMax !== undefined && !(n.dtMax >= n.dtMin)) at(n, `dt limits [${n.dtMin}, ${n.dtMax}] are empty`);
+        break;
+      }
       default:
         assertNever(n, "node kind");
     }

@@ -152,13 +152,59 @@ export type Node =
       readonly headDim: number;
       /** [numHeads] decay rates, float32 as the reference computes them */
       readonly slopes: readonly number[];
+    })
+  /**
+   * Custom op: Mamba-1's selective scan. Per channel i of I and state index n of N, with
+   * Δ = softplus(delta[t, i]) and A = −exp(aLog):
+   *   h[i, n] ← exp(Δ · A[i, n]) · h[i, n] + Δ · b[t, n] · u[t, i]
+   *   out[t, i] = (Σ_n h[i, n] · c[t, n] + d[i] · u[t, i]) · silu(z[t, i])
+   * Each sequence's SSM state h [I, N] is updated in place (named by `stateKey`). Splits pieces.
+   */
+  | (Base & {
+      readonly kind: "selective_scan";
+      readonly u: ValueId; // [T, I] (the conv's output after its activation)
+      readonly delta: ValueId; // [T, I] before softplus (dt_proj's output, bias included)
+      readonly aLog: ValueId; // [I, N]
+      readonly b: ValueId; // [T, N]
+      readonly c: ValueId; // [T, N]
+      readonly d: ValueId; // [I]
+      readonly z: ValueId; // [T, I] the gate
+      readonly stateKey: string;
+      readonly stateSize: number;
+    })
+  /**
+   * Custom op: Mamba-2's state-space dual (SSD) scan, over H heads of P channels and G groups of
+   * B/C (head h uses group h / (H / G)). Per head, with Δ = clamp(softplus(dt[t, h] + dtBias[h]),
+   * dtMin, dtMax) and A = −exp(aLog[h]), a scalar decay per head and step:
+   *   h[h, p, n] ← exp(Δ · A) · h[h, p, n] + Δ · x[t, h, p] · b[t, g, n]
+   *   out[t, h, p] = Σ_n h[h, p, n] · c[t, g, n] + d[h] · x[t, h, p]
+   * Each sequence's SSM state [H, P, N] is updated in place (named by `stateKey`). The gate and
+   * the gated norm that follow are ordinary nodes. Splits pieces.
+   */
+  | (Base & {
+      readonly kind: "ssd_scan";
+      readonly x: ValueId; // [T, H · P]
+      readonly dt: ValueId; // [T, H] before the bias and softplus
+      readonly dtBias: ValueId; // [H]
+      readonly aLog: ValueId; // [H]
+      readonly b: ValueId; // [T, G · N]
+      readonly c: ValueId; // [T, G · N]
+      readonly d: ValueId; // [H]
+      readonly stateKey: string;
+      readonly numHeads: number;
+      readonly headDim: number;
+      readonly numGroups: number;
+      readonly stateSize: number;
+      readonly dtMin: number;
+      /** undefined: no upper limit */
+      readonly dtMax: number | undefined;
     });
 
 export type NodeKind = Node["kind"];
 export type NodeOf<K extends NodeKind> = Extract<Node, { kind: K }>;
 
 /** Kinds that are opaque to fusion and mark where a CUDA graph is split. */
-export const CUSTOM_OP_KINDS = ["attention", "short_conv", "linear_attention"] as const satisfies readonly NodeKind[];
+export const CUSTOM_OP_KINDS = ["attention", "short_conv", "linear_attention", "selective_scan", "ssd_scan"] as const satisfies readonly NodeKind[];
 export type CustomOpKind = (typeof CUSTOM_OP_KINDS)[number];
 export function isCustomOp(n: Node): n is NodeOf<CustomOpKind> {
   return (CUSTOM_OP_KINDS as readonly string[]).includes(n.kind);
@@ -213,7 +259,15 @@ export interface Graph {
 
 /** The state key a stateful custom op reads and writes, or undefined for other nodes. */
 export function stateKeyOf(n: Node): string | undefined {
-  return n.kind === "short_conv" || n.kind === "linear_attention" ? n.stateKey : undefined;
+  switch (n.kind) {
+    case "short_conv":
+    case "linear_attention":
+    case "selective_scan":
+    case "ssd_scan":
+      return n.stateKey;
+    default:
+      return undefined;
+  }
 }
 
 export function assertNever(x: never, what = "value"): never {
@@ -252,6 +306,10 @@ export function nodeInputs(n: Node): ValueId[] {
       return n.bias === undefined ? [n.x, n.weight] : [n.x, n.weight, n.bias];
     case "linear_attention":
       return [n.qkv];
+    case "selective_scan":
+      return [n.u, n.delta, n.aLog, n.b, n.c, n.d, n.z];
+    case "ssd_scan":
+      return [n.x, n.dt, n.dtBias, n.aLog, n.b, n.c, n.d];
     default:
       return assertNever(n, "node kind");
   }

@@ -138,6 +138,42 @@ export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options
               headDim: c.headDim,
               slopes: c.slopes,
             };
+          case "selective_scan":
+            return {
+              kind: "selective_scan",
+              node: s.node,
+              u: valueBuffer(c.u),
+              delta: valueBuffer(c.delta),
+              aLog: valueBuffer(c.aLog),
+              b: valueBuffer(c.b),
+              c: valueBuffer(c.c),
+              d: valueBuffer(c.d),
+              z: valueBuffer(c.z),
+              out: valueBuffer(s.node),
+              stateKey: c.stateKey,
+              dim: c.shape[1] as number,
+              stateSize: c.stateSize,
+            };
+          case "ssd_scan":
+            return {
+              kind: "ssd_scan",
+              node: s.node,
+              x: valueBuffer(c.x),
+              dt: valueBuffer(c.dt),
+              dtBias: valueBuffer(c.dtBias),
+              aLog: valueBuffer(c.aLog),
+              b: valueBuffer(c.b),
+              c: valueBuffer(c.c),
+              d: valueBuffer(c.d),
+              out: valueBuffer(s.node),
+              stateKey: c.stateKey,
+              numHeads: c.numHeads,
+              headDim: c.headDim,
+              numGroups: c.numGroups,
+              stateSize: c.stateSize,
+              dtMin: c.dtMin,
+              dtMax: c.dtMax,
+            };
           default:
             return assertNever(c, "custom op");
         }

@@ -95,6 +95,8 @@ class RegionScheduler {
       case "moe":
       case "short_conv":
       case "linear_attention":
+      case "selective_scan":
+      case "ssd_scan":
         throw new Error(`lowering: a ${n.kind} node cannot be fused`);
       default:
         assertNever(n, "node kind");

@@ -111,6 +111,42 @@ export type Step =
       readonly numHeads: number;
       readonly headDim: number;
       readonly slopes: readonly number[];
+    }
+  | {
+      /** Mamba-1 selective scan (IR `selective_scan`), continuing from each sequence's SSM state [dim, stateSize] */
+      readonly kind: "selective_scan";
+      readonly node: ValueId;
+      readonly u: number;
+      readonly delta: number;
+      readonly aLog: number;
+      readonly b: number;
+      readonly c: number;
+      readonly d: number;
+      readonly z: number;
+      readonly out: number;
+      readonly stateKey: string;
+      readonly dim: number;
+      readonly stateSize: number;
+    }
+  | {
+      /** Mamba-2 SSD scan (IR `ssd_scan`), continuing from each sequence's SSM state [heads, headDim, stateSize] */
+      readonly kind: "ssd_scan";
+      readonly node: ValueId;
+      readonly x: number;
+      readonly dt: number;
+      readonly dtBias: number;
+      readonly aLog: number;
+      readonly b: number;
+      readonly c: number;
+      readonly d: number;
+      readonly out: number;
+      readonly stateKey: string;
+      readonly numHeads: number;
+      readonly headDim: number;
+      readonly numGroups: number;
+      readonly stateSize: number;
+      readonly dtMin: number;
+      readonly dtMax: number | undefined;
     };
 
 /** A per-step input whose entries index something and must stay below a bound. */

@@ -278,6 +278,8 @@ export class RegionValues {
       case "moe":
       case "short_conv":
       case "linear_attention":
+      case "selective_scan":
+      case "ssd_scan":
         throw new Error(`lowering: a ${n.kind} node cannot be fused`);
       default:
         return assertNever(n, "node kind");

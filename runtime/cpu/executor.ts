@@ -13,6 +13,7 @@ import { hostStateSlots, seqStates } from "../state_layers.ts";
 import { headDecays, linearAttention } from "./linear_attention.ts";
 import { fusedExperts, moeDims } from "./moe.ts";
 import { shortConv } from "./short_conv.ts";
+import { negExp, selectiveScan, ssdScan } from "./mamba.ts";
 import type { NativeKernels } from "./native.ts";
 
 type Value = Float32Array | Int32Array | WeightData;
@@ -167,6 +168,17 @@ export class CpuExecutor implements StepExecutor {
       case "linear_attention": {
         const seqs = seqStates(step, this.statePool, n.stateKey, "kv");
         return linearAttention(v.out(), v.f32(n.qkv), headDecays(n.slopes), seqs, n.numHeads, n.headDim);
+      }
+      case "selective_scan": {
+        const seqs = seqStates(step, this.statePool, n.stateKey, "ssm");
+        const a = negExp(v.f32Weight(n.aLog));
+        const dims = { dim: n.shape[1] as number, stateSize: n.stateSize };
+        return selectiveScan(v.out(), v.f32(n.u), v.f32(n.delta), a, v.f32(n.b), v.f32(n.c), v.f32Weight(n.d), v.f32(n.z), seqs, dims);
+      }
+      case "ssd_scan": {
+        const seqs = seqStates(step, this.statePool, n.stateKey, "ssm");
+        const a = negExp(v.f32Weight(n.aLog));
+        return ssdScan(v.out(), v.f32(n.x), v.f32(n.dt), v.f32Weight(n.dtBias), a, v.f32(n.b), v.f32(n.c), v.f32Weight(n.d), seqs, n);
       }
       default:
         return assertNever(n, "node kind");

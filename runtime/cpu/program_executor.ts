@@ -18,6 +18,7 @@ import { hostStateSlots, seqStates } from "../state_layers.ts";
 import { headDecays, linearAttention } from "./linear_attention.ts";
 import { fusedExperts, weightData } from "./moe.ts";
 import { shortConv } from "./short_conv.ts";
+import { negExp, selectiveScan, ssdScan } from "./mamba.ts";
 import type { NativeKernels } from "./native.ts";
 
 type Sizes = Record<SymbolicDim, number>;
@@ -162,11 +163,29 @@ export class ProgramExecutor implements StepExecutor {
         case "linear_attention":
           linearAttention(f32(s.out), f32(s.qkv), this.decays(s), seqStates(step, this.statePool, s.stateKey, "kv"), s.numHeads, s.headDim);
           break;
+        case "selective_scan": {
+          const seqs = seqStates(step, this.statePool, s.stateKey, "ssm");
+          selectiveScan(f32(s.out), f32(s.u), f32(s.delta), this.negA(s.aLog, f32), f32(s.b), f32(s.c), f32(s.d), f32(s.z), seqs, s);
+          break;
+        }
+        case "ssd_scan": {
+          const seqs = seqStates(step, this.statePool, s.stateKey, "ssm");
+          ssdScan(f32(s.out), f32(s.x), f32(s.dt), f32(s.dtBias), this.negA(s.aLog, f32), f32(s.b), f32(s.c), f32(s.d), seqs, s);
+          break;
+        }
         default:
           assertNever(s, "program step");
       }
     }
     return f32(this.program.logits);
+  }
+
+  /** A = −exp(A_log) of a scan's parameter buffer, computed once */
+  private readonly negATables = new Map<number, Float32Array>();
+  private negA(buffer: number, f32: (id: number) => Float32Array): Float32Array {
+    let a = this.negATables.get(buffer);
+    if (!a) this.negATables.set(buffer, (a = negExp(f32(buffer))));
+    return a;
   }
 
   private readonly decayTables = new Map<number, Float32Array>();

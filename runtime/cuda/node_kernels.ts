@@ -3,6 +3,7 @@
  * exhaustive switch over node kinds, so a new kind does not compile until it runs here too.
  */
 import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim, type UnaryOp, type ValueId } from "../../compiler/ir.ts";
+import { KilnError } from "../errors.ts";
 import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
@@ -161,6 +162,9 @@ export class NodeKernels {
         return this.shortConv(n, f);
       case "linear_attention":
         return this.linearAttention(n, f);
+      case "selective_scan":
+      case "ssd_scan":
+        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: ${n.kind} has no CUDA kernel yet`);
       default:
         return assertNever(n, "node kind");
     }
