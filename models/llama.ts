@@ -10,7 +10,7 @@
 import type { Tensor } from "../compiler/trace.ts";
 import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
-import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { parseRope, rotaryDimOf, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
 import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
 import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
@@ -108,7 +108,7 @@ export class LlamaAttention extends Module {
     this.oProj = new RowParallelLinear(this.join("o_proj"), cfg.numHeads * D, cfg.hiddenSize, ctx, { bias: cfg.oBias });
     this.qNorm = cfg.qkNorm ? new RMSNorm(this.join("q_norm"), D, cfg.rmsNormEps) : undefined;
     this.kNorm = cfg.qkNorm ? new RMSNorm(this.join("k_norm"), D, cfg.rmsNormEps) : undefined;
-    this.rotary = new RotaryEmbedding(D, D, cfg.rope);
+    this.rotary = new RotaryEmbedding(D, rotaryDimOf(cfg.rope, D), cfg.rope); // partial rotary: only the first dims turn
     this.attn = new Attention(this.join("attn"), numHeads, D, D ** -0.5, numKvHeads, {
       slidingWindow: cfg.slidingWindows[layer],
     });

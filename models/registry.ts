@@ -9,7 +9,10 @@ import { pathToFileURL } from "node:url";
 import { KilnError } from "../runtime/errors.ts";
 import type { CausalLMClass } from "./dsl/causal_lm.ts";
 import { LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM } from "./llama.ts";
+import { BambaForCausalLM } from "./bamba.ts";
+import { JambaForCausalLM } from "./jamba.ts";
 import { Lfm2ForCausalLM } from "./lfm2.ts";
+import { Mamba2ForCausalLM, MambaForCausalLM } from "./mamba.ts";
 import { MiniMaxForCausalLM } from "./minimax.ts";
 import { Qwen3MoeForCausalLM } from "./qwen3_moe.ts";
 
@@ -86,6 +89,10 @@ export function builtinRegistry(): ModelRegistry {
   r.register("Qwen3MoeForCausalLM", Qwen3MoeForCausalLM);
   r.register("Lfm2ForCausalLM", Lfm2ForCausalLM);
   r.register("MiniMaxForCausalLM", MiniMaxForCausalLM);
+  r.register("MambaForCausalLM", MambaForCausalLM);
+  r.register("Mamba2ForCausalLM", Mamba2ForCausalLM);
+  r.register("JambaForCausalLM", JambaForCausalLM);
+  r.register("BambaForCausalLM", BambaForCausalLM);
   return r;
 }
 

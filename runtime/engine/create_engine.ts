@@ -9,7 +9,7 @@ import { loadGenerationConfig } from "../generation_config.ts";
 import { KvCache } from "../kv_cache.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../model_loader.ts";
 import { ModelRunner } from "../model_runner.ts";
-import type { BackendName } from "../step_executor.ts";
+import { DEFAULT_STATE_SLOTS, type BackendName } from "../step_executor.ts";
 import { KilnTokenizer } from "../tokenizer.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 
@@ -37,6 +37,8 @@ export interface CreatedEngine {
 }
 
 export const DEFAULT_KV_CACHE_BYTES = 256 * 2 ** 20;
+/** The default context window of attention-free models (raise it with maxModelLen). */
+export const ATTENTION_FREE_MAX_MODEL_LEN = 8192;
 
 export async function createEngine(opts: CreateEngineOptions = {}): Promise<CreatedEngine> {
   const dir = opts.modelDir ?? DEFAULT_MODEL_DIR;
@@ -44,12 +46,19 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
   const tokenizer = KilnTokenizer.load(dir);
   const generation = loadGenerationConfig(dir);
   const blockSize = opts.blockSize ?? 16;
-  const maxModelLen = opts.maxModelLen ?? model.model.maxPositions;
+  const attentionFree = model.graph.kvLayers.length === 0;
+  // an attention-free model has no positional limit of its own: bound its default context window
+  const maxModelLen = opts.maxModelLen ?? (attentionFree ? Math.min(model.model.maxPositions, ATTENTION_FREE_MAX_MODEL_LEN) : model.model.maxPositions);
   if (maxModelLen > model.model.maxPositions) {
     throw new KilnError("INVALID_ARGUMENT", `maxModelLen ${maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
   }
-  const numBlocks = opts.numBlocks ?? KvCache.blocksForBudget(model.graph.kvLayers, blockSize, opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES);
   const numStateSlots = opts.numStateSlots ?? opts.maxNumSeqs;
+  // without KV layers a block holds no memory and only counts tokens: give every slot a full window
+  const numBlocks =
+    opts.numBlocks ??
+    (attentionFree
+      ? Math.ceil(maxModelLen / blockSize) * (numStateSlots ?? DEFAULT_STATE_SLOTS)
+      : KvCache.blocksForBudget(model.graph.kvLayers, blockSize, opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES));
   const runner = new ModelRunner(model.graph, model.weights, model.model.vocabSize, {
     numBlocks,
     blockSize,

@@ -44,6 +44,10 @@ describe("MoE, short conv and lightning attention in the compiler", () => {
     ["qwen3-moe", undefined, { attention: 2, moe: 2 }],
     ["lfm2", "short_conv", { attention: 2, short_conv: 2 }],
     ["minimax", "linear_attention", { attention: 2, linear_attention: 2, moe: 4 }],
+    ["mamba", "selective_scan", { attention: 0, short_conv: 2, selective_scan: 2 }],
+    ["mamba2", "ssd_scan", { attention: 0, short_conv: 2, ssd_scan: 2 }],
+    ["jamba", "selective_scan", { attention: 2, short_conv: 2, selective_scan: 2, moe: 2 }],
+    ["bamba", "ssd_scan", { attention: 2, short_conv: 2, ssd_scan: 2 }],
   ] as const) {
     it(`${name}: each custom op is a step of its own; stateful ones split pieces, moe does not`, async () => {
       const { graph } = await loadModel(fixture(name));
@@ -83,8 +87,8 @@ describe("MoE, short conv and lightning attention in the compiler", () => {
     expect(count(commonSubexpressionElimination(g), "short_conv")).toBe(3);
   });
 
-  it("graph JSON round-trips moe, short_conv and linear_attention nodes, and refuses a bad routing rule", async () => {
-    for (const name of ["lfm2", "minimax"] as const) {
+  it("graph JSON round-trips moe, short_conv, linear_attention and scan nodes, and refuses a bad routing rule", async () => {
+    for (const name of ["lfm2", "minimax", "mamba", "mamba2", "jamba", "bamba"] as const) {
       const { graph } = await loadModel(fixture(name));
       const text = graphToJson(graph);
       expect(graphToJson(graphFromJson(text, "graph.json"))).toBe(text);

@@ -23,6 +23,10 @@ const MODELS = [
   fixture("qwen3-moe"),
   fixture("lfm2"),
   fixture("minimax"),
+  fixture("mamba"),
+  fixture("mamba2"),
+  fixture("jamba"),
+  fixture("bamba"),
 ];
 
 /** A graph whose logits are `f(x)` for a [S, 8] input row picked by logits_indices. */

@@ -30,6 +30,10 @@ const MODELS: [string, string][] = [
   ["qwen3-moe", fixture("qwen3-moe")],
   ["lfm2", fixture("lfm2")],
   ["minimax", fixture("minimax")],
+  ["mamba", fixture("mamba")],
+  ["mamba2", fixture("mamba2")],
+  ["jamba", fixture("jamba")],
+  ["bamba", fixture("bamba")],
 ];
 const SM90 = { kind: "cuda", arch: "sm_90" } as const;
 const nvcc = findCompiler("nvcc");

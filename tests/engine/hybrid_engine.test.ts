@@ -33,7 +33,7 @@ function expectAllReturned(created: CreatedEngine, engine: Engine): void {
   expect(engine.stats().numFreeBlocks).toBe(engine.stats().numBlocks);
 }
 
-for (const name of ["lfm2", "minimax", "qwen3-moe"] as const) {
+for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", "bamba"] as const) {
   describe(`${name} in the batching engine`, async () => {
     const big = await createEngine({ modelDir: fixture(name), numBlocks: 64, blockSize: 8, maxModelLen: 128 });
     const alone: number[][] = [];

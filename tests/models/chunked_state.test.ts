@@ -20,7 +20,10 @@ function relErr(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(num / den);
 }
 
-for (const name of ["lfm2", "minimax"] as const) {
+/** state tensors per fixture: one per short-conv / lightning layer, conv + ssm per Mamba layer */
+const STATE_TENSORS = { lfm2: 2, minimax: 2, mamba: 4, mamba2: 4, jamba: 4, bamba: 4 } as const;
+
+for (const name of Object.keys(STATE_TENSORS) as (keyof typeof STATE_TENSORS)[]) {
   describe(`${name}: state carried across prefill chunks`, async () => {
     const loaded = await loadModel(fixture(name));
     const ref = SafetensorsFile.open(`${fixture(name)}/reference.safetensors`);
@@ -33,7 +36,7 @@ for (const name of ["lfm2", "minimax"] as const) {
 
     it("declares per-sequence state", () => {
       expect(pool).toBeDefined();
-      expect(pool!.specs.length).toBe(2); // two mamba-like layers in each fixture
+      expect(pool!.specs.length).toBe(STATE_TENSORS[name]);
     });
 
     const prefill = (chunks: readonly number[]): Float32Array => {

@@ -1,9 +1,10 @@
 /**
- * CPU golden parity of the MoE and mamba-like hybrid fixtures against their HF transformers
- * references (float32): Qwen3-MoE (fused experts), LFM2 (gated short convolutions + attention),
- * MiniMax (lightning attention + full attention + fused experts). Prefill and greedy logits within
- * 1e-4 relative error, through the compiled program (the default) and the unfused reference
- * executor.
+ * CPU golden parity of the MoE, state-space and mamba-like hybrid fixtures against their HF
+ * transformers references (float32): Qwen3-MoE (fused experts), LFM2 (gated short convolutions +
+ * attention), MiniMax (lightning attention + full attention + fused experts), Mamba (selective
+ * scan), Mamba-2 (SSD scan, gated norm), Jamba (Mamba-1 + attention + MoE) and Bamba (Mamba-2 +
+ * attention with partial rotary). Prefill and greedy logits within 1e-4 relative error, through
+ * the compiled program (the default) and the unfused reference executor.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CpuExecutor } from "../../runtime/cpu/executor.ts";
@@ -12,7 +13,7 @@ import { runGolden } from "../../runtime/golden_check.ts";
 import { EXECUTOR_FACTORIES } from "../../runtime/model_runner.ts";
 import { fixture } from "../fixture_copy.ts";
 
-const FIXTURES = ["qwen3-moe", "lfm2", "minimax"] as const;
+const FIXTURES = ["qwen3-moe", "lfm2", "minimax", "mamba", "mamba2", "jamba", "bamba"] as const;
 
 describe("golden parity of the MoE and hybrid fixtures on the CPU", () => {
   for (const name of FIXTURES) {

@@ -1,5 +1,5 @@
 /**
- * `kiln serve` on the MoE and hybrid fixtures, through fastify's inject(): the server is built as
+ * `kiln serve` on the MoE, state-space and hybrid fixtures, through fastify's inject(): the server is built as
  * the CLI builds it, and concurrent greedy completions of the reference prompts return the HF
  * reference's greedy text; afterwards every state slot and KV block is back in its pool.
  */
@@ -11,7 +11,7 @@ import { SafetensorsFile } from "../../runtime/safetensors.ts";
 import { buildServer } from "../../runtime/server/app.ts";
 import { fixture } from "../fixture_copy.ts";
 
-for (const name of ["lfm2", "minimax", "qwen3-moe"] as const) {
+for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", "bamba"] as const) {
   describe(`kiln serve ${name}`, async () => {
     const dir = fixture(name);
     const created = await createEngine({ modelDir: dir, blockSize: 16, kvCacheBytes: 8 * 2 ** 20, maxNumBatchedTokens: 24 });

@@ -1,0 +1,124 @@
+/**
+ * Bamba (IBM): a hybrid of Mamba-2 mixers and Llama-style GQA attention with partial rotary
+ * embedding (the layers listed in attn_layer_indices), each followed by a SwiGLU MLP.
+ *
+ *   per layer: h = h + mixer(input_layernorm(h))        // Mamba-2 or attention
+ *              h = h + mlp(pre_ff_layernorm(h))
+ *   logits = lm_head(final_layernorm(h[last rows]))
+ */
+import type { Tensor } from "../compiler/trace.ts";
+import { KilnError } from "../runtime/errors.ts";
+import type { ConfigReader } from "../runtime/hf_config.ts";
+import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
+import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
+import { Mamba2Mixer, timeStepLimit, type Mamba2MixerOptions } from "./dsl/mamba.ts";
+import { Module, type ModelContext } from "./dsl/module.ts";
+import { RMSNorm } from "./dsl/norm.ts";
+import { LlamaAttention, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
+
+export interface BambaConfig extends LlamaConfig {
+  readonly mamba: Mamba2MixerOptions;
+  /** per layer: attention (true) or Mamba-2 (false) */
+  readonly attentionLayers: readonly boolean[];
+}
+
+export function parseBambaConfig(c: ConfigReader): BambaConfig {
+  const base = parseLlamaConfig(c, { qkvBias: (r) => r.optBool("attention_bias") ?? false, qkNorm: false });
+  const H = base.hiddenSize;
+  const numHeads = c.optInt("mamba_n_heads") ?? 128;
+  const headDim = c.optInt("mamba_d_head") ?? Math.floor(((c.optInt("mamba_expand") ?? 2) * H) / numHeads);
+  const attn = c.optIntList("attn_layer_indices") ?? [];
+  for (const i of attn) {
+    if (!(Number.isInteger(i) && i >= 0 && i < base.numLayers)) throw new KilnError("CONFIG_INVALID", `${c.path}: attn_layer_indices names layer ${i} of ${base.numLayers}`);
+  }
+  return {
+    ...base,
+    mamba: {
+      hiddenSize: H,
+      numHeads,
+      headDim,
+      numGroups: c.optInt("mamba_n_groups") ?? 1,
+      stateSize: c.optInt("mamba_d_state") ?? 256,
+      convKernel: c.optInt("mamba_d_conv") ?? 4,
+      convBias: c.optBool("mamba_conv_bias") ?? true,
+      projBias: c.optBool("mamba_proj_bias") ?? false,
+      normEps: base.rmsNormEps,
+      ...timeStepLimit(c.optFloatList("time_step_limit")),
+    },
+    attentionLayers: Array.from({ length: base.numLayers }, (_, i) => attn.includes(i)),
+  };
+}
+
+class BambaDecoderLayer extends Module {
+  readonly inputLayernorm: RMSNorm;
+  readonly mixer: LlamaAttention | Mamba2Mixer;
+  readonly preFfLayernorm: RMSNorm;
+  readonly feedForward: LlamaMLP;
+  constructor(prefix: string, cfg: BambaConfig, layer: number, ctx: ModelContext) {
+    super(prefix);
+    this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.mixer = cfg.attentionLayers[layer] ? new LlamaAttention(this.join("self_attn"), cfg, layer, ctx) : new Mamba2Mixer(this.join("mamba"), cfg.mamba, ctx);
+    this.preFfLayernorm = new RMSNorm(this.join("pre_ff_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.feedForward = new LlamaMLP(this.join("feed_forward"), cfg, ctx);
+  }
+
+  forward(positions: Tensor, h: Tensor): Tensor {
+    return this.scoped(h.graph, () => {
+      const x = this.inputLayernorm.forward(h);
+      const a = h.add(this.mixer instanceof LlamaAttention ? this.mixer.forward(positions, x) : this.mixer.forward(x));
+      return a.add(this.feedForward.forward(this.preFfLayernorm.forward(a)));
+    });
+  }
+}
+
+class BambaModel extends Module {
+  readonly embedTokens: VocabParallelEmbedding;
+  readonly layers: BambaDecoderLayer[];
+  readonly finalLayernorm: RMSNorm;
+  constructor(prefix: string, cfg: BambaConfig, ctx: ModelContext) {
+    super(prefix);
+    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
+    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new BambaDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
+    this.finalLayernorm = new RMSNorm(this.join("final_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+  }
+
+  forward(inputs: ModelInputs): Tensor {
+    let h = this.embedTokens.forward(inputs.inputIds);
+    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
+    return this.finalLayernorm.forward(h.gatherRows(inputs.logitsIndices));
+  }
+}
+
+export class BambaForCausalLM extends Module implements CausalLM {
+  readonly sequenceState = "hybrid";
+  readonly cfg: BambaConfig;
+  readonly model: BambaModel;
+  readonly lmHead: ParallelLMHead;
+
+  constructor(args: ModelArgs) {
+    super("");
+    this.cfg = parseBambaConfig(args.config);
+    this.model = new BambaModel("model", this.cfg, args.ctx);
+    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
+    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
+  }
+
+  get vocabSize(): number {
+    return this.cfg.vocabSize;
+  }
+
+  get maxPositions(): number {
+    return this.cfg.maxPositions;
+  }
+
+  forward(inputs: ModelInputs): Tensor {
+    return this.lmHead.logits(this.model.forward(inputs));
+  }
+
+  loadWeights(source: WeightSource): LoadReport {
+    const skip = [/rotary_emb\.inv_freq$/];
+    if (this.cfg.tieWordEmbeddings) skip.push(/^lm_head\.weight$/);
+    return loadWeights(this, source, { stacked: LLAMA_STACKED, skip });
+  }
+}

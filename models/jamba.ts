@@ -1,0 +1,201 @@
+/**
+ * Jamba (AI21): a hybrid of Mamba-1 mixers and GQA attention layers without any positional
+ * encoding, each followed by a dense SwiGLU MLP or a sparse MoE block.
+ *
+ *   layer i mixes with attention when i % attn_layer_period == attn_layer_offset, else Mamba-1
+ *   (with RMS norms on dt, B and C); its feed-forward is MoE when
+ *   i % expert_layer_period == expert_layer_offset, else dense.
+ *
+ *   per layer: h = h + mixer(input_layernorm(h))
+ *              h = h + feed_forward(pre_ff_layernorm(h))
+ *   logits = lm_head(final_layernorm(h[last rows]))
+ *
+ * The router picks the top-k of the softmax and keeps those probabilities as they are
+ * (no renormalization).
+ */
+import type { Tensor } from "../compiler/trace.ts";
+import type { ConfigReader } from "../runtime/hf_config.ts";
+import { Attention } from "./dsl/attention.ts";
+import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
+import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import { FusedMoE, SparseMoeBlock, type SparseMoeBlockOptions } from "./dsl/fused_moe.ts";
+import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
+import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
+import { MambaMixer, type MambaMixerOptions } from "./dsl/mamba.ts";
+import { Module, type ModelContext } from "./dsl/module.ts";
+import { RMSNorm } from "./dsl/norm.ts";
+
+export interface JambaConfig {
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly vocabSize: number;
+  readonly rmsNormEps: number;
+  readonly maxPositions: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly mamba: MambaMixerOptions;
+  readonly moe: SparseMoeBlockOptions;
+  /** per layer: attention (true) or Mamba (false) */
+  readonly attentionLayers: readonly boolean[];
+  /** per layer: a sparse MoE block (true) or the dense MLP (false) */
+  readonly expertLayers: readonly boolean[];
+}
+
+export function parseJambaConfig(c: ConfigReader): JambaConfig {
+  const hiddenSize = c.int("hidden_size");
+  const numHeads = c.int("num_attention_heads");
+  const numLayers = c.int("num_hidden_layers");
+  const intermediateSize = c.int("intermediate_size");
+  const rmsNormEps = c.optFloat("rms_norm_eps") ?? 1e-6;
+  const every = (period: number, offset: number): boolean[] => Array.from({ length: numLayers }, (_, i) => i % period === offset);
+  const dtRank = typeof c.raw["mamba_dt_rank"] === "number" ? c.int("mamba_dt_rank") : Math.ceil(hiddenSize / 16); // "auto"
+  return {
+    hiddenSize,
+    intermediateSize,
+    numLayers,
+    numHeads,
+    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
+    headDim: hiddenSize / numHeads,
+    vocabSize: c.int("vocab_size"),
+    rmsNormEps,
+    maxPositions: c.optInt("max_position_embeddings") ?? 262144,
+    tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? false,
+    mamba: {
+      hiddenSize,
+      intermediateSize: (c.optInt("mamba_expand") ?? 2) * hiddenSize,
+      stateSize: c.optInt("mamba_d_state") ?? 16,
+      convKernel: c.optInt("mamba_d_conv") ?? 4,
+      dtRank,
+      convBias: c.optBool("mamba_conv_bias") ?? true,
+      projBias: c.optBool("mamba_proj_bias") ?? false,
+      innerNormEps: rmsNormEps,
+    },
+    moe: {
+      numExperts: c.optInt("num_experts") ?? 16,
+      topK: c.optInt("num_experts_per_tok") ?? 2,
+      hiddenSize,
+      intermediateSize,
+      routing: "softmax_topk",
+      routerName: "router",
+    },
+    attentionLayers: every(c.optInt("attn_layer_period") ?? 8, c.optInt("attn_layer_offset") ?? 4),
+    expertLayers: every(c.optInt("expert_layer_period") ?? 2, c.optInt("expert_layer_offset") ?? 1),
+  };
+}
+
+/** GQA attention with no positional encoding at all. */
+class JambaAttention extends Module {
+  readonly qkvProj: QKVParallelLinear;
+  readonly oProj: RowParallelLinear;
+  readonly attn: Attention;
+  constructor(prefix: string, cfg: JambaConfig, ctx: ModelContext) {
+    super(prefix);
+    const D = cfg.headDim;
+    this.qkvProj = new QKVParallelLinear(this.join("qkv_proj"), cfg.hiddenSize, D, cfg.numHeads, cfg.numKvHeads, ctx);
+    this.oProj = new RowParallelLinear(this.join("o_proj"), cfg.numHeads * D, cfg.hiddenSize, ctx);
+    const { numHeads, numKvHeads } = this.qkvProj.sizes;
+    this.attn = new Attention(this.join("attn"), numHeads, D, D ** -0.5, numKvHeads);
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.scoped(x.graph, () => {
+      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
+      const [q, k, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
+      return this.oProj.forward(this.attn.forward(q!, k!, v!));
+    });
+  }
+}
+
+class JambaMLP extends Module {
+  readonly gateUpProj: MergedColumnParallelLinear;
+  readonly downProj: RowParallelLinear;
+  constructor(prefix: string, cfg: JambaConfig, ctx: ModelContext) {
+    super(prefix);
+    const I = cfg.intermediateSize;
+    this.gateUpProj = new MergedColumnParallelLinear(this.join("gate_up_proj"), cfg.hiddenSize, [I, I], ctx);
+    this.downProj = new RowParallelLinear(this.join("down_proj"), I, cfg.hiddenSize, ctx);
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.scoped(x.graph, () => {
+      const per = this.gateUpProj.sizesPerRank[0]!;
+      const [gate, up] = this.gateUpProj.forward(x).split([per, per]);
+      return this.downProj.forward(gate!.silu().mul(up!));
+    });
+  }
+}
+
+class JambaDecoderLayer extends Module {
+  readonly inputLayernorm: RMSNorm;
+  readonly mixer: JambaAttention | MambaMixer;
+  readonly preFfLayernorm: RMSNorm;
+  readonly feedForward: SparseMoeBlock | JambaMLP;
+  constructor(prefix: string, cfg: JambaConfig, layer: number, ctx: ModelContext) {
+    super(prefix);
+    this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.mixer = cfg.attentionLayers[layer] ? new JambaAttention(this.join("self_attn"), cfg, ctx) : new MambaMixer(this.join("mamba"), cfg.mamba, ctx);
+    this.preFfLayernorm = new RMSNorm(this.join("pre_ff_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+    this.feedForward = cfg.expertLayers[layer] ? new SparseMoeBlock(this.join("feed_forward"), cfg.moe, ctx) : new JambaMLP(this.join("feed_forward"), cfg, ctx);
+  }
+
+  forward(h: Tensor): Tensor {
+    return this.scoped(h.graph, () => {
+      const a = h.add(this.mixer.forward(this.inputLayernorm.forward(h)));
+      return a.add(this.feedForward.forward(this.preFfLayernorm.forward(a)));
+    });
+  }
+}
+
+class JambaModel extends Module {
+  readonly embedTokens: VocabParallelEmbedding;
+  readonly layers: JambaDecoderLayer[];
+  readonly finalLayernorm: RMSNorm;
+  constructor(prefix: string, cfg: JambaConfig, ctx: ModelContext) {
+    super(prefix);
+    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
+    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new JambaDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
+    this.finalLayernorm = new RMSNorm(this.join("final_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
+  }
+
+  forward(inputs: ModelInputs): Tensor {
+    let h = this.embedTokens.forward(inputs.inputIds);
+    for (const layer of this.layers) h = layer.forward(h);
+    return this.finalLayernorm.forward(h.gatherRows(inputs.logitsIndices));
+  }
+}
+
+export class JambaForCausalLM extends Module implements CausalLM {
+  readonly sequenceState = "hybrid";
+  readonly cfg: JambaConfig;
+  readonly model: JambaModel;
+  readonly lmHead: ParallelLMHead;
+
+  constructor(args: ModelArgs) {
+    super("");
+    this.cfg = parseJambaConfig(args.config);
+    this.model = new JambaModel("model", this.cfg, args.ctx);
+    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
+    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
+  }
+
+  get vocabSize(): number {
+    return this.cfg.vocabSize;
+  }
+
+  get maxPositions(): number {
+    return this.cfg.maxPositions;
+  }
+
+  forward(inputs: ModelInputs): Tensor {
+    return this.lmHead.logits(this.model.forward(inputs));
+  }
+
+  loadWeights(source: WeightSource): LoadReport {
+    const skip = this.cfg.tieWordEmbeddings ? [/^lm_head\.weight$/] : [];
+    const stacked = [...LLAMA_STACKED, ...FusedMoE.expertParamsMapping(this.cfg.moe.numExperts)];
+    return loadWeights(this, source, { stacked, skip });
+  }
+}
