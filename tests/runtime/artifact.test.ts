@@ -67,6 +67,27 @@ describe("engine artifacts", () => {
     rmSync(out, { recursive: true, force: true });
   });
 
+  it.each(["qwen3-moe", "lfm2", "minimax", "mamba", "mamba2", "jamba", "bamba"])(
+    "%s: the CPU artifact of a MoE, state-space or hybrid model generates exactly as the model folder",
+    async (name) => {
+      const out = tmp("engine");
+      await compileArtifact({ modelDir: fixture(name), outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
+      const fromFolder = await loadModel(fixture(name));
+      const fromArtifact = await loadModel(out);
+      expect(fromArtifact.graph.stateLayers).toEqual(fromFolder.graph.stateLayers);
+      const run = (m: LoadedModel): number[][] => {
+        const runner = new ModelRunner(m.graph, m.weights, m.model.vocabSize, { numBlocks: 8, blockSize: 16 });
+        const prompts = [[5, 17, 301, 44], [9, 8, 7, 6, 5, 4, 3, 2, 100, 200, 300, 400, 12]];
+        const sampling = { temperature: 0, topP: 1, topK: undefined, minP: 0 };
+        const tokens = prompts.map((p) => generate(runner, p, { maxTokens: 10, sampling, seed: 0, stopTokenIds: [], maxModelLen: 64 }).tokens);
+        runner.dispose();
+        return tokens;
+      };
+      expect(run(fromArtifact)).toEqual(run(fromFolder));
+      rmSync(out, { recursive: true, force: true });
+    },
+  );
+
   it("records a weight map where every checkpoint tensor fills exactly one parameter", async () => {
     const out = tmp("llama");
     await compileArtifact({ modelDir: fixture("llama"), outDir: out, target: { kind: "cpu" } });
