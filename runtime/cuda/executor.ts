@@ -23,6 +23,7 @@ import { strideGrid } from "./kernels.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
   LINEAR_ATTENTION_MAX_HEAD_DIM,
+  MAMBA_SCAN_MAX_STATE,
   MAX_ATTENTION_SPLITS,
   MAX_HEAD_DIM,
   MOE_MAX_EXPERTS,
@@ -90,6 +91,9 @@ export class CudaExecutor implements StepExecutor {
       }
       if (n.kind === "linear_attention" && n.headDim > LINEAR_ATTENTION_MAX_HEAD_DIM) {
         throw new KilnError("INVALID_ARGUMENT", `${n.scope}: head size ${n.headDim} exceeds the CUDA lightning kernel's ${LINEAR_ATTENTION_MAX_HEAD_DIM}`);
+      }
+      if ((n.kind === "selective_scan" || n.kind === "ssd_scan") && n.stateSize > MAMBA_SCAN_MAX_STATE) {
+        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: SSM state size ${n.stateSize} exceeds the CUDA scan kernels' ${MAMBA_SCAN_MAX_STATE}`);
       }
     }
     const kvPool = new Map<string, KvPoolLayer>();

@@ -18,6 +18,7 @@ export const KERNEL_FILES = [
   "moe_experts.cu",
   "short_conv.cu",
   "linear_attention.cu",
+  "mamba_scan.cu",
 ] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 
@@ -74,6 +75,16 @@ export const KERNELS = {
   kiln_short_conv: { file: "short_conv.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "ptr", "ptr", "ptr", "i32", "i32", "i32"] },
   // out, qkv, states, decays, queryStartLoc, slots, S, heads, D
   kiln_linear_attention: { file: "linear_attention.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32"] },
+  // out, u, delta, aLog, B, C, D, z, states, queryStartLoc, slots, S, I, N
+  kiln_selective_scan: {
+    file: "mamba_scan.cu",
+    args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32"],
+  },
+  // out, x, dt, dtBias, aLog, B, C, D, states, queryStartLoc, slots, S, H, P, G, N, dtMin, dtMax
+  kiln_ssd_scan: {
+    file: "mamba_scan.cu",
+    args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32", "f32", "f32"],
+  },
 } as const satisfies Record<string, KernelSpec>;
 
 export type KernelName = keyof typeof KERNELS;

@@ -3,7 +3,6 @@
  * exhaustive switch over node kinds, so a new kind does not compile until it runs here too.
  */
 import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim, type UnaryOp, type ValueId } from "../../compiler/ir.ts";
-import { KilnError } from "../errors.ts";
 import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
@@ -33,6 +32,10 @@ export const MOE_MAX_TOPK = 32;
 /** The short-conv and lightning-attention kernels' limits (kernels/cuda/short_conv.cu, linear_attention.cu). */
 export const SHORT_CONV_MAX_KERNEL = 16;
 export const LINEAR_ATTENTION_MAX_HEAD_DIM = 256;
+/** The Mamba scan kernels' limit on the SSM state size N (kernels/cuda/mamba_scan.cu). */
+export const MAMBA_SCAN_MAX_STATE = 256;
+/** ssd_scan with no upper Δ limit: a finite f32 above any softplus the kernel can produce */
+const NO_DT_MAX = 3.4e38;
 
 /** Scratch the experts kernels need for T tokens: routes and the [T, K, I] activations. */
 export function moeScratchBytes(n: NodeOf<"moe">, T: number): number {
@@ -163,8 +166,9 @@ export class NodeKernels {
       case "linear_attention":
         return this.linearAttention(n, f);
       case "selective_scan":
+        return this.selectiveScan(n, f);
       case "ssd_scan":
-        throw new KilnError("INVALID_ARGUMENT", `${n.scope}: ${n.kind} has no CUDA kernel yet`);
+        return this.ssdScan(n, f);
       default:
         return assertNever(n, "node kind");
     }
@@ -225,6 +229,56 @@ export class NodeKernels {
       S,
       n.numHeads,
       n.headDim,
+    ]);
+  }
+
+  /** one thread per (sequence, channel), 128 channels a block */
+  private selectiveScan(n: NodeOf<"selective_scan">, f: StepFrame): void {
+    const { state, qsl, slots } = this.stateOf(n.stateKey, "ssm", f);
+    const S = f.packed.numSeqs;
+    const I = numel(n.shape.slice(-1), f.sizes);
+    this.backend.kernels.launch("kiln_selective_scan", [S, Math.ceil(I / 128), 1], [128, 1, 1], [
+      f.ptr(n.id),
+      f.ptr(n.u),
+      f.ptr(n.delta),
+      f.ptr(n.aLog),
+      f.ptr(n.b),
+      f.ptr(n.c),
+      f.ptr(n.d),
+      f.ptr(n.z),
+      state,
+      qsl,
+      slots,
+      S,
+      I,
+      n.stateSize,
+    ]);
+  }
+
+  /** one thread per (sequence, head, channel); a block covers up to 128 channels of one head */
+  private ssdScan(n: NodeOf<"ssd_scan">, f: StepFrame): void {
+    const { state, qsl, slots } = this.stateOf(n.stateKey, "ssm", f);
+    const S = f.packed.numSeqs;
+    const block = Math.min(128, Math.ceil(n.headDim / 32) * 32);
+    this.backend.kernels.launch("kiln_ssd_scan", [S, n.numHeads, Math.ceil(n.headDim / block)], [block, 1, 1], [
+      f.ptr(n.id),
+      f.ptr(n.x),
+      f.ptr(n.dt),
+      f.ptr(n.dtBias),
+      f.ptr(n.aLog),
+      f.ptr(n.b),
+      f.ptr(n.c),
+      f.ptr(n.d),
+      state,
+      qsl,
+      slots,
+      S,
+      n.numHeads,
+      n.headDim,
+      n.numGroups,
+      n.stateSize,
+      n.dtMin,
+      n.dtMax ?? NO_DT_MAX,
     ]);
   }
 

@@ -140,3 +140,137 @@ export function linearAttention(
   }
   return { out, states: next };
 }
+
+/** PyTorch's F.softplus (beta 1, threshold 20) */
+function softplus(x: number): number {
+  return x > 20 ? x : Math.log(1 + Math.exp(x));
+}
+
+export interface SelectiveScanTwinShape {
+  /** channels I */
+  readonly I: number;
+  /** state size N */
+  readonly N: number;
+}
+
+/**
+ * HF MambaMixer.slow_forward's scan, one token at a time from each slot's state [I, N]:
+ * Δ = softplus(delta), A = −exp(A_log), h ← exp(Δ·A) · h + Δ · B · u, y = (h · C + D · u) · silu(z).
+ * u, delta, z [T, I]; aLog [I, N]; b, c [T, N]; d [I]; states [slots, I, N].
+ */
+export function selectiveScan(
+  u: Float32Array,
+  delta: Float32Array,
+  aLog: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  d: Float32Array,
+  z: Float32Array,
+  states: Float32Array,
+  seqs: TwinSeqs,
+  { I, N }: SelectiveScanTwinShape,
+): { out: Float64Array; states: Float64Array } {
+  const out = new Float64Array(u.length);
+  const next = Float64Array.from(states);
+  const A = Float64Array.from(aLog, (v) => -Math.exp(v));
+  for (let s = 0; s < seqs.slots.length; s++) {
+    const [start, end, slot] = [seqs.queryStartLoc[s]!, seqs.queryStartLoc[s + 1]!, seqs.slots[s]!];
+    const h = next.subarray(slot * I * N, (slot + 1) * I * N);
+    for (let t = start; t < end; t++) {
+      for (let i = 0; i < I; i++) {
+        const dt = softplus(delta[t * I + i]!);
+        const x = u[t * I + i]!;
+        let y = 0;
+        for (let n = 0; n < N; n++) {
+          h[i * N + n] = Math.exp(A[i * N + n]! * dt) * h[i * N + n]! + dt * b[t * N + n]! * x;
+          y += h[i * N + n]! * c[t * N + n]!;
+        }
+        const gate = z[t * I + i]!;
+        out[t * I + i] = (y + x * d[i]!) * (gate / (1 + Math.exp(-gate)));
+      }
+    }
+  }
+  return { out, states: next };
+}
+
+export interface SsdScanTwinShape {
+  readonly H: number;
+  readonly P: number;
+  readonly G: number;
+  readonly N: number;
+  readonly dtMin: number;
+  /** undefined: no upper limit */
+  readonly dtMax: number | undefined;
+}
+
+/**
+ * HF Mamba2Mixer.torch_forward's single-step (cached) path, one token at a time from each slot's
+ * state [H, P, N]: Δ = clamp(softplus(dt + dt_bias), limits), A = −exp(A_log) per head,
+ * h ← h · exp(Δ·A) + Δ · B_g ⊗ x, y = h · C_g + D · x, with B and C repeated over the H / G heads
+ * of each group. x [T, H·P]; dt [T, H]; dtBias, aLog, d [H]; b, c [T, G·N]; states [slots, H, P, N].
+ */
+export function ssdScan(
+  x: Float32Array,
+  dt: Float32Array,
+  dtBias: Float32Array,
+  aLog: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  d: Float32Array,
+  states: Float32Array,
+  seqs: TwinSeqs,
+  { H, P, G, N, dtMin, dtMax }: SsdScanTwinShape,
+): { out: Float64Array; states: Float64Array } {
+  const out = new Float64Array(x.length);
+  const next = Float64Array.from(states);
+  const size = H * P * N;
+  for (let s = 0; s < seqs.slots.length; s++) {
+    const [start, end, slot] = [seqs.queryStartLoc[s]!, seqs.queryStartLoc[s + 1]!, seqs.slots[s]!];
+    const state = next.subarray(slot * size, (slot + 1) * size);
+    for (let t = start; t < end; t++) {
+      for (let h = 0; h < H; h++) {
+        const step = Math.min(Math.max(softplus(dt[t * H + h]! + dtBias[h]!), dtMin), dtMax ?? Infinity);
+        const dA = Math.exp(step * -Math.exp(aLog[h]!));
+        const g = Math.floor((h * G) / H); // repeat_interleave of the groups over the heads
+        for (let p = 0; p < P; p++) {
+          const xi = x[(t * H + h) * P + p]!;
+          let y = 0;
+          for (let n = 0; n < N; n++) {
+            const k = (h * P + p) * N + n;
+            state[k] = state[k]! * dA + step * b[(t * G + g) * N + n]! * xi;
+            y += state[k]! * c[(t * G + g) * N + n]!;
+          }
+          out[(t * H + h) * P + p] = y + xi * d[h]!;
+        }
+      }
+    }
+  }
+  return { out, states: next };
+}
+
+/**
+ * One packed step split in two, so a test can check that state carried between steps matches one
+ * pass: the first `firstLens[s]` rows of each sequence, then the rest. Each part has its own
+ * queryStartLoc (same slots) and `rows`, the whole step's row of each of its rows.
+ */
+export function splitStep(seqs: TwinSeqs, firstLens: readonly number[]): [TwinSeqs & { readonly rows: Int32Array }, TwinSeqs & { readonly rows: Int32Array }] {
+  const parts = [0, 1].map((part) => {
+    const qsl = [0];
+    const rows: number[] = [];
+    for (let s = 0; s < seqs.slots.length; s++) {
+      const [start, end] = [seqs.queryStartLoc[s]!, seqs.queryStartLoc[s + 1]!];
+      const cut = Math.min(end, start + firstLens[s]!);
+      for (let t = part === 0 ? start : cut; t < (part === 0 ? cut : end); t++) rows.push(t);
+      qsl.push(rows.length);
+    }
+    return { queryStartLoc: Int32Array.from(qsl), slots: seqs.slots, rows: Int32Array.from(rows) };
+  });
+  return [parts[0]!, parts[1]!];
+}
+
+/** The given rows of a [T, width] matrix. */
+export function gatherRows(x: Float32Array, rows: Int32Array, width: number): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => out.set(x.subarray(r * width, (r + 1) * width), i * width));
+  return out;
+}

@@ -6,6 +6,11 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkGraph } from "../../compiler/invariants.ts";
+import type { Graph, Node, ValueId } from "../../compiler/ir.ts";
+import type { WeightData } from "../../models/dsl/parameter.ts";
+import { CpuExecutor } from "../../runtime/cpu/executor.ts";
+import { loadNative } from "../../runtime/cpu/native.ts";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { CudaError } from "../../runtime/cuda/check.ts";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
@@ -19,6 +24,7 @@ import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 import { PARITY_CASES, runParityCases } from "./parity_cases.ts";
+import { compare, randomF32, rng } from "./parity_support.ts";
 
 const FORTUNE = fileURLToPath(new URL("../../assets/fortune-llama", import.meta.url));
 const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
@@ -35,6 +41,81 @@ function missingTools(): string | undefined {
   return undefined;
 }
 const missing = missingTools();
+
+/**
+ * A toy graph with one Mamba-1 and one Mamba-2 scan (no model uses them yet): embedding →
+ * projections → selective_scan → projections → ssd_scan (state size N2) → lm head. Weights are
+ * seeded random.
+ */
+/** a node before it is added: its id and scope come from the graph */
+type NodeSpec = Node extends infer M ? (M extends Node ? Omit<M, "id" | "scope"> : never) : never;
+
+function mambaToyGraph(N2 = 10): { graph: Graph; weights: Map<string, WeightData> } {
+  const [V, E, I, N, H, P, G] = [40, 24, 20, 6, 4, 12, 2];
+  const r = rng(91);
+  const nodes: Node[] = [];
+  const weights = new Map<string, WeightData>();
+  const add = (n: NodeSpec): ValueId => {
+    const id = nodes.length;
+    nodes.push({ ...n, id, scope: "toy" });
+    return id;
+  };
+  const param = (name: string, shape: number[], scale = 0.5, shift = 0): ValueId => {
+    const data = randomF32(shape.reduce((a, b) => a * b, 1), r, scale).map((v) => v + shift);
+    weights.set(name, { dtype: "f32", data });
+    return add({ kind: "param", dtype: "f32", name, shape, storage: "f32" });
+  };
+  const linear = (x: ValueId, name: string, K: number, M: number, rows: "T" | "S" = "T"): ValueId =>
+    add({ kind: "linear", dtype: "f32", x, weight: param(name, [M, K]), bias: undefined, shape: [rows, M] });
+  const ids = add({ kind: "input", dtype: "i32", name: "input_ids", shape: ["T"] });
+  const picks = add({ kind: "input", dtype: "i32", name: "logits_indices", shape: ["S"] });
+  const x = add({ kind: "embedding", dtype: "f32", table: param("emb", [V, E], 1), ids, shape: ["T", E] });
+  const scan1 = add({
+    kind: "selective_scan",
+    dtype: "f32",
+    u: linear(x, "u", E, I),
+    delta: linear(x, "delta", E, I),
+    aLog: param("a_log", [I, N], 1),
+    b: linear(x, "b", E, N),
+    c: linear(x, "c", E, N),
+    d: param("d", [I]),
+    z: linear(x, "z", E, I),
+    stateKey: "toy.mamba1",
+    stateSize: N,
+    shape: ["T", I],
+  });
+  const scan2 = add({
+    kind: "ssd_scan",
+    dtype: "f32",
+    x: linear(scan1, "x2", I, H * P),
+    dt: linear(scan1, "dt2", I, H),
+    dtBias: param("dt_bias", [H]),
+    aLog: param("a_log2", [H], 1),
+    b: linear(scan1, "b2", I, G * N2),
+    c: linear(scan1, "c2", I, G * N2),
+    d: param("d2", [H]),
+    stateKey: "toy.mamba2",
+    numHeads: H,
+    headDim: P,
+    numGroups: G,
+    stateSize: N2,
+    dtMin: 0.01,
+    dtMax: 1.5,
+    shape: ["T", H * P],
+  });
+  const last = add({ kind: "gather_rows", dtype: "f32", x: scan2, indices: picks, shape: ["S", H * P] });
+  const logits = linear(last, "lm_head", H * P, V, "S");
+  const graph: Graph = {
+    nodes,
+    outputs: { logits },
+    kvLayers: [],
+    stateLayers: [
+      { stateKey: "toy.mamba1", tensors: [{ name: "ssm", shape: [I, N], dtype: "f32" }] },
+      { stateKey: "toy.mamba2", tensors: [{ name: "ssm", shape: [H, P, N2], dtype: "f32" }] },
+    ],
+  };
+  return { graph, weights };
+}
 
 let backend: CudaBackend;
 
@@ -70,12 +151,16 @@ describe.skipIf(missing !== undefined)(`emulated CUDA backend${missing === undef
     ["mistral-swa", fixture("mistral-swa"), { tolerance: 1e-5, backend: "cuda" }],
     ["fortune-llama", FORTUNE, { tolerance: 1e-5, backend: "cuda" }],
     ["lfm2", fixture("lfm2"), { tolerance: 1e-5, backend: "cuda" }],
+    ["mamba", fixture("mamba"), { tolerance: 1e-5, backend: "cuda" }],
+    ["mamba2", fixture("mamba2"), { tolerance: 1e-5, backend: "cuda" }],
+    ["bamba", fixture("bamba"), { tolerance: 1e-5, backend: "cuda" }],
   ];
   // f32 only: rounding a MoE model's activations to bf16 flips near-tied routing decisions, which
   // moves whole rows of logits beyond any fixed bf16 tolerance
   const GOLDEN_F32_ONLY: [string, string, GoldenOptions][] = [
     ["qwen3-moe", fixture("qwen3-moe"), { tolerance: 1e-5, backend: "cuda" }],
     ["minimax", fixture("minimax"), { tolerance: 1e-5, backend: "cuda" }],
+    ["jamba", fixture("jamba"), { tolerance: 1e-5, backend: "cuda" }],
   ];
 
   describe("golden parity through `runGolden(..., { backend: \"cuda\" })`", () => {
@@ -136,6 +221,47 @@ describe.skipIf(missing !== undefined)(`emulated CUDA backend${missing === undef
       expect(ex.run(long).length).toBe(512);
       ex.dispose();
       expect(backend.device.allocatedBytes).toBe(before);
+    });
+
+    it("runs the Mamba-1 and Mamba-2 scans as the CPU executor does, state carried across steps", () => {
+      const { graph, weights } = mambaToyGraph();
+      expect(checkGraph(graph)).toEqual([]);
+      const opts = { numBlocks: 4, blockSize: 16, numStateSlots: 4 };
+      const cpu = new CpuExecutor(graph, weights, loadNative(), opts);
+      const gpu = new CudaExecutor(graph, weights, backend, opts);
+      try {
+        const prompts = [7, 2, 11].map((len, s) => Array.from({ length: len + 4 }, (_, i) => (5 + 13 * s + 7 * i) % 40));
+        const taken = [0, 1, 2, 3].map(() => [cpu.statePool?.allocate(), gpu.statePool?.allocate()]);
+        expect(taken).toEqual([0, 1, 2, 3].map((i) => [i, i]));
+        const slots = [2, 0, 3];
+        let cached = [0, 0, 0];
+        // a prefill of three prompts, two decode steps, then chunks of different lengths
+        for (const lens of [[7, 2, 11], [1, 1, 1], [1, 1, 1], [2, 1, 2]]) {
+          const step = packStep(
+            lens.map((len, s) => ({ tokens: prompts[s]!.slice(cached[s], cached[s]! + len), numCached: cached[s]!, blockTable: [s], stateSlot: slots[s]!, allLogits: s === 2 })),
+            16,
+          );
+          cached = cached.map((c, s) => c + lens[s]!);
+          const want = cpu.run(step);
+          const got = gpu.run(step);
+          expect(compare(`logits after ${String(cached)} tokens`, got, want, 1e-5).maxErr).toBeLessThan(1e-5);
+        }
+      } finally {
+        gpu.dispose();
+        cpu.dispose();
+      }
+    });
+
+    it("refuses an SSM state larger than the scan kernels keep", () => {
+      const { graph, weights } = mambaToyGraph(300);
+      let err: unknown;
+      try {
+        new CudaExecutor(graph, weights, backend, { numBlocks: 4, blockSize: 16, numStateSlots: 4 }).dispose();
+      } catch (e) {
+        err = e;
+      }
+      expect(isKilnError(err, "INVALID_ARGUMENT"), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/SSM state size 300 exceeds the CUDA scan kernels' 256/);
     });
 
     it("refuses bad steps before any kernel reads them", async () => {

@@ -47,11 +47,15 @@ if ("skipped" in gpu) {
       ["mistral-swa", fixture("mistral-swa"), { tolerance: 1e-3, backend: "cuda" }],
       ["fortune-llama", FORTUNE, { tolerance: 1e-3, backend: "cuda" }],
       ["lfm2", fixture("lfm2"), { tolerance: 1e-3, backend: "cuda" }],
+      ["mamba", fixture("mamba"), { tolerance: 1e-3, backend: "cuda" }],
+      ["mamba2", fixture("mamba2"), { tolerance: 1e-3, backend: "cuda" }],
+      ["bamba", fixture("bamba"), { tolerance: 1e-3, backend: "cuda" }],
     ];
     // f32 only: bf16 activations flip a MoE model's near-tied routing decisions
     const GOLDEN_F32_ONLY: [string, string, GoldenOptions][] = [
       ["qwen3-moe", fixture("qwen3-moe"), { tolerance: 1e-3, backend: "cuda" }],
       ["minimax", fixture("minimax"), { tolerance: 1e-3, backend: "cuda" }],
+      ["jamba", fixture("jamba"), { tolerance: 1e-3, backend: "cuda" }],
     ];
     for (const [name, dir, opts] of GOLDEN_F32_ONLY) {
       it(`golden: ${name}`, async () => {

@@ -3,7 +3,8 @@
  * on random inputs of awkward sizes against their float64 CPU twins (cpu_twins_mixers.ts).
  */
 import * as twin from "./cpu_twins_mixers.ts";
-import { compare, randomF32, rng, type ParityCase, type ParityResult } from "./parity_support.ts";
+import type { DevicePtr } from "../../runtime/cuda/device.ts";
+import { compare, randomF32, rng, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
 
 const B128: readonly [number, number, number] = [128, 1, 1];
 
@@ -86,6 +87,113 @@ function linearAttentionCase(heads: number, D: number, seed: number): ParityCase
   };
 }
 
+/**
+ * Three sequences of 7, 2 and 11 rows in slots 2, 0, 3 of 4, run either as one step or, with
+ * `split`, as two: a chunk of `split[s]` rows of each, then the rest (here one decode row each).
+ */
+function scanSeqs(): twin.TwinSeqs & { readonly T: number } {
+  return { queryStartLoc: Int32Array.from([0, 7, 9, 20]), slots: Int32Array.from([2, 0, 3]), T: 20 };
+}
+const SCAN_SPLIT = [6, 1, 10] as const;
+
+/** A part of a step: its sequences and its [rows, width] slice of an input, on the device. */
+type StepPart = twin.TwinSeqs & { readonly T: number; rowsOf(x: Float32Array, width: number): DevicePtr };
+
+/**
+ * Runs `launch` on the whole step, or on its two parts in order (state carried on the device
+ * between them), and returns the [T, width] output in the whole step's row order.
+ */
+function stepped(s: DeviceScratch, seqs: twin.TwinSeqs & { readonly T: number }, split: readonly number[] | undefined, width: number, launch: (part: StepPart, out: DevicePtr) => void): Float32Array {
+  const whole = { ...seqs, rows: Int32Array.from({ length: seqs.T }, (_, t) => t) };
+  const parts = split === undefined ? [whole] : twin.splitStep(seqs, split);
+  const full = new Float32Array(seqs.T * width);
+  for (const part of parts) {
+    const T = part.rows.length;
+    const out = s.out(T * width);
+    launch({ ...part, T, rowsOf: (x, w) => s.f32(twin.gatherRows(x, part.rows, w)) }, out);
+    const got = s.read(out, T * width);
+    part.rows.forEach((r, i) => full.set(got.subarray(i * width, (i + 1) * width), r * width));
+  }
+  return full;
+}
+
+/** random Δ inputs of either sign, one above softplus's threshold of 20 (Δ = x, the state forgets) */
+function deltaInputs(n: number, r: () => number): Float32Array {
+  const x = randomF32(n, r, 4);
+  x[Math.floor(n / 3)] = 23.5;
+  return x;
+}
+
+function selectiveScanCase(I: number, N: number, split: readonly number[] | undefined, seed: number): ParityCase {
+  const name = `selective_scan [I=${I}, N=${N}], 3 sequences from non-zero states${split === undefined ? "" : ", chunk then decode"}`;
+  return {
+    name,
+    run: (b, s) => {
+      const r = rng(seed);
+      const seqs = scanSeqs();
+      const T = seqs.T;
+      const u = randomF32(T * I, r);
+      const delta = deltaInputs(T * I, r);
+      const aLog = randomF32(I * N, r, 1.5);
+      const bm = randomF32(T * N, r);
+      const cm = randomF32(T * N, r);
+      const d = randomF32(I, r);
+      const z = randomF32(T * I, r, 3);
+      const states = randomF32(4 * I * N, r);
+      const ref = twin.selectiveScan(u, delta, aLog, bm, cm, d, z, states, seqs, { I, N });
+      const dStates = s.f32(states);
+      const [dALog, dD] = [s.f32(aLog), s.f32(d)];
+      const out = stepped(s, seqs, split, I, (p, o) => {
+        const args = [o, p.rowsOf(u, I), p.rowsOf(delta, I), dALog, p.rowsOf(bm, N), p.rowsOf(cm, N), dD, p.rowsOf(z, I), dStates, s.i32(p.queryStartLoc), s.i32(p.slots), 3, I, N] as const;
+        b.kernels.launch("kiln_selective_scan", [3, Math.ceil(I / 128), 1], B128, args);
+      });
+      const outErr = compare(name, out, ref.out, 2e-5);
+      return worst(name, [outErr, compare(`${name}: states`, s.read(dStates, states.length), ref.states, 2e-5)], 2e-5);
+    },
+  };
+}
+
+interface SsdCaseShape {
+  readonly H: number;
+  readonly P: number;
+  readonly G: number;
+  readonly N: number;
+  readonly dtMin: number;
+  readonly dtMax: number | undefined;
+}
+
+function ssdScanCase(shape: SsdCaseShape, split: readonly number[] | undefined, seed: number): ParityCase {
+  const { H, P, G, N, dtMin, dtMax } = shape;
+  const limits = dtMax === undefined ? `Δ ≥ ${dtMin}` : `Δ in [${dtMin}, ${dtMax}]`;
+  const name = `ssd_scan [H=${H}, P=${P}, G=${G}, N=${N}, ${limits}], 3 sequences from non-zero states${split === undefined ? "" : ", chunk then decode"}`;
+  return {
+    name,
+    run: (b, s) => {
+      const r = rng(seed);
+      const seqs = scanSeqs();
+      const T = seqs.T;
+      const x = randomF32(T * H * P, r);
+      const dt = deltaInputs(T * H, r);
+      const dtBias = randomF32(H, r);
+      const aLog = randomF32(H, r, 1.5);
+      const bm = randomF32(T * G * N, r);
+      const cm = randomF32(T * G * N, r);
+      const d = randomF32(H, r);
+      const states = randomF32(4 * H * P * N, r);
+      const ref = twin.ssdScan(x, dt, dtBias, aLog, bm, cm, d, states, seqs, shape);
+      const dStates = s.f32(states);
+      const [dBias, dALog, dD] = [s.f32(dtBias), s.f32(aLog), s.f32(d)];
+      const block = Math.min(128, Math.ceil(P / 32) * 32);
+      const out = stepped(s, seqs, split, H * P, (p, o) => {
+        const args = [o, p.rowsOf(x, H * P), p.rowsOf(dt, H), dBias, dALog, p.rowsOf(bm, G * N), p.rowsOf(cm, G * N), dD, dStates, s.i32(p.queryStartLoc), s.i32(p.slots), 3, H, P, G, N, dtMin, dtMax ?? 3.4e38] as const;
+        b.kernels.launch("kiln_ssd_scan", [3, H, Math.ceil(P / block)], [block, 1, 1], args);
+      });
+      const outErr = compare(name, out, ref.out, 2e-5);
+      return worst(name, [outErr, compare(`${name}: states`, s.read(dStates, states.length), ref.states, 2e-5)], 2e-5);
+    },
+  };
+}
+
 export function mixerCases(): ParityCase[] {
   return [
     moeCase(7, 70, 6, 19, 2, true, 61),
@@ -95,5 +203,11 @@ export function mixerCases(): ParityCase[] {
     shortConvCase(300, 4, true, 65),
     linearAttentionCase(3, 16, 66),
     linearAttentionCase(2, 40, 67),
+    selectiveScanCase(70, 16, undefined, 68),
+    selectiveScanCase(300, 5, SCAN_SPLIT, 69),
+    selectiveScanCase(45, 130, SCAN_SPLIT, 70),
+    ssdScanCase({ H: 6, P: 24, G: 3, N: 16, dtMin: 0, dtMax: undefined }, undefined, 71),
+    ssdScanCase({ H: 4, P: 150, G: 1, N: 40, dtMin: 0.05, dtMax: 0.8 }, SCAN_SPLIT, 72),
+    ssdScanCase({ H: 8, P: 16, G: 2, N: 130, dtMin: 0.001, dtMax: undefined }, SCAN_SPLIT, 73),
   ];
 }

@@ -1,9 +1,10 @@
-// The CPU twins of the experts, short-conv and lightning-attention CUDA kernels
+// The CPU twins of the experts, short-conv, lightning-attention and Mamba scan CUDA kernels
 // (cpu_twins_mixers.ts, float64 from HF's definitions) agree with kiln's CPU implementations of
 // the same ops (runtime/cpu/*.ts): so both the CPU path and the CUDA kernels are held to one
 // reference, and a GPU parity failure points at the GPU kernel.
 import { describe, expect, it } from "vitest";
 import { headDecays, linearAttention } from "../../runtime/cpu/linear_attention.ts";
+import { negExp, selectiveScan, softplus, ssdScan } from "../../runtime/cpu/mamba.ts";
 import { fusedExperts, routeTokens } from "../../runtime/cpu/moe.ts";
 import { loadNative } from "../../runtime/cpu/native.ts";
 import { shortConv } from "../../runtime/cpu/short_conv.ts";
@@ -75,4 +76,71 @@ describe("CPU twins of the mixer and experts kernels agree with the CPU implemen
     expect(compare("linear attention", out, ref.out, 2e-5).maxErr).toBeLessThan(2e-5);
     expect(compare("linear attention state", pool, ref.states, 2e-5).maxErr).toBeLessThan(2e-5);
   });
+
+  /**
+   * Three sequences of 7, 2 and 11 rows, run by the CPU scan in two steps (a chunk of 6, 1, 10
+   * rows, then one row each) with its state carried, against the twin's single pass.
+   */
+  const SCAN_SEQS: twin.TwinSeqs = { queryStartLoc: Int32Array.from([0, 7, 9, 20]), slots: Int32Array.from([2, 0, 3]) };
+  const SCAN_T = 20;
+  function inTwoSteps(pool: Float32Array, stateSize: number, width: number, scan: (out: Float32Array, rows: (x: Float32Array, w: number) => Float32Array, seqs: ReturnType<typeof views>) => void): Float32Array {
+    const full = new Float32Array(SCAN_T * width);
+    for (const part of twin.splitStep(SCAN_SEQS, [6, 1, 10])) {
+      const out = new Float32Array(part.rows.length * width);
+      scan(out, (x, w) => twin.gatherRows(x, part.rows, w), views(pool, part, stateSize));
+      part.rows.forEach((r, i) => full.set(out.subarray(i * width, (i + 1) * width), r * width));
+    }
+    return full;
+  }
+
+  it("softplus follows PyTorch's threshold of 20", () => {
+    expect(softplus(25)).toBe(25);
+    expect(softplus(0)).toBeCloseTo(Math.LN2, 15);
+    expect(softplus(-30)).toBeCloseTo(Math.exp(-30), 20);
+  });
+
+  it("selective scan [I=37, N=12], three sequences from non-zero states, chunk then decode", () => {
+    const r = rng(78);
+    const [I, N, T] = [37, 12, SCAN_T];
+    const u = randomF32(T * I, r);
+    const delta = randomF32(T * I, r, 4);
+    delta[100] = 23.5; // above softplus's threshold
+    const aLog = randomF32(I * N, r, 1.5);
+    const b = randomF32(T * N, r);
+    const c = randomF32(T * N, r);
+    const d = randomF32(I, r);
+    const z = randomF32(T * I, r, 3);
+    const pool = randomF32(4 * I * N, r);
+    const ref = twin.selectiveScan(u, delta, aLog, b, c, d, z, pool, SCAN_SEQS, { I, N });
+    const a = negExp(aLog);
+    const out = inTwoSteps(pool, I * N, I, (o, rows, seqs) =>
+      selectiveScan(o, rows(u, I), rows(delta, I), a, rows(b, N), rows(c, N), d, rows(z, I), seqs, { dim: I, stateSize: N }),
+    );
+    expect(compare("selective scan", out, ref.out, 2e-6).maxErr).toBeLessThan(2e-6);
+    expect(compare("selective scan state", pool, ref.states, 2e-6).maxErr).toBeLessThan(2e-6);
+  });
+
+  for (const [G, dtMax] of [[3, undefined], [1, 0.7]] as const) {
+    it(`SSD scan [H=6, P=10, G=${G}, N=9, Δ ${dtMax === undefined ? "≥ 0.01" : `in [0.01, ${dtMax}]`}], three sequences from non-zero states, chunk then decode`, () => {
+      const r = rng(79 + G);
+      const [H, P, N, T] = [6, 10, 9, SCAN_T];
+      const x = randomF32(T * H * P, r);
+      const dt = randomF32(T * H, r, 4);
+      dt[50] = 23.5; // above softplus's threshold
+      const dtBias = randomF32(H, r);
+      const aLog = randomF32(H, r, 1.5);
+      const b = randomF32(T * G * N, r);
+      const c = randomF32(T * G * N, r);
+      const d = randomF32(H, r);
+      const pool = randomF32(4 * H * P * N, r);
+      const ref = twin.ssdScan(x, dt, dtBias, aLog, b, c, d, pool, SCAN_SEQS, { H, P, G, N, dtMin: 0.01, dtMax });
+      const a = negExp(aLog);
+      const dims = { numHeads: H, headDim: P, numGroups: G, stateSize: N, dtMin: 0.01, dtMax };
+      const out = inTwoSteps(pool, H * P * N, H * P, (o, rows, seqs) =>
+        ssdScan(o, rows(x, H * P), rows(dt, H), dtBias, a, rows(b, G * N), rows(c, G * N), d, seqs, dims),
+      );
+      expect(compare("ssd scan", out, ref.out, 2e-6).maxErr).toBeLessThan(2e-6);
+      expect(compare("ssd scan state", pool, ref.states, 2e-6).maxErr).toBeLessThan(2e-6);
+    });
+  }
 });
