@@ -1,8 +1,16 @@
 /**
- * The CUDA backend's executor: the traced graph run eagerly on the GPU, node by node, on one
- * stream. Weights are uploaded once; each attention layer's KV pool lives in device memory;
- * activations get one buffer per node sized for the largest step seen so far (grown by doubling);
- * a step costs one host→device copy of its packed inputs and one device→host copy of the logits.
+ * The CUDA backend's executor: the traced graph run on the GPU, node by node, on one stream.
+ * Weights are uploaded once; each attention layer's KV pool lives in device memory; activations
+ * get one buffer per node sized for the largest step seen so far (grown by doubling); a step
+ * costs one host→device copy of its packed inputs and one device→host copy of the logits.
+ *
+ * Decode steps (one token per sequence) replay CUDA graphs: the first decode step of a capture
+ * size runs eagerly into a separate static arena and is then captured; later steps of that size
+ * only copy their padded inputs into the graph's input buffer and launch the graph, so the host
+ * no longer issues every kernel (runtime/cuda/decode_graphs.ts says how steps are padded). All
+ * graphs share one activation arena, sized for the largest capture size used so far; when it has
+ * to grow, the graphs are dropped and captured again on demand. Prefill and mixed steps, and
+ * decode batches past the largest capture size, run eagerly.
  *
  * Weight precision: "f32" (default) keeps every weight in f32 (a bf16 checkpoint is widened on the
  * device, exactly) and runs fp32 GEMMs. "bf16" keeps the GEMM and embedding matrices in bf16 (an
@@ -18,7 +26,8 @@ import { headDecays } from "../cpu/linear_attention.ts";
 import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
-import type { DevicePtr } from "./device.ts";
+import type { CudaGraph, DevicePtr } from "./device.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
@@ -38,6 +47,25 @@ export type WeightDtype = "f32" | "bf16";
 export interface CudaExecutorOptions extends ExecutorOptions {
   readonly attention?: AttentionTuning;
   readonly weightDtype?: WeightDtype;
+  /** replay CUDA graphs for decode steps (default true; vLLM's enforce_eager turns them off) */
+  readonly cudaGraphs?: boolean;
+  /** batch sizes decode graphs are captured for (default DEFAULT_CAPTURE_SIZES) */
+  readonly captureSizes?: readonly number[];
+}
+
+/** How many steps ran which way, and how many graphs were captured. */
+export interface GraphStats {
+  readonly captures: number;
+  readonly replays: number;
+  readonly eagerSteps: number;
+  /** graphs held now */
+  readonly graphs: number;
+}
+
+interface DecodeGraph {
+  readonly graph: CudaGraph;
+  /** the graph's own packed-input buffer, of exactly its layout's length */
+  readonly inputs: DevicePtr;
 }
 
 /** Activation buffers for steps of up to T tokens and S logits rows. */
@@ -64,6 +92,11 @@ export class CudaExecutor implements StepExecutor {
   private readonly nodes: NodeKernels;
   private readonly vocab: number | undefined;
   private arena: Arena | undefined = undefined;
+  /** the activations every decode graph reads and writes */
+  private graphArena: Arena | undefined = undefined;
+  private readonly decodeGraphs = new Map<string, DecodeGraph>();
+  private readonly captureSizes: readonly number[];
+  private counts = { captures: 0, replays: 0, eagerSteps: 0 };
   private disposed = false;
   /** per-sequence state of mamba-like layers, in device memory */
   readonly statePool: DeviceStatePool | undefined;
@@ -96,6 +129,10 @@ export class CudaExecutor implements StepExecutor {
         throw new KilnError("INVALID_ARGUMENT", `${n.scope}: SSM state size ${n.stateSize} exceeds the CUDA scan kernels' ${MAMBA_SCAN_MAX_STATE}`);
       }
     }
+    this.captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
+    if (!this.captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
+      throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${this.captureSizes.join(", ")})`);
+    }
     const kvPool = new Map<string, KvPoolLayer>();
     const invFreqs = new Map<ValueId, DevicePtr>();
     const decays = new Map<ValueId, DevicePtr>();
@@ -110,8 +147,9 @@ export class CudaExecutor implements StepExecutor {
         backend.device.upload(p, d);
         decays.set(n.id, p);
       }
+      // one block more than the engine's pool: the padding rows of decode graphs write there
       for (const spec of graph.kvLayers) {
-        const bytes = numBlocks * blockSize * spec.numKvHeads * spec.headDim * 4;
+        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * 4;
         const layer = { k: this.own(bytes), v: this.own(bytes) };
         backend.device.zero(layer.k, bytes);
         backend.device.zero(layer.v, bytes);
@@ -151,7 +189,7 @@ export class CudaExecutor implements StepExecutor {
 
   /** Device bytes this executor holds: weights, KV pool, activations. */
   get deviceBytes(): number {
-    return this.ownedBytes + (this.arena?.bytes ?? 0);
+    return this.ownedBytes + (this.arena?.bytes ?? 0) + (this.graphArena?.bytes ?? 0);
   }
 
   private own(bytes: number): DevicePtr {
@@ -214,8 +252,11 @@ export class CudaExecutor implements StepExecutor {
     const a = this.arena;
     if (a && a.T >= T && a.S >= S && a.inputCapacity >= inputLength) return a;
     if (a) this.freeArena(a);
-    const capT = Math.max(nextPow2(T), a?.T ?? 1);
-    const capS = Math.max(nextPow2(S), a?.S ?? 1);
+    this.arena = this.allocArena(Math.max(nextPow2(T), a?.T ?? 1), Math.max(nextPow2(S), a?.S ?? 1), Math.max(nextPow2(inputLength), a?.inputCapacity ?? 1));
+    return this.arena;
+  }
+
+  private allocArena(capT: number, capS: number, inputCapacity: number): Arena {
     const sizes: Record<SymbolicDim, number> = { T: capT, S: capS };
     const dev = this.backend.device;
     const values = new Map<ValueId, DevicePtr>();
@@ -238,7 +279,6 @@ export class CudaExecutor implements StepExecutor {
       }
       if (n.kind === "moe") scratchBytes = Math.max(scratchBytes, moeScratchBytes(n, capT));
     }
-    const inputCapacity = Math.max(nextPow2(inputLength), a?.inputCapacity ?? 1);
     const arena = {
       T: capT,
       S: capS,
@@ -249,8 +289,7 @@ export class CudaExecutor implements StepExecutor {
       inputs: alloc(inputCapacity * 4),
       inputCapacity,
     };
-    this.arena = { ...arena, bytes };
-    return this.arena;
+    return { ...arena, bytes };
   }
 
   private freeArena(a: Arena): void {
@@ -261,20 +300,52 @@ export class CudaExecutor implements StepExecutor {
     dev.free(a.cast);
     dev.free(a.tokens);
     dev.free(a.inputs);
-    this.arena = undefined;
+    if (a === this.arena) this.arena = undefined;
+    if (a === this.graphArena) this.graphArena = undefined;
+  }
+
+  get graphStats(): GraphStats {
+    return { ...this.counts, graphs: this.decodeGraphs.size };
+  }
+
+  /** Drops every captured graph and the arena they share. */
+  private dropGraphs(): void {
+    const dev = this.backend.device;
+    dev.synchronize();
+    for (const g of this.decodeGraphs.values()) {
+      dev.destroyGraph(g.graph);
+      dev.free(g.inputs);
+    }
+    this.decodeGraphs.clear();
+    if (this.graphArena) this.freeArena(this.graphArena);
+  }
+
+  private packLimits(padded: boolean): Parameters<typeof packStepInputs>[1] {
+    // padded graph steps may name the padding block and slot
+    const extra = padded ? 1 : 0;
+    const slots = this.statePool?.numSlots;
+    return {
+      vocab: this.vocab,
+      numBlocks: this.numBlocks + extra,
+      blockSize: this.blockSize,
+      numStateSlots: slots === undefined ? undefined : slots + extra,
+    };
   }
 
   /** Queues the whole graph for one step; returns the logits' device address. */
   private forward(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } {
     if (this.disposed) throw new Error("the CUDA executor has been disposed");
-    const packed = packStepInputs(step, {
-      vocab: this.vocab,
-      numBlocks: this.numBlocks,
-      blockSize: this.blockSize,
-      numStateSlots: this.statePool?.numSlots,
-    });
+    const graphed = this.captureSizes.length > 0 && isDecodeStep(step) ? this.forwardDecodeGraph(step) : undefined;
+    if (graphed !== undefined) return graphed;
+    this.counts.eagerSteps++;
+    const packed = packStepInputs(step, this.packLimits(false));
     const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
     this.backend.device.upload(arena.inputs, packed.data);
+    return { packed, arena, logits: this.enqueue(packed, arena, arena.inputs) };
+  }
+
+  /** Queues every node of the graph for `packed`, whose inputs are at `inputs`; returns the logits' address. */
+  private enqueue(packed: PackedStep, arena: Arena, inputs: DevicePtr): DevicePtr {
     const sizes: Record<SymbolicDim, number> = { T: packed.T, S: packed.S };
     const inputAt: Readonly<Record<string, number>> = {
       input_ids: packed.layout.inputIds,
@@ -284,22 +355,76 @@ export class CudaExecutor implements StepExecutor {
     const ptr = (id: ValueId): DevicePtr => {
       const n = this.graph.nodes[id];
       if (n === undefined) throw new Error(`no value ${id}`);
-      if (n.kind === "input") return arena.inputs + BigInt((inputAt[n.name] ?? 0) * 4);
+      if (n.kind === "input") return inputs + BigInt((inputAt[n.name] ?? 0) * 4);
       const p = n.kind === "param" ? this.weights.get(n.name) : arena.values.get(id);
       if (p === undefined) throw new Error(`value ${id} has no device buffer`);
       return p;
     };
-    const frame: StepFrame = { sizes, packed, inputs: arena.inputs, scratch: arena.scratch, cast: arena.cast, ptr };
+    const frame: StepFrame = { sizes, packed, inputs, scratch: arena.scratch, cast: arena.cast, ptr };
     for (const n of this.graph.nodes) this.nodes.run(n, frame);
-    return { packed, arena, logits: ptr(this.graph.outputs.logits) };
+    return ptr(this.graph.outputs.logits);
+  }
+
+  /**
+   * A decode step through the graph of its capture size and table width: replayed when captured
+   * before, else run eagerly on the graph arena and captured for the next time. Undefined when
+   * the step has more sequences than the largest capture size.
+   */
+  private forwardDecodeGraph(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } | undefined {
+    const rows = captureSizeFor(step.inputIds.length, this.captureSizes);
+    if (rows === undefined) return undefined;
+    const tableWidth = graphTableWidth(step.attn.maxBlocksPerSeq);
+    const padded = padDecodeStep(step, { rows, tableWidth, blockSize: this.blockSize, block: this.numBlocks, stateSlot: this.statePool?.paddingSlot });
+    const base = packStepInputs(padded, this.packLimits(true));
+    // split attention along the keys as the widest context of this table width needs, so the
+    // captured launch shape serves every step the graph will see
+    const keyBound = tableWidth * this.blockSize;
+    const packed: PackedStep = { ...base, maxKeys: (window) => (window === undefined ? keyBound : Math.min(keyBound, window)) };
+    let arena = this.graphArena;
+    if (arena === undefined || arena.T < rows) {
+      if (arena !== undefined) this.dropGraphs();
+      const largest = Math.max(...this.captureSizes);
+      const capacity = Math.min(largest, Math.max(rows, 2 * (arena?.T ?? 0)));
+      arena = this.graphArena = this.allocArena(capacity, capacity, 1);
+    }
+    const dev = this.backend.device;
+    const key = `${rows}x${tableWidth}`;
+    const known = this.decodeGraphs.get(key);
+    if (known !== undefined) {
+      dev.upload(known.inputs, packed.data);
+      dev.replay(known.graph);
+      this.counts.replays++;
+      return { packed, arena, logits: this.enqueueAddress(arena) };
+    }
+    // first use: this step runs eagerly (warming every kernel and GEMM plan up), then the same
+    // launches are recorded, without running, for the next step of this shape
+    const inputs = dev.alloc(packed.data.byteLength);
+    try {
+      dev.upload(inputs, packed.data);
+      const logits = this.enqueue(packed, arena, inputs);
+      const graph = dev.captureGraph(() => void this.enqueue(packed, arena, inputs));
+      this.decodeGraphs.set(key, { graph, inputs });
+      this.counts.captures++;
+      this.counts.eagerSteps++;
+      return { packed, arena, logits };
+    } catch (e) {
+      if (!this.decodeGraphs.has(key)) dev.free(inputs);
+      throw e;
+    }
+  }
+
+  /** The logits' address in an arena. */
+  private enqueueAddress(arena: Arena): DevicePtr {
+    const p = arena.values.get(this.graph.outputs.logits);
+    if (p === undefined) throw new Error("the logits have no device buffer");
+    return p;
   }
 
   /** Runs one step; returns the logits [S, vocab] (row-major) on the host. */
   run(step: StepInputs): Float32Array {
     const { packed, logits } = this.forward(step);
-    const out = this.graph.nodes[this.graph.outputs.logits];
-    const V = out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
-    const host = new Float32Array(packed.S * V);
+    const S = step.logitsIndices.length; // a graph's padding rows come after the step's own
+    const host = new Float32Array(S * this.vocabOf(packed));
     this.backend.device.download(host, logits);
     return host;
   }
@@ -307,19 +432,24 @@ export class CudaExecutor implements StepExecutor {
   /** Runs one step and picks each row's greedy token on the device; returns the S token ids. */
   runGreedy(step: StepInputs): Int32Array {
     const { packed, arena, logits } = this.forward(step);
-    const out = this.graph.nodes[this.graph.outputs.logits];
-    const V = out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
-    const ids = new Int32Array(packed.S);
-    if (packed.S === 0) return ids;
-    this.backend.kernels.launch("kiln_argmax_rows", [packed.S, 1, 1], [256, 1, 1], [arena.tokens, logits, packed.S, V]);
+    const S = step.logitsIndices.length;
+    const ids = new Int32Array(S);
+    if (S === 0) return ids;
+    this.backend.kernels.launch("kiln_argmax_rows", [S, 1, 1], [256, 1, 1], [arena.tokens, logits, S, this.vocabOf(packed)]);
     this.backend.device.download(ids, arena.tokens);
     return ids;
+  }
+
+  private vocabOf(packed: PackedStep): number {
+    const out = this.graph.nodes[this.graph.outputs.logits];
+    return out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     const dev = this.backend.device;
+    this.dropGraphs();
     if (this.arena) this.freeArena(this.arena);
     dev.synchronize();
     for (const p of this.owned) dev.free(p);

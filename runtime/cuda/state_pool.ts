@@ -1,7 +1,9 @@
 /**
  * Per-sequence state of mamba-like layers in device memory: one buffer per state tensor,
- * [numSlots, ...shape] f32, named as the host pool names them (`<stateKey>.<tensor>`). Slot
+ * [numSlots + 1, ...shape] f32, named as the host pool names them (`<stateKey>.<tensor>`). Slot
  * bookkeeping happens on the host; resetting a slot zeroes its part of every buffer on the device.
+ * One slot more than the pool hands out, `paddingSlot`, takes the discarded state of the padding
+ * rows of a CUDA-graph batch.
  */
 import type { StateLayerSpec } from "../../compiler/ir.ts";
 import type { StatePool, StateSpec } from "../engine/state_slots.ts";
@@ -16,6 +18,8 @@ export class DeviceStatePool implements StatePool {
   /** free slot ids; pop() hands out low ids first */
   private readonly freeSlots: number[];
   private readonly taken: Uint8Array;
+  /** never handed out: padding rows of a captured batch write their state here */
+  readonly paddingSlot: number;
 
   constructor(
     private readonly backend: CudaBackend,
@@ -26,11 +30,12 @@ export class DeviceStatePool implements StatePool {
   ) {
     if (!Number.isInteger(numSlots) || numSlots < 1) throw new KilnError("INVALID_ARGUMENT", `a state pool needs at least one slot (got ${numSlots})`);
     this.specs = stateSpecs(layers);
+    this.paddingSlot = numSlots;
     for (const spec of this.specs) {
       if (spec.dtype !== "f32") throw new KilnError("INVALID_ARGUMENT", `state '${spec.name}' is ${spec.dtype}; the CUDA backend keeps f32 state`);
       const bytesPerSlot = spec.shape.reduce((a, b) => a * b, 1) * 4;
-      const ptr = alloc(bytesPerSlot * numSlots);
-      backend.device.zero(ptr, bytesPerSlot * numSlots);
+      const ptr = alloc(bytesPerSlot * (numSlots + 1));
+      backend.device.zero(ptr, bytesPerSlot * (numSlots + 1));
       this.buffers.set(spec.name, { ptr, bytesPerSlot });
     }
     this.freeSlots = Array.from({ length: numSlots }, (_, i) => numSlots - 1 - i);
@@ -58,7 +63,7 @@ export class DeviceStatePool implements StatePool {
     this.freeSlots.push(slot);
   }
 
-  /** the device buffer [numSlots, ...shape] of one state tensor */
+  /** the device buffer [numSlots + 1, ...shape] of one state tensor */
   buffer(name: string): DevicePtr {
     const b = this.buffers.get(name);
     if (b === undefined) throw new Error(`no device state '${name}'`);

@@ -1,0 +1,146 @@
+// CUDA graphs for decode steps: the host-side padding rules, then, through the CPU emulator of
+// libcuda (which records captured launches and replays them), an executor that replays graphs
+// against one that runs every step eagerly, over decode batches of changing sizes with KV caches
+// and mamba-like state.
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "../../runtime/cuda/decode_graphs.ts";
+import { CudaExecutor } from "../../runtime/cuda/executor.ts";
+import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
+import { loadModel } from "../../runtime/model_loader.ts";
+import { fixture } from "../fixture_copy.ts";
+import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
+import { compare } from "./parity_support.ts";
+
+const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
+
+describe("decode-graph padding", () => {
+  const decode = packStep(
+    [
+      { tokens: [7], numCached: 20, blockTable: [3, 1], stateSlot: 2 },
+      { tokens: [9], numCached: 4, blockTable: [0], stateSlot: 0 },
+    ],
+    16,
+  );
+
+  it("knows decode steps from prefill and mixed steps", () => {
+    expect(isDecodeStep(decode)).toBe(true);
+    expect(isDecodeStep(packStep([{ tokens: [1, 2], numCached: 0, blockTable: [0] }], 16))).toBe(false);
+    expect(isDecodeStep(packStep([{ tokens: [1], numCached: 3, blockTable: [0] }, { tokens: [1, 2], numCached: 0, blockTable: [1] }], 16))).toBe(false);
+    expect(isDecodeStep(packStep([{ tokens: [1], numCached: 0, blockTable: [0], noLogits: true }], 16))).toBe(false);
+  });
+
+  it("picks the smallest capture size that holds the batch, and power-of-two table widths", () => {
+    expect(captureSizeFor(1, DEFAULT_CAPTURE_SIZES)).toBe(1);
+    expect(captureSizeFor(3, DEFAULT_CAPTURE_SIZES)).toBe(4);
+    expect(captureSizeFor(17, DEFAULT_CAPTURE_SIZES)).toBe(24);
+    expect(captureSizeFor(257, DEFAULT_CAPTURE_SIZES)).toBeUndefined();
+    expect([1, 8, 9, 100].map(graphTableWidth)).toEqual([8, 8, 16, 128]);
+  });
+
+  it("pads rows with one-token sequences on the padding block and slot, and re-lays the tables", () => {
+    const p = padDecodeStep(decode, { rows: 4, tableWidth: 8, blockSize: 16, block: 99, stateSlot: 5 });
+    expect(Array.from(p.inputIds)).toEqual([7, 9, 0, 0]);
+    expect(Array.from(p.positions)).toEqual([20, 4, 0, 0]);
+    expect(Array.from(p.logitsIndices)).toEqual([0, 1, 2, 3]);
+    expect(Array.from(p.stateSlots!)).toEqual([2, 0, 5, 5]);
+    expect(p.attn.numSeqs).toBe(4);
+    expect(Array.from(p.attn.queryStartLoc)).toEqual([0, 1, 2, 3, 4]);
+    expect(Array.from(p.attn.seqLens)).toEqual([21, 5, 1, 1]);
+    expect(Array.from(p.attn.slotMapping)).toEqual([decode.attn.slotMapping[0], decode.attn.slotMapping[1], 99 * 16, 99 * 16]);
+    expect(p.attn.maxBlocksPerSeq).toBe(8);
+    expect(Array.from(p.attn.blockTables.subarray(0, 2))).toEqual([3, 1]);
+    expect(p.attn.blockTables[8]).toBe(0);
+    expect(p.attn.blockTables[16]).toBe(99);
+    expect(() => padDecodeStep(decode, { rows: 1, tableWidth: 8, blockSize: 16, block: 99, stateSlot: 5 })).toThrow(/does not fit/);
+    expect(() => padDecodeStep(decode, { rows: 2, tableWidth: 8, blockSize: 16, block: 99, stateSlot: undefined })).toThrow(/padding slot/);
+  });
+});
+
+function missingTools(): string | undefined {
+  for (const tool of ["g++", "nvcc"]) {
+    try {
+      execFileSync(tool, ["--version"], { stdio: "ignore" });
+    } catch {
+      return tool;
+    }
+  }
+  return undefined;
+}
+const missing = missingTools();
+let backend: CudaBackend;
+
+beforeAll(() => {
+  if (missing !== undefined) return;
+  Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
+  backend = CudaBackend.open();
+}, 120_000);
+
+afterAll(() => backend?.dispose());
+
+describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+  // lfm2: attention with a KV cache and short convs with state; mamba: state only
+  for (const name of ["lfm2", "mamba", "llama"] as const) {
+    it(`${name}: replayed graphs give the eager executor's logits over changing batch sizes`, async () => {
+      const { graph, weights } = await loadModel(fixture(name));
+      const opts = { numBlocks: 32, blockSize: 4, numStateSlots: 6 };
+      const eager = new CudaExecutor(graph, weights, backend, { ...opts, cudaGraphs: false });
+      const graphed = new CudaExecutor(graph, weights, backend, { ...opts, captureSizes: [1, 2, 4, 8] });
+      try {
+        const numSeqs = 6;
+        const slots = Array.from({ length: numSeqs }, () => [eager.statePool?.allocate(), graphed.statePool?.allocate()] as const);
+        const tokens = Array.from({ length: numSeqs }, (_, s) => Array.from({ length: 3 + 2 * s }, (_, i) => 5 + ((s * 31 + i * 7) % 400)));
+        const tables = Array.from({ length: numSeqs }, (_, s) => Array.from({ length: 5 }, (_, i) => s * 5 + i));
+        const cached = new Array<number>(numSeqs).fill(0);
+        const chunk = (s: number, n: number, which: 0 | 1): SeqChunk => {
+          const slot = slots[s]![which];
+          return { tokens: tokens[s]!.slice(cached[s], cached[s]! + n), numCached: cached[s]!, blockTable: tables[s]!, ...(slot === undefined ? {} : { stateSlot: slot }) };
+        };
+        const step = (seqs: readonly number[], n: (s: number) => number): void => {
+          const want = eager.run(packStep(seqs.map((s) => chunk(s, n(s), 0)), opts.blockSize));
+          const got = graphed.run(packStep(seqs.map((s) => chunk(s, n(s), 1)), opts.blockSize));
+          expect(got.length).toBe(want.length);
+          expect(compare(`${name} step over ${seqs.join(",")}`, got, want, 1e-5).maxErr).toBeLessThan(1e-5);
+          for (const s of seqs) {
+            cached[s]! += n(s);
+            // the next decode token: the greedy pick of this step's row (the same on both sides)
+            const row = want.subarray(seqs.indexOf(s) * (want.length / seqs.length), (seqs.indexOf(s) + 1) * (want.length / seqs.length));
+            tokens[s]!.push(row.indexOf(Math.max(...row)));
+          }
+        };
+        step([0, 1, 2, 3, 4, 5], (s) => tokens[s]!.length); // prefill: eager on both
+        // decode batches of 6 (size 8), 3 (size 4), 1, 2, 6 again (replay), 5 (replay of 8), 1 (replay)
+        for (const seqs of [[0, 1, 2, 3, 4, 5], [1, 3, 5], [2], [0, 4], [0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1], [2], [0, 1, 2, 3, 4, 5]]) step(seqs, () => 1);
+        const stats = graphed.graphStats;
+        expect(stats.captures).toBeGreaterThanOrEqual(4);
+        expect(stats.replays).toBeGreaterThanOrEqual(3);
+        expect(eager.graphStats.captures).toBe(0);
+        // greedy picks on the device agree too, from a replayed graph
+        const last = packStep([0, 1, 2, 3, 4, 5].map((s) => chunk(s, 1, 1)), opts.blockSize);
+        const lastEager = packStep([0, 1, 2, 3, 4, 5].map((s) => chunk(s, 1, 0)), opts.blockSize);
+        expect(Array.from(graphed.runGreedy(last))).toEqual(Array.from(eager.runGreedy(lastEager)));
+      } finally {
+        eager.dispose();
+        graphed.dispose();
+      }
+    });
+  }
+
+  it("runs decode batches past the largest capture size eagerly, and frees every graph on dispose", async () => {
+    const { graph, weights } = await loadModel(fixture("llama"));
+    const before = backend.device.allocatedBytes;
+    const ex = new CudaExecutor(graph, weights, backend, { numBlocks: 8, blockSize: 16, captureSizes: [1, 2] });
+    const decode = (n: number): void => {
+      ex.run(packStep(Array.from({ length: n }, (_, s) => ({ tokens: [5 + s], numCached: 3, blockTable: [s] })), 16));
+    };
+    decode(3);
+    expect(ex.graphStats).toMatchObject({ captures: 0, eagerSteps: 1 });
+    decode(2);
+    decode(2);
+    expect(ex.graphStats).toMatchObject({ captures: 1, replays: 1, graphs: 1 });
+    ex.dispose();
+    expect(backend.device.allocatedBytes).toBe(before);
+  });
+});
