@@ -11,6 +11,7 @@ interface GoldenFlags {
   backend: BackendName;
   tol: number;
   ropeFreqBf16?: boolean;
+  enforceEager?: boolean;
 }
 
 export function goldenCommand(): Command {
@@ -24,9 +25,11 @@ export function goldenCommand(): Command {
     }, "cpu")
     .option("--tol <x>", "relative error allowed for logits", floatFlag("--tol", 0), 1e-4)
     .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
+    .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs for decode steps")
     .action(async (dir: string, flags: GoldenFlags) => {
       // the CUDA backend is loaded only when asked for, and its device opened before the model
-      const cuda = flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend() : undefined;
+      const cuda =
+        flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend({ cudaGraphs: flags.enforceEager !== true }) : undefined;
       try {
         cuda?.backend();
         const { results, summary } = await runGolden(dir, {

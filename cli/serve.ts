@@ -1,7 +1,9 @@
 /**
  * `kiln serve [model-dir]`: the OpenAI-compatible server over a model folder (default: the
  * embedded fortune model). SIGINT/SIGTERM stop accepting, let in-flight requests finish within
- * the grace period, then abort what is left and exit 0.
+ * the grace period, then abort what is left and exit 0. On `--backend cuda` the KV pool takes
+ * what `--gpu-memory-utilization` of device memory leaves after the weights and activations
+ * (unless --kv-cache-memory is given).
  */
 import { basename } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
@@ -9,7 +11,8 @@ import { createEngine } from "../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { buildServer } from "../runtime/server/app.ts";
-import { floatFlag, intFlag } from "./options.ts";
+import type { BackendName } from "../runtime/step_executor.ts";
+import { backendFlag, gpuMemoryUtilizationFlag, intFlag, floatFlag } from "./options.ts";
 
 interface ServeFlags {
   host: string;
@@ -18,6 +21,9 @@ interface ServeFlags {
   maxNumBatchedTokens?: number;
   maxModelLen?: number;
   kvCacheMemory?: number;
+  gpuMemoryUtilization?: number;
+  enforceEager?: boolean;
+  backend: BackendName;
   blockSize: number;
   apiKey?: string;
   servedModelName?: string;
@@ -47,6 +53,13 @@ export function serveCommand(): Command {
     .option("--max-num-batched-tokens <n>", "tokens per step", intFlag("--max-num-batched-tokens", 1))
     .option("--max-model-len <n>", "context window (default: the model's)", intFlag("--max-model-len", 2))
     .option("--kv-cache-memory <size>", "memory for the KV cache, e.g. 512MiB", parseBytes)
+    .option("--backend <name>", "where the model runs: cpu or cuda", backendFlag, "cpu")
+    .option(
+      "--gpu-memory-utilization <fraction>",
+      "share of GPU memory the engine may hold, in (0, 1]; the KV pool gets what weights and activations leave (cuda; default 0.9)",
+      gpuMemoryUtilizationFlag,
+    )
+    .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs for decode steps")
     .option("--block-size <n>", "tokens per KV block", intFlag("--block-size", 1), 16)
     .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (also KILN_API_KEY)")
     .option("--served-model-name <name>", "the model name clients send (default: the folder name)")
@@ -55,9 +68,15 @@ export function serveCommand(): Command {
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
       const dir = dirArg ?? DEFAULT_MODEL_DIR;
-      const { engine, tokenizer, model } = await createEngine({
+      // the CUDA backend is loaded only when asked for; it lives as long as the process
+      const cuda =
+        flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend({ cudaGraphs: flags.enforceEager !== true }) : undefined;
+      cuda?.backend();
+      const { engine, tokenizer, model, kvPool } = await createEngine({
         modelDir: dir,
+        backend: flags.backend,
         blockSize: flags.blockSize,
+        ...(flags.gpuMemoryUtilization === undefined ? {} : { gpuMemoryUtilization: flags.gpuMemoryUtilization }),
         ...(flags.maxNumSeqs === undefined ? {} : { maxNumSeqs: flags.maxNumSeqs }),
         ...(flags.maxNumBatchedTokens === undefined ? {} : { maxNumBatchedTokens: flags.maxNumBatchedTokens }),
         ...(flags.maxModelLen === undefined ? {} : { maxModelLen: flags.maxModelLen }),
@@ -80,7 +99,10 @@ export function serveCommand(): Command {
       const port = typeof addr === "object" && addr ? addr.port : flags.port;
       const url = `http://${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`;
       process.stdout.write(
-        `kiln is serving '${name}' at ${url}/v1\n` +
+        `kiln is serving '${name}' at ${url}/v1 on ${flags.backend}${cuda ? ` (${cuda.backend().describe()})` : ""}\n` +
+          `KV pool: ${kvPool.numBlocks} blocks of ${kvPool.blockSize} tokens (${kvPool.numBlocks * kvPool.blockSize} tokens)` +
+          (kvPool.plan ? `, ${(kvPool.plan.kvBytes / 2 ** 30).toFixed(2)} GiB: ${kvPool.plan.description}` : "") +
+          "\n" +
           `try: curl ${url}/v1/completions -H 'Content-Type: application/json' ` +
           `-d '{"model": "${name}", "prompt": "The secret of life is", "max_tokens": 32}'\n`,
       );

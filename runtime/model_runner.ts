@@ -9,7 +9,7 @@ import { ProgramExecutor } from "./cpu/program_executor.ts";
 import { KilnError } from "./errors.ts";
 import { packStep, type SeqChunk } from "./kv_cache.ts";
 import type { StatePool } from "./engine/state_slots.ts";
-import type { BackendName, ExecutorFactory, StepExecutor } from "./step_executor.ts";
+import type { BackendName, ExecutorFactory, KvPlanner, StepExecutor } from "./step_executor.ts";
 
 export interface RunnerOptions {
   readonly numBlocks: number;
@@ -25,6 +25,9 @@ const cpuFactory: ExecutorFactory = (graph, weights, opts) => ProgramExecutor.fr
 
 /** Backends register here; the CUDA backend adds itself when it is loaded. */
 export const EXECUTOR_FACTORIES = new Map<BackendName, ExecutorFactory>([["cpu", cpuFactory]]);
+
+/** Backends that size the KV pool from device memory register a planner here (the CPU has none). */
+export const KV_PLANNERS = new Map<BackendName, KvPlanner>();
 
 export class ModelRunner {
   private readonly executor: StepExecutor;

@@ -36,3 +36,28 @@ export type ExecutorFactory = (
   weights: ReadonlyMap<string, WeightData>,
   opts: ExecutorOptions,
 ) => StepExecutor;
+
+/** What the engine asks a device backend to size the KV pool from its memory. */
+export interface KvPlanRequest {
+  readonly graph: Graph;
+  readonly weights: ReadonlyMap<string, WeightData>;
+  readonly blockSize: number;
+  /** share of the device's total memory the engine may hold, in (0, 1] */
+  readonly utilization: number;
+  /** the scheduler's tokens per step: they bound the activations (and the logits rows, prompt logprobs included) */
+  readonly maxNumBatchedTokens: number;
+  readonly numStateSlots: number;
+  /** blocks one maxModelLen sequence needs; fewer is an error */
+  readonly needBlocks: number;
+}
+
+export interface KvPlan {
+  readonly numBlocks: number;
+  /** bytes the pool takes */
+  readonly kvBytes: number;
+  /** where the device memory goes, for the startup log */
+  readonly description: string;
+}
+
+/** A backend with device memory of its own (CUDA) sizes the KV pool from what the device has. */
+export type KvPlanner = (req: KvPlanRequest) => KvPlan;

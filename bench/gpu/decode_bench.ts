@@ -1,7 +1,8 @@
 /**
  * Timings on the CUDA executor: prefill tokens/s, batch-1 decode ms/step (logits copied to the
- * host and argmax there, as the runner does, and greedy picked on the device), and the device's
- * copy bandwidth, which sets the floor for a decode step that reads every weight once.
+ * host and argmax there, as the runner does, and greedy picked on the device), the host's share
+ * of a decode step, and the device's copy bandwidth, which sets the floor for a decode step that
+ * reads every weight once.
  */
 import type { CudaDevice } from "../../runtime/cuda/device.ts";
 import type { CudaExecutor } from "../../runtime/cuda/executor.ts";
@@ -15,6 +16,13 @@ export interface DecodeTiming {
   readonly msPerStep: number;
   /** argmax on the device, one int to the host */
   readonly greedyMsPerStep: number;
+  /**
+   * Share of a step the host is busy, per path: the step's time less the time spent blocked in
+   * its last device→host copy (which waits for the queued kernels). Near 1, the GPU waits on
+   * the host (launch-bound); near 0, the host waits on the GPU.
+   */
+  readonly hostShare: number;
+  readonly greedyHostShare: number;
 }
 
 export function blocksFor(tokens: number, blockSize: number): number {
@@ -44,8 +52,11 @@ export function prefillTokensPerSecond(ex: CudaExecutor, len: number, vocab: num
   return (len / times[1]!) * 1000;
 }
 
-/** Decode `steps` tokens after a prompt of `context` tokens, both ways; needs ≥ context + 2·steps + 8 slots. */
-export function decodeTiming(ex: CudaExecutor, context: number, steps: number, vocab: number): DecodeTiming {
+/**
+ * Decode `steps` tokens after a prompt of `context` tokens, both ways, then `steps` more of each
+ * with the device's downloads watched for the host share; needs ≥ context + 4·steps + 8 slots.
+ */
+export function decodeTiming(ex: CudaExecutor, dev: CudaDevice, context: number, steps: number, vocab: number): DecodeTiming {
   const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
   const prompt = randomTokens(context, vocab, 3);
   let cached = 0;
@@ -64,10 +75,31 @@ export function decodeTiming(ex: CudaExecutor, context: number, steps: number, v
   };
   const msPerStep = time(false);
   const greedyMsPerStep = time(true);
-  return { context, steps, msPerStep, greedyMsPerStep };
+  // the host share: time blocked in the step's device→host copy is the host waiting on the GPU
+  const download = dev.download;
+  let blocked = 0;
+  dev.download = (dst, src): void => {
+    const t0 = performance.now();
+    download.call(dev, dst, src);
+    blocked += performance.now() - t0;
+  };
+  const share = (greedy: boolean): number => {
+    blocked = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) stepOnce(greedy);
+    const total = performance.now() - t0;
+    return total > 0 ? Math.max(0, total - blocked) / total : 0;
+  };
+  try {
+    const hostShare = share(false);
+    const greedyHostShare = share(true);
+    return { context, steps, msPerStep, greedyMsPerStep, hostShare, greedyHostShare };
+  } finally {
+    dev.download = download;
+  }
 }
 
-/** Device-to-device copy bandwidth (bytes read + written per second) over a 512 MiB buffer. */
+/** Device-to-device copy bandwidth (bytes read + written per second) over a 512 MiB buffer (by default). */
 export function copyBandwidth(dev: CudaDevice, bytes = 512 * 2 ** 20): number {
   const a = dev.alloc(bytes);
   const b = dev.alloc(bytes);

@@ -6,20 +6,26 @@
  *   3. golden parity of every supported fixture and the fortune model: fp32 within 1e-3, bf16
  *      weights within 2e-2, and fp32 with decode attention split along the keys;
  *   4. the fortune model's greedy text against the reference;
- *   5. timings: the fortune model, then a Llama-3.2-1B-shaped model with random weights (bf16 and
- *      f32 weights) against the floor of reading every weight once per step at copy bandwidth;
+ *   5. timings (rows marked TIME, never pass or fail): the fortune model; then models of the
+ *      Llama-3.2-1B and Qwen3-0.6B shapes with random bf16 weights made in-process: prefill
+ *      tokens/s, batch-1 decode ms/step against the floor of reading every weight once per step
+ *      at copy bandwidth, and the host's share of a decode step; offline throughput of the
+ *      batching engine (256 prompts, input and output lengths uniform in 100..1024, ignore_eos,
+ *      greedy; KV pool from --gpu-memory-utilization) in output tokens/s; the 1B decode again
+ *      with f32 weights if time is left;
  * then a short table. Exit status: 0 when every check passed, 1 when one failed, 2 when the
  * backend did not open.
- *   node .device/main.js [--quick] [--budget <seconds>] [--json <file>]
- * --quick times a toy-sized model instead of the 1B one and shortens the timings (for the CPU
- * emulator); --budget (default
- * 270) stops starting timing sections once that much time has passed; --json writes the rows to a
- * file instead of printing them as one JSON line.
+ *   node .device/main.js [--quick] [--budget <seconds>] [--json <file>] [--gpu-memory-utilization <f>]
+ * --quick times toy-sized models with short prompts (16 for throughput) instead (for the CPU
+ * emulator); --budget (default 270) stops starting timing sections once that much time has
+ * passed, and cuts the throughput runs short at it (their rows then say PARTIAL);
+ * --gpu-memory-utilization (default 0.9, 0.05 with --quick) sizes the throughput runs' KV pool;
+ * --json writes the rows to a file instead of printing them as one JSON line.
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CudaBackend } from "../../runtime/cuda/backend.ts";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
+import { CudaExecutor, type WeightDtype } from "../../runtime/cuda/executor.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
 import { isKilnError } from "../../runtime/errors.ts";
 import { runGolden } from "../../runtime/golden_check.ts";
@@ -27,7 +33,9 @@ import { loadModel } from "../../runtime/model_loader.ts";
 import { runParityCases } from "../../tests/cuda/parity_cases.ts";
 import { blocksFor, copyBandwidth, decodeTiming, prefillTokensPerSecond } from "./decode_bench.ts";
 import { fortuneGreedyText } from "./fortune_text.ts";
-import { LLAMA_32_1B, randomModel, TINY_LLAMA } from "./random_llama.ts";
+import type { JsonObject } from "../../runtime/hf_config.ts";
+import { offlineThroughput } from "./offline_throughput.ts";
+import { LLAMA_32_1B, QWEN3_06B, randomModel, TINY_LLAMA, TINY_QWEN3, type RandomModel } from "./random_llama.ts";
 
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");
@@ -35,6 +43,9 @@ const budgetAt = argv.indexOf("--budget");
 const budgetS = budgetAt >= 0 ? Number(argv[budgetAt + 1]) : 270;
 const jsonAt = argv.indexOf("--json");
 const jsonPath = jsonAt >= 0 ? argv[jsonAt + 1] : undefined;
+const utilAt = argv.indexOf("--gpu-memory-utilization");
+// the emulator's device has 8 GiB of host memory behind it: --quick takes a small share
+const gpuMemoryUtilization = utilAt >= 0 ? Number(argv[utilAt + 1]) : quick ? 0.05 : 0.9;
 const root = process.env["KILN_REPO_ROOT"] ?? process.cwd();
 const started = performance.now();
 const elapsed = (): number => (performance.now() - started) / 1000;
@@ -73,9 +84,13 @@ const GOLDEN: readonly [string, string, boolean][] = [
   ["qwen3-moe", "tests/fixtures/qwen3-moe", false],
   ["lfm2", "tests/fixtures/lfm2", false],
   ["minimax", "tests/fixtures/minimax", false],
+  ["mamba", "tests/fixtures/mamba", false],
+  ["mamba2", "tests/fixtures/mamba2", false],
+  ["jamba", "tests/fixtures/jamba", false],
+  ["bamba", "tests/fixtures/bamba", false],
 ];
 /** bf16 rounding flips nearly tied expert choices in these tiny MoE fixtures: fp32 parity only. */
-const FP32_ONLY = new Set(["qwen3-moe", "minimax"]);
+const FP32_ONLY = new Set(["qwen3-moe", "minimax", "jamba"]);
 
 async function checks(b: CudaBackend): Promise<void> {
   await section("kernel parity vs CPU twins", () => {
@@ -128,57 +143,157 @@ async function checks(b: CudaBackend): Promise<void> {
 }
 
 async function timings(b: CudaBackend): Promise<void> {
-  const steps = quick ? 6 : 64;
+  const steps = quick ? 4 : 64;
   await section("timing: fortune model", async () => {
     const loaded = await loadModel(join(root, "assets/fortune-llama"));
     const V = loaded.model.vocabSize;
     const ex = new CudaExecutor(loaded.graph, loaded.weights, b, { numBlocks: blocksFor(1024, 16), blockSize: 16 });
     try {
-      for (const len of quick ? [64] : [128, 512]) row(`fortune prefill ${len} tokens`, "TIME", `${prefillTokensPerSecond(ex, len, V).toFixed(0)} tokens/s`);
+      for (const len of quick ? [16] : [128, 512]) row(`fortune prefill ${len} tokens`, "TIME", `${prefillTokensPerSecond(ex, len, V).toFixed(0)} tokens/s`);
       // at 800 keys a decode step splits attention along the keys (kiln_attention_combine)
       for (const ctx of quick ? [16] : [16, 256, 800]) {
-        const d = decodeTiming(ex, ctx, steps, V);
-        row(`fortune decode b=1 ctx ${ctx}`, "TIME", `${d.msPerStep.toFixed(3)} ms/step (greedy on device ${d.greedyMsPerStep.toFixed(3)})`);
+        const d = decodeTiming(ex, b.device, ctx, steps, V);
+        row(`fortune decode b=1 ctx ${ctx}`, "TIME", `${d.msPerStep.toFixed(3)} ms/step (greedy on device ${d.greedyMsPerStep.toFixed(3)}); host ${pct(d.hostShare)} of a step (${pct(d.greedyHostShare)} greedy)`);
       }
     } finally {
       ex.dispose();
     }
   });
 
-  if (elapsed() > budgetS) {
-    row("1B decode", "SKIP", `over the ${budgetS}s budget`);
-    return;
+  const shapes: readonly Shape[] = [
+    { name: "Llama-3.2-1B", config: quick ? TINY_LLAMA : LLAMA_32_1B },
+    { name: "Qwen3-0.6B", config: quick ? TINY_QWEN3 : QWEN3_06B },
+  ];
+  const size = quick ? " (toy)" : "";
+  let bw = 0;
+  for (const shape of shapes) {
+    if (overBudget(`${shape.name} decode`)) continue;
+    await section(`timing: ${shape.name}-shaped model${size}, random bf16 weights, batch-1 decode`, async () => {
+      const m = await modelOf(shape);
+      log(`  ${(m.parameters / 1e9).toFixed(3)}B parameters made in-process`);
+      if (bw === 0) {
+        bw = copyBandwidth(b.device, quick ? 16 * 2 ** 20 : 512 * 2 ** 20);
+        log(`  device copy bandwidth ${(bw / 1e9).toFixed(0)} GB/s (read + write)`);
+      }
+      decodeRows(b, shape, m, "bf16", bw, steps);
+    });
   }
-  const big = quick ? "tiny" : "1B";
-  await section(`timing: Llama-3.2-${big}-shaped model, random weights`, async () => {
-    const m = await randomModel(quick ? TINY_LLAMA : LLAMA_32_1B);
-    log(`  ${(m.parameters / 1e9).toFixed(3)}B parameters made in-process`);
-    const bw = copyBandwidth(b.device);
-    log(`  device copy bandwidth ${(bw / 1e9).toFixed(0)} GB/s (read + write)`);
-    const ctx = 128;
-    for (const weightDtype of ["bf16", "f32"] as const) {
-      if (elapsed() > budgetS) {
-        row(`${big} decode (${weightDtype} weights)`, "SKIP", `over the ${budgetS}s budget`);
-        continue;
-      }
-      const t0 = performance.now();
-      const ex = new CudaExecutor(m.graph, m.weights, b, { numBlocks: blocksFor(Math.max(512, ctx + 2 * steps + 16), 16), blockSize: 16, weightDtype });
-      log(`  ${weightDtype} weights uploaded (${(ex.deviceBytes / 2 ** 30).toFixed(2)} GiB held on the device) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
-      try {
-        row(`${big} prefill 512 tokens (${weightDtype})`, "TIME", `${prefillTokensPerSecond(ex, 512, m.vocabSize).toFixed(0)} tokens/s`);
-        const d = decodeTiming(ex, ctx, steps, m.vocabSize);
-        // every weight read once per step, the tied LM head included
-        const floorMs = ((m.parameters * (weightDtype === "bf16" ? 2 : 4)) / bw) * 1000;
-        row(
-          `${big} decode b=1 ctx ${ctx} (${weightDtype})`,
-          "TIME",
-          `${d.msPerStep.toFixed(2)} ms/step (greedy on device ${d.greedyMsPerStep.toFixed(2)}); weight-read floor ${floorMs.toFixed(2)} ms → ${((floorMs / d.greedyMsPerStep) * 100).toFixed(0)}% of floor`,
+
+  // offline throughput on the batching engine, bf16 weights, KV pool from gpuMemoryUtilization;
+  // the budget left is split between the shapes, and a run cut short says so
+  const tp = quick
+    ? { numPrompts: 16, inputLen: { lo: 8, hi: 24 }, outputLen: { lo: 4, hi: 12 }, maxNumSeqs: 16, maxNumBatchedTokens: 64 }
+    : { numPrompts: 256, inputLen: { lo: 100, hi: 1024 }, outputLen: { lo: 100, hi: 1024 }, maxNumSeqs: 256, maxNumBatchedTokens: 2048 };
+  const bf16 = registerCudaBackend({ weightDtype: "bf16" });
+  try {
+    for (const [i, shape] of shapes.entries()) {
+      const label = `${shape.name}${size} offline throughput (${tp.numPrompts} prompts, bf16)`;
+      if (overBudget(label)) continue;
+      await section(`timing: ${label}`, async () => {
+        const m = await modelOf(shape);
+        const left = budgetS - elapsed();
+        const deadline = performance.now() + (left / (shapes.length - i)) * 1000;
+        log(
+          `  ${tp.numPrompts} prompts, input ${tp.inputLen.lo}..${tp.inputLen.hi}, output ${tp.outputLen.lo}..${tp.outputLen.hi} tokens (seed 0), ignore_eos, greedy; ` +
+            `≤ ${tp.maxNumBatchedTokens} tokens / ${tp.maxNumSeqs} sequences per step; stops after ${(left / (shapes.length - i)).toFixed(0)}s`,
         );
-      } finally {
-        ex.dispose();
-      }
+        const r = await offlineThroughput({
+          graph: m.graph,
+          weights: m.weights,
+          vocabSize: m.vocabSize,
+          ...tp,
+          seed: 0,
+          blockSize: 16,
+          gpuMemoryUtilization,
+          deadline,
+          log,
+        });
+        const figures =
+          `${r.outputTokensPerS.toFixed(0)} output tokens/s: ${r.outputTokens} of ${r.plannedOutputTokens} output tokens ` +
+          `(${r.promptTokens} prompt tokens) in ${r.seconds.toFixed(1)}s, ${r.finished}/${r.requests} requests finished; KV pool ${r.numBlocks} blocks`;
+        row(r.complete ? label : `${label}, PARTIAL`, "TIME", r.complete ? figures : `PARTIAL (stopped at the budget): ${figures}`);
+      });
     }
+  } finally {
+    bf16.dispose();
+  }
+
+  // f32 weights: the same decode for comparison, when time is left
+  if (quick) return;
+  const llama = shapes[0]!;
+  if (overBudget(`${llama.name} decode (f32)`)) return;
+  await section(`timing: ${llama.name}-shaped model, random weights in f32, batch-1 decode`, async () => {
+    decodeRows(b, llama, await modelOf(llama), "f32", bw > 0 ? bw : copyBandwidth(b.device), steps);
   });
+}
+
+interface Shape {
+  readonly name: string;
+  readonly config: JsonObject;
+}
+
+const made = new Map<string, RandomModel>();
+/** Each shape's random model, made once. */
+async function modelOf(shape: Shape): Promise<RandomModel> {
+  let m = made.get(shape.name);
+  if (m === undefined) {
+    m = await randomModel(shape.config);
+    made.set(shape.name, m);
+  }
+  return m;
+}
+
+/** True (with a SKIP row) once the budget is spent. */
+function overBudget(what: string): boolean {
+  if (elapsed() <= budgetS) return false;
+  row(what, "SKIP", `over the ${budgetS}s budget`);
+  return true;
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
+
+/** How a decode timing runs: the default (CUDA graphs, GEMV for small GEMMs) against the plain eager path. */
+const DECODE_VARIANTS: readonly { readonly label: string; readonly opts: { readonly cudaGraphs?: boolean; readonly gemvMaxRows?: number } }[] = [
+  { label: "graphs + GEMV", opts: {} },
+  { label: "graphs, cuBLASLt", opts: { gemvMaxRows: 0 } },
+  { label: "eager, cuBLASLt", opts: { cudaGraphs: false, gemvMaxRows: 0 } },
+];
+
+/**
+ * Prefill tokens/s, then batch-1 decode ms/step against the weight-read floor and the host's
+ * share of a step, for each decode variant (the eager, cuBLASLt-only path is the baseline).
+ */
+function decodeRows(b: CudaBackend, shape: Shape, m: RandomModel, weightDtype: WeightDtype, bw: number, steps: number): void {
+  const ctx = quick ? 16 : 128;
+  const prefill = quick ? 32 : 512;
+  const name = `${shape.name}${quick ? " (toy)" : ""}`; // as `size` above
+  // every weight read once per step, the tied LM head included
+  const floorMs = ((m.parameters * (weightDtype === "bf16" ? 2 : 4)) / bw) * 1000;
+  // the toy run under the emulator times only the default and the baseline
+  for (const [i, variant] of DECODE_VARIANTS.entries()) {
+    if (quick && i === 1) continue;
+    const t0 = performance.now();
+    const numBlocks = blocksFor(Math.max(prefill, ctx + 4 * steps + 16), 16);
+    const ex = new CudaExecutor(m.graph, m.weights, b, { numBlocks, blockSize: 16, weightDtype, ...variant.opts });
+    if (i === 0) log(`  ${weightDtype} weights uploaded (${(ex.deviceBytes / 2 ** 30).toFixed(2)} GiB held on the device) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+    try {
+      if (i === 0) row(`${name} prefill ${prefill} tokens (${weightDtype})`, "TIME", `${prefillTokensPerSecond(ex, prefill, m.vocabSize).toFixed(0)} tokens/s`);
+      const d = decodeTiming(ex, b.device, ctx, steps, m.vocabSize);
+      row(
+        `${name} decode b=1 ctx ${ctx} (${weightDtype}, ${variant.label})`,
+        "TIME",
+        `${d.msPerStep.toFixed(2)} ms/step (greedy on device ${d.greedyMsPerStep.toFixed(2)}); weight-read floor ${floorMs.toFixed(2)} ms → ${pct(floorMs / d.greedyMsPerStep)} of floor`,
+      );
+      row(
+        `${name} decode b=1 host share (${weightDtype}, ${variant.label})`,
+        "TIME",
+        `host busy ${pct(d.hostShare)} of a step with logits to the host, ${pct(d.greedyHostShare)} with greedy on the device (the rest: blocked on the GPU); graphs ${JSON.stringify(ex.graphStats)}`,
+      );
+    } finally {
+      ex.dispose();
+    }
+    if (elapsed() > budgetS) break;
+  }
 }
 
 function printTable(): void {

@@ -1,6 +1,7 @@
 /**
- * A Llama-3.2-1B-shaped model with random weights, made in-process from its config (no download):
- * the real graph and parameter shapes, matrices in bf16, norms in f32 (ones). For timing only: the
+ * Llama-3.2-1B- and Qwen3-0.6B-shaped models with random weights, made in-process from their
+ * configs (no download): the real graph and parameter shapes, matrices in bf16, norms in f32
+ * (ones). For timing only: the
  * matrices are views of one buffer holding a repeated random block at a small scale, so
  * activations stay finite and the host holds 0.5 GB instead of 2.5 GB.
  */
@@ -43,6 +44,37 @@ export const TINY_LLAMA: JsonObject = {
   vocab_size: 1000,
 };
 
+/** Qwen/Qwen3-0.6B's config.json, as far as the model reads it: tied embeddings, q/k norms, no biases */
+export const QWEN3_06B: JsonObject = {
+  architectures: ["Qwen3ForCausalLM"],
+  hidden_size: 1024,
+  intermediate_size: 3072,
+  num_hidden_layers: 28,
+  num_attention_heads: 16,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  vocab_size: 151936,
+  max_position_embeddings: 40960,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000.0,
+  tie_word_embeddings: true,
+  attention_bias: false,
+  hidden_act: "silu",
+  torch_dtype: "bfloat16",
+};
+
+/** Qwen3 at toy size, for --quick runs */
+export const TINY_QWEN3: JsonObject = {
+  ...QWEN3_06B,
+  hidden_size: 128,
+  intermediate_size: 384,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 64,
+  vocab_size: 1000,
+};
+
 export interface RandomModel {
   readonly graph: Graph;
   readonly weights: ReadonlyMap<string, WeightData>;
@@ -51,7 +83,7 @@ export interface RandomModel {
 }
 
 export async function randomModel(config: JsonObject, seed = 1): Promise<RandomModel> {
-  const reader = new ConfigReader(config, "(in-process Llama-3.2-1B-shaped config)");
+  const reader = new ConfigReader(config, "(in-process config of a random-weight model)");
   const { cls } = await defaultRegistry.resolve(architectures(reader));
   const model = new cls({ config: reader, ctx: { parallel: SINGLE_DEVICE, weightStorage: "bf16" } });
   // one random block of bf16 values in ±0.03, tiled over every matrix

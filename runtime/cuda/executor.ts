@@ -31,6 +31,7 @@ import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, p
 import { strideGrid } from "./kernels.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
+  GEMV_MAX_ROWS,
   LINEAR_ATTENTION_MAX_HEAD_DIM,
   MAMBA_SCAN_MAX_STATE,
   MAX_ATTENTION_SPLITS,
@@ -51,6 +52,8 @@ export interface CudaExecutorOptions extends ExecutorOptions {
   readonly cudaGraphs?: boolean;
   /** batch sizes decode graphs are captured for (default DEFAULT_CAPTURE_SIZES) */
   readonly captureSizes?: readonly number[];
+  /** GEMMs of at most this many rows run as the hand-written GEMV (default GEMV_MAX_ROWS; 0: always cuBLASLt) */
+  readonly gemvMaxRows?: number;
 }
 
 /** How many steps ran which way, and how many graphs were captured. */
@@ -173,10 +176,17 @@ export class CudaExecutor implements StepExecutor {
       const n = graph.nodes[id];
       return n?.kind === "param" ? (this.dtypes.get(n.name) ?? "f32") : "f32";
     };
-    this.nodes = new NodeKernels(backend, graph, kvPool, invFreqs, blockSize, opts.attention ?? DEFAULT_ATTENTION_TUNING, dtypeOf, {
-      pool: this.statePool,
-      decays,
-    });
+    this.nodes = new NodeKernels(
+      backend,
+      graph,
+      kvPool,
+      invFreqs,
+      blockSize,
+      opts.attention ?? DEFAULT_ATTENTION_TUNING,
+      dtypeOf,
+      { pool: this.statePool, decays },
+      opts.gemvMaxRows ?? GEMV_MAX_ROWS,
+    );
   }
 
   get numBlocks(): number {

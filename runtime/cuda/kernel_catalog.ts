@@ -19,6 +19,7 @@ export const KERNEL_FILES = [
   "short_conv.cu",
   "linear_attention.cu",
   "mamba_scan.cu",
+  "gemv.cu",
 ] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 
@@ -32,6 +33,8 @@ interface KernelSpec {
 
 const UNARY = { file: "elementwise.cu", args: ["ptr", "ptr", "i64"] } as const;
 const BINARY = { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i64", "i64"] } as const;
+// out, x, w, bias, hasBias, M, N, K, split
+const GEMV = ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] as const;
 const ATTENTION = {
   file: "paged_attention.cu",
   // out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
@@ -44,6 +47,8 @@ export const KERNELS = {
   kiln_embedding_bf16: { file: "embedding.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
   kiln_bf16_to_f32: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
   kiln_f32_to_bf16: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
+  kiln_gemv_bf16: { file: "gemv.cu", args: GEMV },
+  kiln_gemv_f32: { file: "gemv.cu", args: GEMV },
   kiln_rms_norm: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "f32", "f32"] },
   kiln_layer_norm: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "f32"] },
   kiln_layer_norm_bias: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "f32"] },

@@ -29,6 +29,30 @@ export const MAX_ATTENTION_SPLITS = 32;
 /** The experts kernels' routing limits (kernels/cuda/moe_experts.cu). */
 export const MOE_MAX_EXPERTS = 256;
 export const MOE_MAX_TOPK = 32;
+/**
+ * Linears with at most this many rows (T or S at run time: decode steps of up to 8 sequences)
+ * run as GEMVs (kernels/cuda/gemv.cu), the rest through cuBLASLt. Also the GEMV kernel's limit.
+ */
+export const GEMV_MAX_ROWS = 8;
+const GEMV_WARPS_PER_BLOCK = 8;
+
+/**
+ * The GEMV's launch for out[M, N] = x[M, K] · W[N, K]ᵀ. A warp takes C = 8 / R columns (R = M
+ * rounded up to a power of two); `split` warps share them (their K range interleaved in 16-byte
+ * chunks), doubled from 1 while the warps would not fill every multiprocessor (32 resident warps
+ * each) and each warp would keep at least 256 elements of K; 8 / split warp groups per 256-thread
+ * block.
+ */
+export function gemvLaunch(M: number, N: number, K: number, multiprocessors: number): { grid: [number, number, number]; block: [number, number, number]; split: number } {
+  if (!Number.isInteger(M) || M < 1 || M > GEMV_MAX_ROWS) throw new RangeError(`the GEMV takes 1 to ${GEMV_MAX_ROWS} rows, got ${M}`);
+  const columnsPerWarp = 8 / 2 ** Math.ceil(Math.log2(M));
+  const warpGroups = Math.ceil(N / columnsPerWarp);
+  let split = 1;
+  while (split < GEMV_WARPS_PER_BLOCK && warpGroups * split < multiprocessors * 32 && K >= 512 * split) split *= 2;
+  const columnsPerBlock = columnsPerWarp * (GEMV_WARPS_PER_BLOCK / split);
+  return { grid: [Math.ceil(N / columnsPerBlock), 1, 1], block: [32 * GEMV_WARPS_PER_BLOCK, 1, 1], split };
+}
+
 /** The short-conv and lightning-attention kernels' limits (kernels/cuda/short_conv.cu, linear_attention.cu). */
 export const SHORT_CONV_MAX_KERNEL = 16;
 export const LINEAR_ATTENTION_MAX_HEAD_DIM = 256;
@@ -96,7 +120,13 @@ export class NodeKernels {
     private readonly dtypeOf: (param: ValueId) => "f32" | "bf16",
     /** mamba-like layers' per-sequence state and each lightning layer's decays exp(−slope) [heads] */
     private readonly mixers: { readonly pool: DeviceStatePool | undefined; readonly decays: ReadonlyMap<ValueId, DevicePtr> },
-  ) {}
+    /** linears of at most this many rows run as GEMVs; 0 sends every linear to cuBLASLt */
+    private readonly gemvMaxRows: number = GEMV_MAX_ROWS,
+  ) {
+    if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > GEMV_MAX_ROWS) {
+      throw new RangeError(`gemvMaxRows must be an integer in [0, ${GEMV_MAX_ROWS}], got ${gemvMaxRows}`);
+    }
+  }
 
   private shapeOf(id: ValueId): Node["shape"] {
     const n = this.graph.nodes[id];
@@ -121,6 +151,7 @@ export class NodeKernels {
       case "linear": {
         const N = last(n.shape);
         const K = last(this.shapeOf(n.x));
+        if (rows <= this.gemvMaxRows) return this.gemv(n, f, rows, N, K);
         if (this.dtypeOf(n.weight) === "bf16") {
           // bf16 × bf16 → fp32: the activations are rounded to bf16 first
           k.launch("kiln_f32_to_bf16", strideGrid(rows * K), [256, 1, 1], [f.cast, f.ptr(n.x), rows * K]);
@@ -172,6 +203,17 @@ export class NodeKernels {
       default:
         return assertNever(n, "node kind");
     }
+  }
+
+  /**
+   * A linear of few rows as one GEMV launch, bias fused. With bf16 weights the kernel rounds x to
+   * bf16 as it reads it, so it computes from the same inputs as the cast + bf16 GEMM path.
+   */
+  private gemv(n: NodeOf<"linear">, f: StepFrame, M: number, N: number, K: number): void {
+    const { grid, block, split } = gemvLaunch(M, N, K, this.backend.device.info.multiprocessors);
+    const name = this.dtypeOf(n.weight) === "bf16" ? "kiln_gemv_bf16" : "kiln_gemv_f32";
+    const bias = n.bias === undefined ? f.ptr(n.weight) : f.ptr(n.bias);
+    this.backend.kernels.launch(name, grid, block, [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), bias, n.bias === undefined ? 0 : 1, M, N, K, split]);
   }
 
   /** routes into the scratch ([T, K] experts, [T, K] weights, [T, K, I] h), then the experts */

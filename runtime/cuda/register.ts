@@ -3,11 +3,14 @@
  * runner asks for opens the device (driver, NVRTC, kernels, cuBLASLt) and later executors share it.
  * The returned handle owns that shared backend; dispose it when done. Opening fails with
  * KilnError CUDA_UNAVAILABLE, naming every library path tried, where there is no usable driver.
+ * It also registers the KV planner that sizes an engine's pool from the device's free memory.
  */
-import { EXECUTOR_FACTORIES } from "../model_runner.ts";
-import type { ExecutorFactory } from "../step_executor.ts";
+import { EXECUTOR_FACTORIES, KV_PLANNERS } from "../model_runner.ts";
+import type { ExecutorFactory, KvPlanner } from "../step_executor.ts";
 import { CudaBackend, type BackendOpenOptions } from "./backend.ts";
+import { DEFAULT_CAPTURE_SIZES } from "./decode_graphs.ts";
 import { CudaExecutor, type WeightDtype } from "./executor.ts";
+import { activationBytes, describeKvBudget, deviceWeightBytes, kvBudget, kvBytesPerBlock, requireBlocks, stateBytes } from "./memory_budget.ts";
 import type { AttentionTuning } from "./node_kernels.ts";
 
 export interface CudaRegistration {
@@ -21,6 +24,12 @@ export interface CudaBackendSettings extends BackendOpenOptions {
   readonly attention?: AttentionTuning;
   /** weight precision of the executors (default f32) */
   readonly weightDtype?: WeightDtype;
+  /** replay CUDA graphs for decode steps (default true); false is vLLM's enforce_eager */
+  readonly cudaGraphs?: boolean;
+  /** decode batch sizes graphs are captured for (default DEFAULT_CAPTURE_SIZES) */
+  readonly captureSizes?: readonly number[];
+  /** GEMMs of at most this many rows use the hand-written GEMV (0: always cuBLASLt) */
+  readonly gemvMaxRows?: number;
 }
 
 export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistration {
@@ -32,8 +41,32 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
       ...o,
       ...(opts.attention !== undefined ? { attention: opts.attention } : {}),
       ...(opts.weightDtype !== undefined ? { weightDtype: opts.weightDtype } : {}),
+      ...(opts.cudaGraphs !== undefined ? { cudaGraphs: opts.cudaGraphs } : {}),
+      ...(opts.captureSizes !== undefined ? { captureSizes: opts.captureSizes } : {}),
+      ...(opts.gemvMaxRows !== undefined ? { gemvMaxRows: opts.gemvMaxRows } : {}),
     });
+  const planner: KvPlanner = (req) => {
+    const b = get();
+    const budget = kvBudget({
+      // measured before this engine's weights are uploaded: what is held now belongs to others
+      memory: b.device.memInfo(),
+      utilization: req.utilization,
+      weightBytes: deviceWeightBytes(req.graph, req.weights, opts.weightDtype ?? "f32"),
+      stateBytes: stateBytes(req.graph.stateLayers, req.numStateSlots),
+      activationBytes: activationBytes(req.graph, {
+        maxTokens: req.maxNumBatchedTokens,
+        maxRows: req.maxNumBatchedTokens,
+        multiprocessors: b.device.info.multiprocessors,
+        graphRows: opts.cudaGraphs === false ? 0 : Math.max(0, ...(opts.captureSizes ?? DEFAULT_CAPTURE_SIZES)),
+      }),
+      bytesPerBlock: kvBytesPerBlock(req.graph.kvLayers, req.blockSize),
+    });
+    requireBlocks(budget, req.needBlocks, `one sequence of maxModelLen tokens (blocks of ${req.blockSize})`);
+    return { numBlocks: budget.numBlocks, kvBytes: (budget.numBlocks + 1) * budget.bytesPerBlock, description: describeKvBudget(budget) };
+  };
+  const previousPlanner = KV_PLANNERS.get("cuda");
   EXECUTOR_FACTORIES.set("cuda", factory);
+  KV_PLANNERS.set("cuda", planner);
   return {
     backend: get,
     dispose: () => {
@@ -41,6 +74,10 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
       if (EXECUTOR_FACTORIES.get("cuda") === factory) {
         if (previous) EXECUTOR_FACTORIES.set("cuda", previous);
         else EXECUTOR_FACTORIES.delete("cuda");
+      }
+      if (KV_PLANNERS.get("cuda") === planner) {
+        if (previousPlanner) KV_PLANNERS.set("cuda", previousPlanner);
+        else KV_PLANNERS.delete("cuda");
       }
       const b = backend;
       backend = undefined;

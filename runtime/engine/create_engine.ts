@@ -2,16 +2,20 @@
  * From a model folder to a serving engine: load the model, size the KV pool from a memory
  * budget, build the model runner on the chosen backend, and wire in the tokenizer, the EOS ids
  * of generation_config.json and the sliding window when every attention layer has one.
+ *
+ * The pool: numBlocks when given, else kvCacheBytes when given; else on a device backend (CUDA)
+ * a share of device memory (gpuMemoryUtilization, default 0.9, as vLLM), and on the CPU 256 MiB.
  */
 import type { KvLayerSpec } from "../../compiler/ir.ts";
 import { KilnError } from "../errors.ts";
 import { loadGenerationConfig } from "../generation_config.ts";
 import { KvCache } from "../kv_cache.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../model_loader.ts";
-import { ModelRunner } from "../model_runner.ts";
-import { DEFAULT_STATE_SLOTS, type BackendName } from "../step_executor.ts";
+import { KV_PLANNERS, ModelRunner } from "../model_runner.ts";
+import { DEFAULT_STATE_SLOTS, type BackendName, type KvPlan } from "../step_executor.ts";
 import { KilnTokenizer } from "../tokenizer.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
+import { blocksForOneSequence, DEFAULT_MAX_NUM_BATCHED_TOKENS } from "./engine_config.ts";
 
 export interface CreateEngineOptions extends Omit<EngineOptions, "maxModelLen" | "tokenizer" | "eosTokenIds" | "attentionWindow"> {
   /** default: the embedded fortune model */
@@ -20,9 +24,15 @@ export interface CreateEngineOptions extends Omit<EngineOptions, "maxModelLen" |
   readonly maxModelLen?: number;
   /** tokens per KV block (default 16) */
   readonly blockSize?: number;
-  /** memory for the KV pool (default 256 MiB); ignored when numBlocks is given */
+  /** memory for the KV pool (CPU default 256 MiB); ignored when numBlocks is given */
   readonly kvCacheBytes?: number;
   readonly numBlocks?: number;
+  /**
+   * share of the device's total memory the engine may hold on the CUDA backend, in (0, 1]
+   * (default 0.9); the KV pool gets what the weights, activations and other processes leave.
+   * Used only when neither numBlocks nor kvCacheBytes is given; the CPU ignores it.
+   */
+  readonly gpuMemoryUtilization?: number;
   /** per-sequence state slots of models with mamba-like layers (default: maxNumSeqs, else 32) */
   readonly numStateSlots?: number;
   readonly backend?: BackendName;
@@ -34,9 +44,21 @@ export interface CreatedEngine {
   readonly runner: ModelRunner;
   readonly tokenizer: KilnTokenizer;
   readonly model: LoadedModel;
+  readonly kvPool: KvPoolInfo;
+}
+
+/** How the KV pool was sized, for the startup log. */
+export interface KvPoolInfo {
+  readonly numBlocks: number;
+  readonly blockSize: number;
+  /** what the pool is sized from */
+  readonly source: "numBlocks" | "kvCacheBytes" | "gpuMemoryUtilization" | "attention-free";
+  /** the device budget's breakdown when sized from gpuMemoryUtilization */
+  readonly plan?: KvPlan;
 }
 
 export const DEFAULT_KV_CACHE_BYTES = 256 * 2 ** 20;
+export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
 /** The default context window of attention-free models (raise it with maxModelLen). */
 export const ATTENTION_FREE_MAX_MODEL_LEN = 8192;
 
@@ -53,12 +75,35 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     throw new KilnError("INVALID_ARGUMENT", `maxModelLen ${maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
   }
   const numStateSlots = opts.numStateSlots ?? opts.maxNumSeqs;
-  // without KV layers a block holds no memory and only counts tokens: give every slot a full window
-  const numBlocks =
-    opts.numBlocks ??
-    (attentionFree
-      ? Math.ceil(maxModelLen / blockSize) * (numStateSlots ?? DEFAULT_STATE_SLOTS)
-      : KvCache.blocksForBudget(model.graph.kvLayers, blockSize, opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES));
+  const window = uniformSlidingWindow(model.graph.kvLayers);
+  const utilization = opts.gpuMemoryUtilization;
+  if (utilization !== undefined && !(Number.isFinite(utilization) && utilization > 0 && utilization <= 1)) {
+    throw new KilnError("INVALID_ARGUMENT", `gpuMemoryUtilization must be a fraction in (0, 1] (got ${utilization})`);
+  }
+  const planner = opts.backend === undefined ? undefined : KV_PLANNERS.get(opts.backend);
+  let kvPool: KvPoolInfo;
+  if (opts.numBlocks !== undefined) {
+    kvPool = { numBlocks: opts.numBlocks, blockSize, source: "numBlocks" };
+  } else if (attentionFree) {
+    // without KV layers a block holds no memory and only counts tokens: give every slot a full window
+    kvPool = { numBlocks: Math.ceil(maxModelLen / blockSize) * (numStateSlots ?? DEFAULT_STATE_SLOTS), blockSize, source: "attention-free" };
+  } else if (opts.kvCacheBytes !== undefined || planner === undefined) {
+    const bytes = opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES;
+    kvPool = { numBlocks: KvCache.blocksForBudget(model.graph.kvLayers, blockSize, bytes), blockSize, source: "kvCacheBytes" };
+  } else {
+    const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
+    const plan = planner({
+      graph: model.graph,
+      weights: model.weights,
+      blockSize,
+      utilization: utilization ?? DEFAULT_GPU_MEMORY_UTILIZATION,
+      maxNumBatchedTokens,
+      numStateSlots: numStateSlots ?? DEFAULT_STATE_SLOTS,
+      needBlocks: blocksForOneSequence(maxModelLen, blockSize, window, maxNumBatchedTokens),
+    });
+    kvPool = { numBlocks: plan.numBlocks, blockSize, source: "gpuMemoryUtilization", plan };
+  }
+  const numBlocks = kvPool.numBlocks;
   const runner = new ModelRunner(model.graph, model.weights, model.model.vocabSize, {
     numBlocks,
     blockSize,
@@ -66,7 +111,6 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     ...(opts.backend === undefined ? {} : { backend: opts.backend }),
   });
   const eos = generation.eosTokenIds.length > 0 ? generation.eosTokenIds : tokenizer.eosTokenId === undefined ? [] : [tokenizer.eosTokenId];
-  const window = uniformSlidingWindow(model.graph.kvLayers);
   const engine = new Engine(runner, {
     ...opts,
     maxModelLen,
@@ -74,7 +118,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     eosTokenIds: eos,
     ...(window === undefined ? {} : { attentionWindow: window }),
   });
-  return { engine, runner, tokenizer, model };
+  return { engine, runner, tokenizer, model, kvPool };
 }
 
 /** The widest window when every attention layer slides; undefined when any attends to everything. */

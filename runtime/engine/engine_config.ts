@@ -31,9 +31,18 @@ export interface EngineConfig {
   readonly scheduler: SchedulerConfig;
 }
 
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 512;
+export const DEFAULT_MAX_NUM_SEQS = 256;
+
+/** KV blocks one sequence of maxModelLen tokens holds at most (with a sliding window: the window plus one chunk). */
+export function blocksForOneSequence(maxModelLen: number, blockSize: number, attentionWindow: number | undefined, maxNumBatchedTokens: number): number {
+  const full = Math.ceil(maxModelLen / blockSize);
+  return attentionWindow === undefined ? full : Math.min(full, Math.ceil((attentionWindow + maxNumBatchedTokens) / blockSize) + 1);
+}
+
 export function resolveEngineConfig(opts: EngineCoreOptions, numBlocks: number, blockSize: number): EngineConfig {
-  const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 512;
-  const maxNumSeqs = opts.maxNumSeqs ?? 256;
+  const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
+  const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
   const chunked = opts.enableChunkedPrefill ?? true;
   const positive = (name: string, v: number): void => {
     if (!Number.isInteger(v) || v < 1) throw new KilnError("INVALID_ARGUMENT", `${name} must be a positive integer (got ${v})`);
@@ -48,10 +57,7 @@ export function resolveEngineConfig(opts: EngineCoreOptions, numBlocks: number, 
       `without chunked prefill maxNumBatchedTokens (${maxNumBatchedTokens}) must be at least maxModelLen (${opts.maxModelLen})`,
     );
   }
-  // with a sliding window a sequence holds at most the window plus one chunk
-  const full = Math.ceil(opts.maxModelLen / blockSize);
-  const need =
-    opts.attentionWindow === undefined ? full : Math.min(full, Math.ceil((opts.attentionWindow + maxNumBatchedTokens) / blockSize) + 1);
+  const need = blocksForOneSequence(opts.maxModelLen, blockSize, opts.attentionWindow, maxNumBatchedTokens);
   if (numBlocks < need) {
     throw new KilnError(
       "KV_EXHAUSTED",

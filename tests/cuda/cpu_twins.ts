@@ -21,8 +21,8 @@ export function embedding(table: Float32Array, ids: Int32Array, H: number): Floa
   return out;
 }
 
-/** out[m, n] = Σ_k x[m, k] · w[n, k]; also the error scale Σ_k |x · w| */
-export function linear(x: Float32Array, w: Float32Array, M: number, N: number, K: number): { out: Float64Array; scale: Float64Array } {
+/** out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n]); also the error scale Σ_k |x · w| (+ |bias[n]|) */
+export function linear(x: Float32Array, w: Float32Array, M: number, N: number, K: number, bias?: Float32Array): { out: Float64Array; scale: Float64Array } {
   const out = new Float64Array(M * N);
   const scale = new Float64Array(M * N);
   for (let m = 0; m < M; m++) {
@@ -34,8 +34,9 @@ export function linear(x: Float32Array, w: Float32Array, M: number, N: number, K
         s += p;
         a += Math.abs(p);
       }
-      out[m * N + n] = s;
-      scale[m * N + n] = a;
+      const b = bias === undefined ? 0 : bias[n]!;
+      out[m * N + n] = s + b;
+      scale[m * N + n] = a + Math.abs(b);
     }
   }
   return { out, scale };

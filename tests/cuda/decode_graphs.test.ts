@@ -2,7 +2,6 @@
 // libcuda (which records captured launches and replays them), an executor that replays graphs
 // against one that runs every step eagerly, over decode batches of changing sizes with KV caches
 // and mamba-like state.
-import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
@@ -11,7 +10,7 @@ import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
+import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
 import { compare } from "./parity_support.ts";
 
 const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
@@ -59,17 +58,7 @@ describe("decode-graph padding", () => {
   });
 });
 
-function missingTools(): string | undefined {
-  for (const tool of ["g++", "nvcc"]) {
-    try {
-      execFileSync(tool, ["--version"], { stdio: "ignore" });
-    } catch {
-      return tool;
-    }
-  }
-  return undefined;
-}
-const missing = missingTools();
+const missing = missingEmulatorTool();
 let backend: CudaBackend;
 
 beforeAll(() => {

@@ -3,7 +3,6 @@
 // NVRTC's include rules), module loads, launches with native kernelParams and cuBLASLt
 // descriptors, with kiln's own kernels executed by the fiber emulator. What the GPU check script
 // runs on the H100, minus the hardware.
-import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkGraph } from "../../compiler/invariants.ts";
@@ -22,25 +21,14 @@ import { runGolden, type GoldenOptions } from "../../runtime/golden_check.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
+import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
 import { PARITY_CASES, runParityCases } from "./parity_cases.ts";
 import { compare, randomF32, rng } from "./parity_support.ts";
 
 const FORTUNE = fileURLToPath(new URL("../../assets/fortune-llama", import.meta.url));
 const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
 
-/** The emulator needs g++ to build and nvcc behind its NVRTC; without them the suite is skipped. */
-function missingTools(): string | undefined {
-  for (const tool of ["g++", "nvcc"]) {
-    try {
-      execFileSync(tool, ["--version"], { stdio: "ignore" });
-    } catch {
-      return tool;
-    }
-  }
-  return undefined;
-}
-const missing = missingTools();
+const missing = missingEmulatorTool();
 
 /**
  * A toy graph with one Mamba-1 and one Mamba-2 scan (no model uses them yet): embedding →

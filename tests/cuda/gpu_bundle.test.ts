@@ -1,17 +1,30 @@
 // The GPU check's bundle (bench/gpu/bundle.ts) builds, runs under plain Node with only koffi
 // beside it, and on a machine without a driver stops cleanly: exit 2, CUDA_UNAVAILABLE, the paths
-// tried, and the table — no stack trace. check.sh's own checks run without a GPU too.
-import { execFile } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+// tried, and the table — no stack trace. With --quick it runs through to the end under the CPU
+// emulator of the CUDA libraries. check.sh's own checks run without a GPU too.
+import { execFile, execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const run = promisify(execFile);
 const out = mkdtempSync(join(tmpdir(), "kiln-gpu-bundle-"));
+const CUBIN_CACHE = join(ROOT, "build/cuda-emulator/cubin-cache");
+
+/** The emulator needs g++ to build and nvcc behind its NVRTC. */
+const emulatorTools = ["g++", "nvcc"].every((tool) => {
+  try {
+    execFileSync(tool, ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+});
 
 async function exec(cmd: string, args: string[], env: Record<string, string> = {}, cwd = ROOT): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -46,6 +59,31 @@ describe("GPU check bundle", () => {
     expect(r.stdout).toMatch(/open CUDA backend\s+FAIL/);
     expect(r.stderr).not.toMatch(/at .*main\.js/);
   }, 60_000);
+
+  it.skipIf(!emulatorTools)("under the CPU emulator, main.js --quick passes every check and prints the timing rows", async () => {
+    const env = { ...emulatorEnv(buildEmulator()), KILN_CACHE_DIR: CUBIN_CACHE };
+    const json = join(out, "quick.json");
+    const r = await exec(process.execPath, [join(out, ".device/main.js"), "--quick", "--json", json], env);
+    expect(r.code, r.stdout.slice(-4000)).toBe(0);
+    const { gpu_check } = JSON.parse(readFileSync(json, "utf8")) as { gpu_check: { failed: number; rows: { check: string; result: string; detail: string }[] } };
+    expect(gpu_check.failed).toBe(0);
+    const timing = (pattern: RegExp): string => {
+      const row = gpu_check.rows.find((x) => pattern.test(x.check));
+      expect(row, String(pattern)).toBeDefined();
+      expect(row!.result).toBe("TIME");
+      return row!.detail;
+    };
+    for (const shape of ["Llama-3.2-1B", "Qwen3-0.6B"]) {
+      for (const variant of ["graphs \\+ GEMV", "eager, cuBLASLt"]) {
+        expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 ctx \\d+ \\(bf16, ${variant}\\)$`))).toMatch(/ms\/step .* \d+% of floor/);
+        expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, ${variant}\\)`))).toMatch(/host busy \d+% of a step/);
+      }
+      // the default path replays captured graphs; the eager baseline captures none
+      expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, graphs`))).toMatch(/"captures":[1-9].*"replays":[1-9]/);
+      expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, eager`))).toMatch(/"captures":0/);
+      expect(timing(new RegExp(`^${shape} \\(toy\\) offline throughput \\(16 prompts, bf16\\)$`))).toMatch(/output tokens\/s: .* 16\/16 requests finished; KV pool \d+ blocks/);
+    }
+  }, 420_000);
 
   it("check.sh is valid bash and refuses to start without .device", async () => {
     expect((await exec("bash", ["-n", "bench/gpu/check.sh"])).code).toBe(0);

@@ -6,6 +6,7 @@
 import type { CudaBackend } from "../../runtime/cuda/backend.ts";
 import type { DevicePtr } from "../../runtime/cuda/device.ts";
 import { strideGrid } from "../../runtime/cuda/kernels.ts";
+import { gemvLaunch } from "../../runtime/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import { attentionCases } from "./parity_attention.ts";
 import { mixerCases } from "./parity_mixers.ts";
@@ -218,6 +219,51 @@ function bf16GemmCases(): ParityCase[] {
   });
 }
 
+/**
+ * The decode GEMV against the same twin as the GEMMs: rows M ∈ {1, 3, 8}; K = 100 (f32: 16-byte
+ * loads, bf16: one element per lane) and K = 1024 (16-byte loads, warps split along K); N not a
+ * multiple of the 8 warps of a block; with and without bias. With bf16 weights the reference
+ * rounds x to bf16 first, as the kernel (and the cast + bf16 GEMM path) does. Then the fallbacks:
+ * a weight that starts 2 / 4 bytes past 16-byte alignment, an odd K with 8 warps per column.
+ */
+function gemvCases(): ParityCase[] {
+  type Spec = { dtype: "bf16" | "f32"; M: number; N: number; K: number; bias: boolean; offset?: number };
+  const specs: Spec[] = [];
+  for (const dtype of ["bf16", "f32"] as const) {
+    for (const M of [1, 3, 8]) {
+      for (const [N, K] of [[77, 100], [300, 1024]] as const) {
+        for (const bias of [false, true]) specs.push({ dtype, M, N, K, bias });
+      }
+    }
+    specs.push({ dtype, M: 2, N: 45, K: 1024, bias: true, offset: 1 });
+    specs.push({ dtype, M: 5, N: 33, K: 4099, bias: false });
+  }
+  return specs.map(({ dtype, M, N, K, bias, offset = 0 }): ParityCase => {
+    const name = `GEMV ${dtype} weights M=${M} N=${N} K=${K}${bias ? " + bias" : ""}${offset ? " (W misaligned)" : ""}`;
+    return {
+      name,
+      run: (b, s) => {
+        const r = rng(71 + M * 7 + K + (bias ? 1 : 0) + offset);
+        const x = randomF32(M * K, r);
+        const wf = randomF32(offset + N * K, r);
+        const bb = randomF32(N, r);
+        const elem = dtype === "bf16" ? 2 : 4;
+        const wBits = toBf16(wf);
+        const w = (dtype === "bf16" ? s.u16(wBits) : s.f32(wf)) + BigInt(offset * elem);
+        const y = s.out(M * N);
+        const biasPtr = bias ? s.f32(bb) : w;
+        const { grid, block, split } = gemvLaunch(M, N, K, b.device.info.multiprocessors);
+        b.kernels.launch(dtype === "bf16" ? "kiln_gemv_bf16" : "kiln_gemv_f32", grid, block, [y, s.f32(x), w, biasPtr, bias ? 1 : 0, M, N, K, split]);
+        const ref =
+          dtype === "bf16"
+            ? twin.linear(twin.widenBf16(toBf16(x)), twin.widenBf16(wBits).subarray(offset), M, N, K, bias ? bb : undefined)
+            : twin.linear(x, wf.subarray(offset), M, N, K, bias ? bb : undefined);
+        return compare(`${name} (split ${split})`, s.read(y, M * N), ref.out, 1e-5, ref.scale);
+      },
+    };
+  });
+}
+
 function argmaxCase(): ParityCase {
   const name = "argmax rows S=5 V=2053 (ties, NaN, -inf row)";
   return {
@@ -244,6 +290,7 @@ export const PARITY_CASES: readonly ParityCase[] = [
   ...ropeCases(),
   ...gemmCases(),
   ...bf16GemmCases(),
+  ...gemvCases(),
   argmaxCase(),
   ...attentionCases(),
   ...mixerCases(),

@@ -19,6 +19,10 @@ describe("CPU twins agree with the native CPU kernels", () => {
     native.gemmF32(out, x, w, null, M, N, K);
     const ref = twin.linear(x, w, M, N, K);
     expect(compare("linear", out, ref.out, 1e-6, ref.scale).ok).toBe(true);
+    const bias = randomF32(N, r);
+    native.gemmF32(out, x, w, bias, M, N, K);
+    const withBias = twin.linear(x, w, M, N, K, bias);
+    expect(compare("linear + bias", out, withBias.out, 1e-6, withBias.scale).ok).toBe(true);
   });
 
   it("rms_norm, grouped, (1 + w)", () => {

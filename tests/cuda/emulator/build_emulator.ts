@@ -91,3 +91,15 @@ export function buildEmulator(): string {
 export function emulatorEnv(lib: string): Record<string, string> {
   return { KILN_LIBCUDA: lib, KILN_LIBNVRTC: lib, KILN_LIBCUBLASLT: lib };
 }
+
+/** The emulator needs g++ to build and nvcc behind its NVRTC: the first of them missing from the PATH, if any. */
+export function missingEmulatorTool(): string | undefined {
+  for (const tool of ["g++", "nvcc"]) {
+    try {
+      execFileSync(tool, ["--version"], { stdio: "ignore" });
+    } catch {
+      return tool;
+    }
+  }
+  return undefined;
+}

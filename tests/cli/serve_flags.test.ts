@@ -1,0 +1,51 @@
+/** `kiln serve`'s --backend and --gpu-memory-utilization flags, and the KV pool in its startup lines. */
+import { execFile, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { InvalidArgumentError } from "commander";
+import { describe, expect, it } from "vitest";
+import { backendFlag, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+describe("kiln serve flags", () => {
+  it("--gpu-memory-utilization takes a fraction f with 0 < f ≤ 1", () => {
+    expect(gpuMemoryUtilizationFlag("0.9")).toBe(0.9);
+    expect(gpuMemoryUtilizationFlag("1")).toBe(1);
+    for (const bad of ["0", "-0.5", "1.01", "abc", "", "NaN"]) expect(() => gpuMemoryUtilizationFlag(bad), bad).toThrow(InvalidArgumentError);
+  });
+
+  it("--backend takes cpu or cuda", () => {
+    expect(backendFlag("cuda")).toBe("cuda");
+    expect(() => backendFlag("tpu")).toThrow(/cpu or cuda/);
+  });
+
+  it("an out-of-range fraction stops the command before the model loads", async () => {
+    const err = await promisify(execFile)(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--gpu-memory-utilization", "1.5"], { cwd: ROOT }).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(err?.code).not.toBe(0);
+    expect(err?.stderr).toMatch(/0 < f ≤ 1 \(got '1\.5'\)/);
+  }, 30_000);
+
+  it("the startup lines say where the model runs and how large the KV pool is", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--port", "0", "--kv-cache-memory", "6MiB", "--log-level", "error"], {
+      cwd: ROOT,
+    });
+    try {
+      const out = await new Promise<string>((resolve, reject) => {
+        let text = "";
+        child.stdout.on("data", (d: Buffer) => {
+          text += d.toString();
+          if (text.includes("try: curl")) resolve(text);
+        });
+        child.once("exit", (code) => reject(new Error(`kiln serve exited with ${code}: ${text}`)));
+      });
+      expect(out).toMatch(/kiln is serving 'fortune-llama' at http:\/\/127\.0\.0\.1:\d+\/v1 on cpu\n/);
+      expect(out).toContain("KV pool: 64 blocks of 16 tokens (1024 tokens)\n");
+    } finally {
+      child.kill("SIGTERM");
+    }
+  }, 30_000);
+});
