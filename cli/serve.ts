@@ -72,7 +72,7 @@ export function serveCommand(): Command {
       const cuda =
         flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend({ cudaGraphs: flags.enforceEager !== true }) : undefined;
       cuda?.backend();
-      const { engine, tokenizer, model, kvPool } = await createEngine({
+      const { engine, tokenizer, kvPool, maxModelLen } = await createEngine({
         modelDir: dir,
         backend: flags.backend,
         blockSize: flags.blockSize,
@@ -83,7 +83,6 @@ export function serveCommand(): Command {
         ...(flags.kvCacheMemory === undefined ? {} : { kvCacheBytes: flags.kvCacheMemory }),
       });
       const name = flags.servedModelName ?? basename(dir);
-      const maxModelLen = flags.maxModelLen ?? model.model.maxPositions;
       const app = buildServer({
         engine,
         tokenizer,

@@ -45,6 +45,8 @@ export interface CreatedEngine {
   readonly tokenizer: KilnTokenizer;
   readonly model: LoadedModel;
   readonly kvPool: KvPoolInfo;
+  /** the engine's context window */
+  readonly maxModelLen: number;
 }
 
 /** How the KV pool was sized, for the startup log. */
@@ -70,7 +72,9 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
   const blockSize = opts.blockSize ?? 16;
   const attentionFree = model.graph.kvLayers.length === 0;
   // an attention-free model has no positional limit of its own: bound its default context window
-  const maxModelLen = opts.maxModelLen ?? (attentionFree ? Math.min(model.model.maxPositions, ATTENTION_FREE_MAX_MODEL_LEN) : model.model.maxPositions);
+  // an artifact records the context window it was compiled for
+  const limit = model.artifact?.maxModelLen ?? model.model.maxPositions;
+  const maxModelLen = opts.maxModelLen ?? (attentionFree ? Math.min(limit, ATTENTION_FREE_MAX_MODEL_LEN) : limit);
   if (maxModelLen > model.model.maxPositions) {
     throw new KilnError("INVALID_ARGUMENT", `maxModelLen ${maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
   }
@@ -118,7 +122,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     eosTokenIds: eos,
     ...(window === undefined ? {} : { attentionWindow: window }),
   });
-  return { engine, runner, tokenizer, model, kvPool };
+  return { engine, runner, tokenizer, model, kvPool, maxModelLen };
 }
 
 /** The widest window when every attention layer slides; undefined when any attends to everything. */

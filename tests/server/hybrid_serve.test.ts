@@ -5,7 +5,7 @@
  */
 import { basename } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { createEngine } from "../../runtime/engine/create_engine.ts";
+import { ATTENTION_FREE_MAX_MODEL_LEN, createEngine } from "../../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../../runtime/generation_config.ts";
 import { SafetensorsFile } from "../../runtime/safetensors.ts";
 import { buildServer } from "../../runtime/server/app.ts";
@@ -19,7 +19,7 @@ for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", 
       engine: created.engine,
       tokenizer: created.tokenizer,
       servedModelName: basename(dir),
-      maxModelLen: created.model.model.maxPositions,
+      maxModelLen: created.maxModelLen,
       defaults: loadGenerationConfig(dir),
     });
     afterAll(async () => {
@@ -51,6 +51,19 @@ for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", 
       const pool = created.runner.statePool;
       if (pool !== undefined) expect(pool.numFree).toBe(pool.numSlots);
       expect(created.engine.stats().numFreeBlocks).toBe(created.engine.stats().numBlocks);
+    });
+
+    it("reports the engine's context window, which bounds attention-free models by default", async () => {
+      const res = await app.inject({ method: "GET", url: "/v1/models" });
+      const window = (res.json() as { data: { max_model_len: number }[] }).data[0]!.max_model_len;
+      expect(window).toBe(created.maxModelLen);
+      expect(window).toBe(name === "mamba" || name === "mamba2" ? ATTENTION_FREE_MAX_MODEL_LEN : created.model.model.maxPositions);
+      const tooLong = await app.inject({
+        method: "POST",
+        url: "/v1/completions",
+        payload: { model: basename(dir), prompt: new Array<number>(window).fill(7), max_tokens: 1 },
+      });
+      expect(tooLong.statusCode).toBe(400);
     });
   });
 }
