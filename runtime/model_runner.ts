@@ -7,6 +7,7 @@ import type { WeightData } from "../models/dsl/parameter.ts";
 import { loadNative } from "./cpu/native.ts";
 import { ProgramExecutor } from "./cpu/program_executor.ts";
 import { KilnError } from "./errors.ts";
+import type { DeviceSamplingRow } from "./device_sampling.ts";
 import { packStep, type SeqChunk } from "./kv_cache.ts";
 import type { StatePool } from "./engine/state_slots.ts";
 import type { BackendName, ExecutorFactory, KvPlanner, StepExecutor } from "./step_executor.ts";
@@ -31,6 +32,8 @@ export const KV_PLANNERS = new Map<BackendName, KvPlanner>();
 
 export class ModelRunner {
   private readonly executor: StepExecutor;
+  /** Runs one step and samples its logits rows on the device; absent when the backend cannot. */
+  readonly sample: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
 
   constructor(
     readonly graph: Graph,
@@ -41,7 +44,9 @@ export class ModelRunner {
     const backend = opts.backend ?? "cpu";
     const factory = EXECUTOR_FACTORIES.get(backend);
     if (!factory) throw new KilnError("INVALID_ARGUMENT", `backend '${backend}' is not available`);
-    this.executor = factory(graph, weights, opts);
+    const executor = (this.executor = factory(graph, weights, opts));
+    const sample = executor.sample;
+    this.sample = sample === undefined ? undefined : (chunks, rows) => sample.call(executor, packStep(chunks, executor.blockSize), rows);
   }
 
   get numBlocks(): number {

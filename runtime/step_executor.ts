@@ -4,6 +4,7 @@
  * runtime/cpu/; the CUDA backend keeps weights, KV pool and activations in device memory.
  */
 import type { Graph } from "../compiler/ir.ts";
+import type { DeviceSamplingRow } from "./device_sampling.ts";
 import type { WeightData } from "../models/dsl/parameter.ts";
 import type { StatePool } from "./engine/state_slots.ts";
 import type { StepInputs } from "./kv_cache.ts";
@@ -15,6 +16,12 @@ export interface StepExecutor {
   readonly statePool?: StatePool | undefined;
   /** logits [S, vocab], row-major, for the rows in step.logitsIndices */
   run(step: StepInputs): Float32Array;
+  /**
+   * Runs the step and samples row s of its logits with rows[s] on the device, as the host
+   * sampler would with the same uniform; returns the S token ids. Backends without it (the
+   * CPU) leave sampling to the host.
+   */
+  readonly sample?: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
   /** releases backend resources (device memory, modules); the CPU backend has none */
   dispose(): void;
 }

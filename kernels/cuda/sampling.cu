@@ -1,12 +1,33 @@
-// Greedy sampling on the device: out[s] = argmax_j logits[s, j], the first index on ties and
-// NaN never chosen (as runtime/sampler.ts's argmax); a row with no number above -inf gives 0.
-// Launch: grid (S), block (256).
+// Sampling on the device, with the semantics of runtime/engine/sampler.ts (the reference).
+//
+// kiln_argmax_rows: greedy only. out[s] = argmax_j logits[s, j], the first index on ties and NaN
+// never chosen; a row with no number above -inf gives 0. Launch: grid (S), block (256).
+//
+// kiln_sample_rows: the full sampler, one block per row. The row's logit adjustments (min_tokens,
+// logit_bias, penalties) are applied in place from a sparse list of distinct tokens, then greedy
+// argmax, or: e_i = exp((l_i − max) / T) in double; min_p keeps e ≥ minP; top_k keeps e at least
+// the k-th largest (ties included); top_p keeps, in order of descending e (ties by ascending id),
+// each token whose predecessors hold less than topP of the mass; the draw takes the token at
+// cumulative weight u · total, in ascending ids without top_p, else in the top_p order. Nothing
+// is sorted: thresholds are found by binary search on the bits of e (non-negative doubles order
+// as their bit patterns) with block reductions, then a tie group is cut by id, also by search.
+// Launch: grid (S), block (KILN_SAMPLE_THREADS).
+//
+// params (i32 words; a double takes two words, low word first), built by runtime/device_sampling.ts:
+//   header of row s at s·KILN_SAMPLE_HEADER: [0] first entry's word, [1] entries, [2] flags
+//   (1 greedy, 2 repetition penalty, 4 frequency/presence penalties), [3] top_k (0: off),
+//   [4] temperature, [6] min_p, [8] top_p, [10] repetition, [12] frequency, [14] presence, [16] u
+//   entry: [0] token, [1] count in the output, [2] flags (1 masked by min_tokens, 2 in the
+//   prompt, 4 has a bias), [3] bias
 #include "common.cuh"
 
-extern "C" __global__ void kiln_argmax_rows(int* out, const float* logits, int S, int V) {
-  const int s = blockIdx.x;
-  if (s >= S) return;
-  const float* row = logits + (long long)s * V;
+#define KILN_SAMPLE_THREADS 256
+#define KILN_SAMPLE_HEADER 18
+#define KILN_SAMPLE_ENTRY 5
+
+// The lowest index of the row's largest value (NaN never), or V when nothing is above -inf;
+// every thread of the block gets it.
+__device__ int kiln_row_argmax(const float* row, int V) {
   float best = -kiln_inf();
   int bestAt = V;  // "none yet": larger than every index
   for (int j = threadIdx.x; j < V; j += blockDim.x) {
@@ -27,20 +48,259 @@ extern "C" __global__ void kiln_argmax_rows(int* out, const float* logits, int S
   __shared__ float warpBest[32];
   __shared__ int warpAt[32];
   const int warp = threadIdx.x >> 5;
-  const int lane = threadIdx.x & 31;
-  if (lane == 0) {
+  if ((threadIdx.x & 31) == 0) {
     warpBest[warp] = best;
     warpAt[warp] = bestAt;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    const int warps = (blockDim.x + 31) >> 5;
-    for (int w = 1; w < warps; w++) {
-      if (warpBest[w] > best || (warpBest[w] == best && warpAt[w] < bestAt)) {
-        best = warpBest[w];
-        bestAt = warpAt[w];
-      }
+  const int warps = (blockDim.x + 31) >> 5;
+  for (int w = 0; w < warps; w++) {
+    if (warpBest[w] > best || (warpBest[w] == best && warpAt[w] < bestAt)) {
+      best = warpBest[w];
+      bestAt = warpAt[w];
     }
-    out[s] = bestAt < V ? bestAt : 0;
   }
+  __syncthreads();
+  return bestAt;
+}
+
+extern "C" __global__ void kiln_argmax_rows(int* out, const float* logits, int S, int V) {
+  const int s = blockIdx.x;
+  if (s >= S) return;
+  const int at = kiln_row_argmax(logits + (long long)s * V, V);
+  if (threadIdx.x == 0) out[s] = at < V ? at : 0;
+}
+
+__device__ __forceinline__ double kiln_f64_at(const int* w) { return __hiloint2double(w[1], w[0]); }
+
+__device__ __forceinline__ double kiln_f64_bits(unsigned long long b) { return __longlong_as_double((long long)b); }
+
+// Block sum; every thread gets the same value (a fixed order, so the result is deterministic).
+// blockDim.x is a multiple of 32.
+__device__ double kiln_block_sum_f64(double v) {
+  __shared__ double part[32];
+  v = kiln_warp_sum_f64(v);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double s = 0.0;
+  for (int w = 0; w < (int)(blockDim.x >> 5); w++) s += part[w];
+  __syncthreads();
+  return s;
+}
+
+__device__ double kiln_block_max_f64(double v) {
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(KILN_FULL_MASK, v, o));
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double m = part[0];
+  for (int w = 1; w < (int)(blockDim.x >> 5); w++) m = fmax(m, part[w]);
+  __syncthreads();
+  return m;
+}
+
+// What a row keeps after min_p, top_k and top_p.
+struct KilnSampleCut {
+  double mx;    // the row's largest logit
+  double T;     // temperature
+  double minP;  // e ≥ minP
+  double topK;  // e ≥ this (0: no top_k)
+  bool nucleus; // top_p cut at (tau, idCut): e > tau, or e == tau and id ≤ idCut
+  double tau;
+  int idCut;
+};
+
+__device__ __forceinline__ double kiln_sample_e(float l, const KilnSampleCut& c) { return exp(((double)l - c.mx) / c.T); }
+
+__device__ __forceinline__ bool kiln_sample_kept(int i, double e, const KilnSampleCut& c) {
+  if (!(e > 0.0) || e < c.minP || e < c.topK) return false;
+  return !c.nucleus || e > c.tau || (e == c.tau && i <= c.idCut);
+}
+
+// Σ over the row of f(id, e); every thread gets it.
+template <class F>
+__device__ double kiln_row_sum(const float* row, int V, const KilnSampleCut& c, F f) {
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) acc += f(i, kiln_sample_e(row[i], c));
+  return kiln_block_sum_f64(acc);
+}
+
+// The largest pattern b of a double in [0, 1] for which pred(b) holds, pred being true at 0 and
+// monotone (true below some point, false above).
+template <class P>
+__device__ unsigned long long kiln_largest_bits(P pred) {
+  unsigned long long b = 0;
+  for (int bit = 61; bit >= 0; bit--) {  // 1.0 is 0x3FF0000000000000: bits 62 and 63 stay clear
+    const unsigned long long c = b | (1ull << bit);
+    if (pred(kiln_f64_bits(c))) b = c;
+  }
+  return b;
+}
+
+// The n-th smallest id (n ≥ 1) among the ids where member(id, e) holds: the smallest x with
+// n members at or below it; V - 1 when there are fewer.
+template <class M>
+__device__ int kiln_nth_id(const float* row, int V, const KilnSampleCut& c, M member, int n) {
+  int lo = 0;
+  int hi = V - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    const double k = kiln_row_sum(row, V, c, [&](int i, double e) { return i <= mid && member(i, e) ? 1.0 : 0.0; });
+    if (k >= (double)n) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+// The token drawn from a row (its adjustments applied), as sampler.ts's drawFromLogits.
+__device__ int kiln_sample_draw(const float* row, int V, const int* h) {
+  float m = -kiln_inf();
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    if (row[i] > m) m = row[i];  // NaN never
+  }
+  KilnSampleCut c;
+  c.mx = kiln_block_max_f64((double)m);
+  if (c.mx == (double)-kiln_inf()) return 0;  // nothing above -inf: argmax gives 0
+  c.T = kiln_f64_at(h + 4);
+  c.minP = kiln_f64_at(h + 6);
+  c.topK = 0.0;
+  c.nucleus = false;
+  c.tau = 0.0;
+  c.idCut = V;
+  const int topK = h[3];
+  if (topK >= 1) {
+    const double n = kiln_row_sum(row, V, c, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? 1.0 : 0.0; });
+    if ((double)topK < n) {
+      // the k-th largest e: the largest v with at least k kept tokens at or above it
+      const unsigned long long b = kiln_largest_bits([&](double v) {
+        return kiln_row_sum(row, V, c, [&](int i, double e) { return e >= v && kiln_sample_kept(i, e, c) ? 1.0 : 0.0; }) >= (double)topK;
+      });
+      c.topK = kiln_f64_bits(b);
+    }
+  }
+  const double topP = kiln_f64_at(h + 8);
+  if (topP < 1.0) {
+    const double mass = kiln_row_sum(row, V, c, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? e : 0.0; });
+    const double need = __dmul_rn(topP, mass);
+    // above(v): the mass of the kept tokens with e > v, which precede every token of weight v.
+    // The last kept weight tau is the smallest v with above(v) < need: one pattern past the
+    // largest with above(v) ≥ need (when above(0) < need, every token is kept).
+    if (mass >= need) {
+      const unsigned long long b = kiln_largest_bits([&](double v) {
+        return kiln_row_sum(row, V, c, [&](int i, double e) { return e > v && kiln_sample_kept(i, e, c) ? e : 0.0; }) >= need;
+      });
+      const double tau = kiln_f64_bits(b + 1);
+      const double before = kiln_row_sum(row, V, c, [&](int i, double e) { return e > tau && kiln_sample_kept(i, e, c) ? e : 0.0; });
+      const double ties = kiln_row_sum(row, V, c, [&](int i, double e) { return e == tau && kiln_sample_kept(i, e, c) ? 1.0 : 0.0; });
+      // the tie group in ascending ids: each member is kept while the mass before it is < need
+      int keep = 0;
+      double acc = before;
+      while ((double)keep < ties && acc < need) {
+        acc += tau;
+        keep++;
+      }
+      if (keep < 1) keep = 1;
+      if ((double)keep < ties) {
+        c.idCut = kiln_nth_id(row, V, c, [&](int i, double e) { return e == tau && kiln_sample_kept(i, e, c); }, keep);
+      }
+      c.nucleus = true;
+      c.tau = tau;
+    }
+  }
+  const double total = kiln_row_sum(row, V, c, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? e : 0.0; });
+  const double target = __dmul_rn(kiln_f64_at(h + 16), total);
+  if (!c.nucleus) {
+    // ascending ids: the first whose inclusive prefix exceeds the target, else the last kept
+    if (!(total > target)) {
+      double last = -1.0;
+      for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        if (kiln_sample_kept(i, kiln_sample_e(row[i], c), c)) last = (double)i;
+      }
+      last = kiln_block_max_f64(last);
+      return last < 0.0 ? 0 : (int)last;
+    }
+    int lo = 0;
+    int hi = V - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi) >> 1;
+      const double upTo = kiln_row_sum(row, V, c, [&](int i, double e) { return i <= mid && kiln_sample_kept(i, e, c) ? e : 0.0; });
+      if (upTo > target) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+  // descending e, ties by ascending id
+  double w;
+  double before = 0.0;
+  double ties = 0.0;
+  if (total > target) {
+    // the drawn weight: the largest v whose kept tokens at or above it hold more than the target
+    w = kiln_f64_bits(kiln_largest_bits([&](double v) {
+      return kiln_row_sum(row, V, c, [&](int i, double e) { return e >= v && kiln_sample_kept(i, e, c) ? e : 0.0; }) > target;
+    }));
+    before = kiln_row_sum(row, V, c, [&](int i, double e) { return e > w && kiln_sample_kept(i, e, c) ? e : 0.0; });
+    ties = kiln_row_sum(row, V, c, [&](int i, double e) { return e == w && kiln_sample_kept(i, e, c) ? 1.0 : 0.0; });
+    int m = 0;
+    double acc = before;
+    for (; (double)(m + 1) < ties; m++) {
+      acc += w;
+      if (target < acc) break;
+    }
+    return kiln_nth_id(row, V, c, [&](int i, double e) { return e == w && kiln_sample_kept(i, e, c); }, m + 1);
+  }
+  // past the end: the last token in this order, the largest id of the smallest kept weight
+  double least = 0.0;
+  {
+    double lo = 2.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+      const double e = kiln_sample_e(row[i], c);
+      if (kiln_sample_kept(i, e, c) && e < lo) lo = e;
+    }
+    least = -kiln_block_max_f64(-lo);
+  }
+  double last = -1.0;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const double e = kiln_sample_e(row[i], c);
+    if (e == least && kiln_sample_kept(i, e, c)) last = (double)i;
+  }
+  last = kiln_block_max_f64(last);
+  return last < 0.0 ? 0 : (int)last;
+}
+
+extern "C" __global__ void kiln_sample_rows(int* out, float* logits, const int* params, int S, int V) {
+  const int s = blockIdx.x;
+  if (s >= S) return;
+  float* row = logits + (long long)s * V;
+  const int* h = params + (long long)s * KILN_SAMPLE_HEADER;
+  const int flags = h[2];
+  // the adjustments, in sampler.ts's order per token; the entries name distinct tokens
+  const int* entries = params + h[0];
+  for (int j = threadIdx.x; j < h[1]; j += blockDim.x) {
+    const int* en = entries + (long long)j * KILN_SAMPLE_ENTRY;
+    const int t = en[0];
+    if (t < 0 || t >= V) continue;
+    const int count = en[1];
+    const int ef = en[2];
+    float x = row[t];
+    if (ef & 1) x = -kiln_inf();
+    if (ef & 4) x = (float)__dadd_rn((double)x, kiln_f64_at(en + 3));
+    if ((flags & 2) && ((ef & 2) || count > 0)) {
+      const double r = kiln_f64_at(h + 10);
+      x = x > 0.0f ? (float)((double)x / r) : (float)__dmul_rn((double)x, r);
+    }
+    if ((flags & 4) && count > 0) {
+      x = (float)__dsub_rn((double)x, __dmul_rn(kiln_f64_at(h + 12), (double)count));
+      x = (float)__dsub_rn((double)x, kiln_f64_at(h + 14));
+    }
+    row[t] = x;
+  }
+  __syncthreads();
+  int token;
+  if (flags & 1) {
+    token = kiln_row_argmax(row, V);
+    if (token >= V) token = 0;
+  } else {
+    token = kiln_sample_draw(row, V, h);
+  }
+  if (threadIdx.x == 0) out[s] = token;
 }

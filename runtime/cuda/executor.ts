@@ -2,7 +2,8 @@
  * The CUDA backend's executor: the traced graph run on the GPU, node by node, on one stream.
  * Weights are uploaded once; each attention layer's KV pool lives in device memory; activations
  * get one buffer per node sized for the largest step seen so far (grown by doubling); a step
- * costs one host→device copy of its packed inputs and one device→host copy of the logits.
+ * costs one host→device copy of its packed inputs and one device→host copy of the logits, or,
+ * when the engine samples on the device (`sample`), of the S token ids only.
  *
  * Decode steps (one token per sequence) replay CUDA graphs: the first decode step of a capture
  * size runs eagerly into a separate static arena and is then captured; later steps of that size
@@ -23,6 +24,7 @@ import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
 import { headDecays } from "../cpu/linear_attention.ts";
+import { packSamplingRows, type DeviceSamplingRow } from "../device_sampling.ts";
 import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
@@ -54,6 +56,8 @@ export interface CudaExecutorOptions extends ExecutorOptions {
   readonly captureSizes?: readonly number[];
   /** GEMMs of at most this many rows run as the hand-written GEMV (default GEMV_MAX_ROWS; 0: always cuBLASLt) */
   readonly gemvMaxRows?: number;
+  /** sample on the device (`sample`, default true); false leaves sampling to the host */
+  readonly deviceSampling?: boolean;
 }
 
 /** How many steps ran which way, and how many graphs were captured. */
@@ -84,6 +88,9 @@ interface Arena {
   readonly bytes: number;
 }
 
+/** threads per row of kiln_sample_rows (KILN_SAMPLE_THREADS) */
+const SAMPLE_THREADS = 256;
+
 const nextPow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 export class CudaExecutor implements StepExecutor {
@@ -103,6 +110,10 @@ export class CudaExecutor implements StepExecutor {
   private disposed = false;
   /** per-sequence state of mamba-like layers, in device memory */
   readonly statePool: DeviceStatePool | undefined;
+  /** the packed sampling params of a step (grown by doubling) */
+  private samplingParams: { readonly ptr: DevicePtr; readonly words: number } | undefined = undefined;
+  /** Runs one step and samples each row on the device (absent with deviceSampling: false). */
+  readonly sample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
 
   constructor(
     readonly graph: Graph,
@@ -132,6 +143,7 @@ export class CudaExecutor implements StepExecutor {
         throw new KilnError("INVALID_ARGUMENT", `${n.scope}: SSM state size ${n.stateSize} exceeds the CUDA scan kernels' ${MAMBA_SCAN_MAX_STATE}`);
       }
     }
+    this.sample = opts.deviceSampling === false ? undefined : (step, rows) => this.sampleRows(step, rows);
     this.captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
     if (!this.captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
       throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${this.captureSizes.join(", ")})`);
@@ -199,7 +211,7 @@ export class CudaExecutor implements StepExecutor {
 
   /** Device bytes this executor holds: weights, KV pool, activations. */
   get deviceBytes(): number {
-    return this.ownedBytes + (this.arena?.bytes ?? 0) + (this.graphArena?.bytes ?? 0);
+    return this.ownedBytes + (this.arena?.bytes ?? 0) + (this.graphArena?.bytes ?? 0) + (this.samplingParams?.words ?? 0) * 4;
   }
 
   private own(bytes: number): DevicePtr {
@@ -450,6 +462,34 @@ export class CudaExecutor implements StepExecutor {
     return ids;
   }
 
+  /**
+   * Runs one step and samples row s of its logits with rows[s] (kiln_sample_rows, which adjusts
+   * the logits in place); only the S token ids come back to the host.
+   */
+  private sampleRows(step: StepInputs, rows: readonly DeviceSamplingRow[]): Int32Array {
+    const S = step.logitsIndices.length;
+    if (rows.length !== S) throw new Error(`${rows.length} sampling rows for a step of ${S} logits rows`);
+    const { packed, arena, logits } = this.forward(step);
+    const ids = new Int32Array(S);
+    if (S === 0) return ids;
+    const V = this.vocabOf(packed);
+    const params = packSamplingRows(rows, V);
+    const dev = this.backend.device;
+    if (this.samplingParams === undefined || this.samplingParams.words < params.length) {
+      const words = Math.max(nextPow2(params.length), 2 * (this.samplingParams?.words ?? 0));
+      if (this.samplingParams !== undefined) {
+        dev.synchronize();
+        dev.free(this.samplingParams.ptr);
+        this.samplingParams = undefined;
+      }
+      this.samplingParams = { ptr: dev.alloc(words * 4), words };
+    }
+    dev.upload(this.samplingParams.ptr, params);
+    this.backend.kernels.launch("kiln_sample_rows", [S, 1, 1], [SAMPLE_THREADS, 1, 1], [arena.tokens, logits, this.samplingParams.ptr, S, V]);
+    dev.download(ids, arena.tokens);
+    return ids;
+  }
+
   private vocabOf(packed: PackedStep): number {
     const out = this.graph.nodes[this.graph.outputs.logits];
     return out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
@@ -462,6 +502,8 @@ export class CudaExecutor implements StepExecutor {
     this.dropGraphs();
     if (this.arena) this.freeArena(this.arena);
     dev.synchronize();
+    if (this.samplingParams !== undefined) dev.free(this.samplingParams.ptr);
+    this.samplingParams = undefined;
     for (const p of this.owned) dev.free(p);
     this.owned.length = 0;
     this.weights.clear();

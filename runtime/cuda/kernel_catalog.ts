@@ -70,6 +70,8 @@ export const KERNELS = {
   kiln_paged_attention_softcap: ATTENTION,
   kiln_attention_combine: { file: "paged_attention.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
   kiln_argmax_rows: { file: "sampling.cu", args: ["ptr", "ptr", "i32", "i32"] },
+  // out, logits (adjusted in place), params, S, V
+  kiln_sample_rows: { file: "sampling.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
   // experts, weights, x, router, T, H, E, K, renorm
   kiln_moe_route: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] },
   // h, x, w13, experts, T, H, I, K

@@ -30,6 +30,8 @@ export interface CudaBackendSettings extends BackendOpenOptions {
   readonly captureSizes?: readonly number[];
   /** GEMMs of at most this many rows use the hand-written GEMV (0: always cuBLASLt) */
   readonly gemvMaxRows?: number;
+  /** sample on the device when no logprobs are asked for (default true) */
+  readonly deviceSampling?: boolean;
 }
 
 export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistration {
@@ -44,6 +46,7 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
       ...(opts.cudaGraphs !== undefined ? { cudaGraphs: opts.cudaGraphs } : {}),
       ...(opts.captureSizes !== undefined ? { captureSizes: opts.captureSizes } : {}),
       ...(opts.gemvMaxRows !== undefined ? { gemvMaxRows: opts.gemvMaxRows } : {}),
+      ...(opts.deviceSampling !== undefined ? { deviceSampling: opts.deviceSampling } : {}),
     });
   const planner: KvPlanner = (req) => {
     const b = get();

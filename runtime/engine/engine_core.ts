@@ -2,10 +2,13 @@
  * The synchronous heart of the engine (vLLM V1's EngineCore): requests in, one step at a time
  * out. A step is schedule → run the model on the scheduled chunks → commit what was computed →
  * sample for every sequence whose chunk reached its last token → finish sequences that hit a
- * stop token or a length limit. Text (detokenization, stop strings) is the caller's side
+ * stop token or a length limit. When the runner samples on the device (StepRunner.sample) and
+ * no sequence of the step wants logprobs, the logits stay there and only token ids come back.
+ * Text (detokenization, stop strings) is the caller's side
  * (engine.ts); it ends sequences that hit a stop string through finishSequence.
  */
 import type { SeqChunk } from "../kv_cache.ts";
+import { samplingRow, type DeviceSamplingRow } from "../device_sampling.ts";
 import { KilnError } from "../errors.ts";
 import { BlockManager } from "./block_manager.ts";
 import { resolveEngineConfig, type EngineCoreOptions } from "./engine_config.ts";
@@ -154,6 +157,8 @@ export class EngineCore {
     }
     this.steps++;
     const chunks = scheduled.chunks.map((c) => toSeqChunk(c));
+    const onDevice = this.deviceSampled(scheduled, chunks);
+    if (onDevice !== undefined) return { scheduled, updates: onDevice };
     const logits = this.runner.execute(chunks);
     const V = this.runner.vocabSize;
     const rows = chunks.reduce((n, c) => n + logitRows(c), 0);
@@ -206,9 +211,41 @@ export class EngineCore {
     }
   }
 
+  /**
+   * The step run with sampling on the device, when the runner can and no sequence of the step
+   * wants logprobs or prompt logprobs (those need the logits on the host); else undefined, and
+   * nothing has run. Each row's uniform comes from its sequence's generator, drawn exactly when
+   * sampleToken would draw it, so the tokens are the host path's.
+   */
+  private deviceSampled(scheduled: SchedulerStep, chunks: readonly SeqChunk[]): SequenceUpdate[] | undefined {
+    const sample = this.runner.sample;
+    if (sample === undefined) return undefined;
+    const sampled: Sequence[] = [];
+    for (const [k, c] of scheduled.chunks.entries()) {
+      const chunk = chunks[k]!;
+      const p = c.seq.params;
+      if (p.logprobs !== undefined || p.promptLogprobs !== undefined || chunk.allLogits) return undefined;
+      if (logitRows(chunk) === 0) continue;
+      // a row whose sequence would not sample after the commit stays on the host path
+      if (c.seq.numComputed + c.numNewTokens !== c.seq.numTokens) return undefined;
+      sampled.push(c.seq);
+    }
+    const rows: DeviceSamplingRow[] = sampled.map((seq) => samplingRow(seq));
+    const ids = sample.call(this.runner, chunks, rows);
+    if (ids.length !== rows.length) throw new Error(`the runner sampled ${ids.length} tokens for ${rows.length} rows`);
+    this.scheduler.commit(scheduled);
+    this.computedTokens += scheduled.numBatchedTokens;
+    return sampled.map((seq, r) => this.accept(seq, ids[r]!, undefined));
+  }
+
   private sample(seq: Sequence, row: Float32Array): SequenceUpdate {
     const tokenId = sampleToken(row, seq);
     const logprobs = seq.params.logprobs === undefined ? undefined : positionLogprobs(row, tokenId, seq.params.logprobs);
+    return this.accept(seq, tokenId, logprobs);
+  }
+
+  /** Appends a sampled token and finishes the sequence on a stop token or a length limit. */
+  private accept(seq: Sequence, tokenId: number, logprobs: PositionLogprobs | undefined): SequenceUpdate {
     seq.appendToken(tokenId);
     this.generationTokens++;
     if (seq.index === 0 && seq.numOutputTokens === 1) this.promptTokens += seq.numPromptTokens;

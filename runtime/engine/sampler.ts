@@ -6,6 +6,7 @@
  *
  * This runs once per generated token in JS, so it avoids sorting the vocabulary: top-k is a
  * quickselect, and top-p sorts only the smallest head of the distribution that holds its mass.
+ * The CUDA backend's kiln_sample_rows (kernels/cuda/sampling.cu) samples the same way on the device.
  */
 import type { Rng } from "../rng.ts";
 import { applyLogitBias, applyMinTokens, applyPenalties, hasPenalties, type PenaltyContext } from "./logits_processors.ts";

@@ -2,6 +2,7 @@
  * What the engine needs from a model: run one step over the scheduled chunks and hand back the
  * wanted logits. ModelRunner (any backend) satisfies it; the pure tests use fakes.
  */
+import type { DeviceSamplingRow } from "../device_sampling.ts";
 import type { SeqChunk } from "../kv_cache.ts";
 import type { StatePool } from "./state_slots.ts";
 
@@ -17,6 +18,11 @@ export interface StepRunner {
    * `allLogits`, none when `noLogits`, else one row (its last token).
    */
   execute(chunks: readonly SeqChunk[]): Float32Array;
+  /**
+   * Runs the step like `execute` and samples each logits row on the device with rows[s],
+   * returning the token ids; absent where sampling stays on the host.
+   */
+  readonly sample?: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
 }
 
 /** Rows of logits a chunk gets back (see StepRunner.execute). */

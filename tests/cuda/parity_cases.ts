@@ -10,6 +10,7 @@ import { gemvLaunch } from "../../runtime/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import { attentionCases } from "./parity_attention.ts";
 import { mixerCases } from "./parity_mixers.ts";
+import { samplingCases } from "./parity_sampling.ts";
 import { compare, randomF32, randomInts, rng, toBf16, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
 
 export type { ParityCase, ParityResult } from "./parity_support.ts";
@@ -292,6 +293,7 @@ export const PARITY_CASES: readonly ParityCase[] = [
   ...bf16GemmCases(),
   ...gemvCases(),
   argmaxCase(),
+  ...samplingCases(),
   ...attentionCases(),
   ...mixerCases(),
 ];

@@ -78,3 +78,27 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
+// double-precision round-to-nearest arithmetic, never contracted, and double bit casts
+inline double __dadd_rn(double a, double b) {
+  volatile double r = a + b;
+  return r;
+}
+inline double __dsub_rn(double a, double b) {
+  volatile double r = a - b;
+  return r;
+}
+inline double __dmul_rn(double a, double b) {
+  volatile double r = a * b;
+  return r;
+}
+inline double __longlong_as_double(long long i) {
+  double d;
+  std::memcpy(&d, &i, 8);
+  return d;
+}
+inline double __hiloint2double(int hi, int lo) {
+  const unsigned long long bits = ((unsigned long long)(unsigned int)hi << 32) | (unsigned int)lo;
+  double d;
+  std::memcpy(&d, &bits, 8);
+  return d;
+}

@@ -1,0 +1,60 @@
+// The engine's device-sampling path (StepRunner.sample) on a fake runner that samples with the
+// CUDA kernel's CPU twin: the same tokens as host sampling for every kind of request, the
+// generators drawn alike, and steps with logprobs left on the host path.
+import { describe, expect, it } from "vitest";
+import { packSamplingRows, type DeviceSamplingRow } from "../../runtime/device_sampling.ts";
+import { EngineCore } from "../../runtime/engine/engine_core.ts";
+import type { SamplingParamsInput } from "../../runtime/engine/sampling_params.ts";
+import type { SeqChunk } from "../../runtime/kv_cache.ts";
+import { sampleRows } from "../cuda/cpu_twins_sampling.ts";
+import { addRequest, drive } from "./drive.ts";
+import { FakeKvRunner } from "./fake_runner.ts";
+
+/** A fake runner that samples on its "device" with the kernel's twin. */
+class SamplingKvRunner extends FakeKvRunner {
+  executed = 0;
+  sampledSteps = 0;
+
+  override execute(chunks: readonly SeqChunk[]): Float32Array {
+    this.executed++;
+    return super.execute(chunks);
+  }
+
+  readonly sample = (chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]): Int32Array => {
+    this.sampledSteps++;
+    const logits = super.execute(chunks);
+    return sampleRows(logits, packSamplingRows(rows, this.vocabSize), rows.length, this.vocabSize);
+  };
+}
+
+const V = 64;
+const MIXES: readonly SamplingParamsInput[] = [
+  { temperature: 0, maxTokens: 9, ignoreEos: true },
+  { temperature: 0.9, topK: 8, topP: 0.85, minP: 0.05, seed: 3, maxTokens: 9 },
+  { temperature: 1.1, seed: 4, maxTokens: 9, repetitionPenalty: 1.5, presencePenalty: 0.6, frequencyPenalty: 0.4 },
+  { temperature: 0.8, seed: 5, maxTokens: 9, logitBias: { 1: 6, 30: 2 }, minTokens: 5, stopTokenIds: [1] },
+  { temperature: 2, topP: 0.6, seed: 6, maxTokens: 9, n: 2 },
+];
+
+function run(runner: FakeKvRunner, extra: SamplingParamsInput = {}): Map<string, number[]> {
+  const core = new EngineCore(runner, { maxModelLen: 64, eosTokenIds: [2] });
+  MIXES.forEach((p, k) => addRequest(core, `r${k}`, [3 + k, 9, 27, 40 + k, 11], { ...p, ...extra }));
+  return drive(core).outputs;
+}
+
+describe("device sampling in the engine", () => {
+  it("gives the host sampler's tokens for every kind of request", () => {
+    const device = new SamplingKvRunner(32, 4, V);
+    const got = run(device);
+    expect(device.executed).toBe(0);
+    expect(device.sampledSteps).toBeGreaterThan(0);
+    expect(got).toEqual(run(new FakeKvRunner(32, 4, V)));
+  });
+
+  it("steps where a sequence wants logprobs run on the host path", () => {
+    const device = new SamplingKvRunner(32, 4, V);
+    const got = run(device, { logprobs: 1 });
+    expect(device.sampledSteps).toBe(0);
+    expect(got).toEqual(run(new FakeKvRunner(32, 4, V)));
+  });
+});
