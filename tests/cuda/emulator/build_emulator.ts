@@ -14,11 +14,16 @@ const EMULATOR_DIR = fileURLToPath(new URL(".", import.meta.url));
 export const KERNELS_DIR = fileURLToPath(new URL("../../../kernels/cuda/", import.meta.url));
 const BUILD_ROOT = fileURLToPath(new URL("../../../build/cuda-emulator/", import.meta.url));
 const SOURCES = ["fibers.cc", "fake_cuda.cc", "fake_nvrtc.cc", "fake_cublaslt.cc"];
-const HEADERS = ["gpu_emu.h", "fibers.h", "kernel_registry.h", "fake_state.h"];
+const HEADERS = ["gpu_emu.h", "fibers.h", "kernel_registry.h", "fake_state.h", "include/cuda_bf16.h", "include/cuda_fp16.h"];
 const CXX_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function", "-Wno-unused-variable"];
 // Kernels run as fibers that share `static` (ex-__shared__) arrays; without optimisation no load
 // is moved across a barrier call.
 const KERNEL_OPT = "-O0";
+// The fake NVRTC compiles generated programs as the kernels are compiled, with gpu_emu.h from here.
+const NVRTC_DEFINES = [
+  `-DKILN_EMU_DIR=${JSON.stringify(EMULATOR_DIR.replace(/\/$/, ""))}`,
+  `-DKILN_EMU_KERNEL_FLAGS=${JSON.stringify([...CXX_FLAGS, KERNEL_OPT].join(" "))}`,
+];
 
 /** The extern "C" __global__ functions of a .cu source, in order. */
 export function kernelNames(source: string): string[] {
@@ -56,7 +61,7 @@ export function buildEmulator(): string {
   const h = createHash("sha256");
   for (const f of [...SOURCES, ...HEADERS]) h.update(f).update(readFileSync(join(EMULATOR_DIR, f)));
   for (const f of [...files, "common.cuh"]) h.update(f).update(readFileSync(join(KERNELS_DIR, f)));
-  h.update(CXX_FLAGS.join(" ") + KERNEL_OPT);
+  h.update(CXX_FLAGS.join(" ") + KERNEL_OPT + NVRTC_DEFINES.join(" "));
   const dir = join(BUILD_ROOT, h.digest("hex").slice(0, 16));
   const lib = join(dir, "libkiln_fake_cuda.so");
   if (existsSync(lib)) return lib;
@@ -74,10 +79,10 @@ export function buildEmulator(): string {
   const objects = [join(tmp, "emu_kernels.o")];
   for (const src of SOURCES) {
     const obj = join(tmp, src.replace(/\.cc$/, ".o"));
-    run([...CXX_FLAGS, "-O2", ...include, "-c", join(EMULATOR_DIR, src), "-o", obj]);
+    run([...CXX_FLAGS, "-O2", ...(src === "fake_nvrtc.cc" ? NVRTC_DEFINES : []), ...include, "-c", join(EMULATOR_DIR, src), "-o", obj]);
     objects.push(obj);
   }
-  run(["-shared", "-o", join(tmp, "libkiln_fake_cuda.so"), ...objects]);
+  run(["-shared", "-o", join(tmp, "libkiln_fake_cuda.so"), ...objects, "-ldl"]);
   try {
     renameSync(tmp, dir);
   } catch {

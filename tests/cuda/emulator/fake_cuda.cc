@@ -1,15 +1,19 @@
 // A fake libcuda for tests on machines without a GPU: device memory is host memory (each
 // allocation ends at a PROT_NONE guard page, so overruns fault), kernels are kiln's own .cu files
 // compiled as host C++ and run by the fiber emulator, streams are synchronous, and stream capture
-// records work for replay. Calls are checked the way the driver checks them (initialised,
+// records work for replay. A module compiled from a generated program (see fake_nvrtc.cc) brings
+// its kernels in a host object, loaded with the module. Calls are checked the way the driver checks them (initialised,
 // context current, pointers inside live allocations, no host copies while capturing), and a
 // refused call explains itself through cuGetErrorString.
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -36,6 +40,7 @@ constexpr int kIllegalAddress = 700;
 constexpr int kLaunchFailed = 719;
 constexpr int kCaptureUnsupported = 900;
 constexpr int kCaptureInvalidated = 901;
+constexpr unsigned int kMaxDynamicShared = 48 * 1024;
 
 struct Allocation {
   void* mapping;
@@ -53,6 +58,8 @@ int primaryRefs = 0;
 std::map<uintptr_t, Allocation> allocations;
 size_t allocatedBytes = 0;
 std::map<uint64_t, std::vector<unsigned char>> modules;
+// the kernels of a module's host object, for modules that have one
+std::map<uint64_t, const std::vector<kiln_emu::KernelEntry>*> moduleKernels;
 std::map<uint64_t, const kiln_emu::KernelEntry*> functions;
 std::set<uint64_t> streams, events;
 std::map<uint64_t, std::shared_ptr<Graph>> graphs, execs;
@@ -333,14 +340,31 @@ int cuModuleLoadData(uint64_t* module, const void* image) {
   const size_t shEnd = shoff + static_cast<size_t>(shentsize) * shnum;
   const size_t phEnd = phoff + static_cast<size_t>(phentsize) * phnum;
   const size_t size = shEnd > phEnd ? shEnd : phEnd;
+  std::vector<unsigned char> img(bytes, bytes + size);
+  const std::vector<kiln_emu::KernelEntry>* hosted = nullptr;
+  const std::string tag = std::string(1, '\0') + kiln_fake::kHostObjectTag;
+  const auto at = std::search(img.begin(), img.end(), tag.begin(), tag.end());
+  if (at != img.end()) {
+    const auto nameEnd = std::find(at + tag.size(), img.end(), 0);
+    const std::string path = kiln_fake::hostObjectDir() + "/" + std::string(at + tag.size(), nameEnd);
+    // never dlclosed: function handles may outlive the module
+    void* so = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!so) return fail(kInvalidImage, std::string("the CUBIN's host object did not load (") + dlerror() + "); a CUBIN cached by another emulator build names one that build made");
+    using Table = const std::vector<kiln_emu::KernelEntry>* (*)();
+    auto table = reinterpret_cast<Table>(dlsym(so, "kiln_emu_program_kernels"));
+    if (!table) return fail(kInvalidImage, path + " has no kernel table");
+    hosted = table();
+  }
   const uint64_t id = nextHandle++;
-  modules[id] = std::vector<unsigned char>(bytes, bytes + size);
+  modules[id] = std::move(img);
+  if (hosted) moduleKernels[id] = hosted;
   *module = id;
   return kSuccess;
 }
 
 int cuModuleUnload(uint64_t module) {
   if (modules.erase(module) == 0) return fail(kInvalidHandle, "unknown module");
+  moduleKernels.erase(module);
   return kSuccess;
 }
 
@@ -355,12 +379,16 @@ int cuModuleGetFunction(uint64_t* fn, uint64_t module, const char* name) {
     inImage = std::memcmp(img.data() + i, needle.data(), needle.size()) == 0 && (i == 0 || img[i - 1] == 0);
   }
   if (!inImage) return fail(kNotFound, std::string("no function '") + name + "' in the module");
-  for (const auto& k : kiln_emu::kernels()) {
-    if (std::strcmp(k.name, name) == 0) {
-      const uint64_t id = nextHandle++;
-      functions[id] = &k;
-      *fn = id;
-      return kSuccess;
+  auto hosted = moduleKernels.find(module);
+  for (const auto* table : {hosted == moduleKernels.end() ? nullptr : hosted->second, &kiln_emu::kernels()}) {
+    if (!table) continue;
+    for (const auto& k : *table) {
+      if (std::strcmp(k.name, name) == 0) {
+        const uint64_t id = nextHandle++;
+        functions[id] = &k;
+        *fn = id;
+        return kSuccess;
+      }
     }
   }
   return fail(kNotFound, std::string("'") + name + "' is in the CUBIN but was not built into the emulator");
@@ -377,7 +405,7 @@ int cuLaunchKernel(uint64_t fn, unsigned int gx, unsigned int gy, unsigned int g
   if (bx == 0 || by == 0 || bz == 0 || static_cast<unsigned long long>(bx) * by * bz > 1024 || bz > 64) {
     return fail(kInvalidValue, who + "block dimensions");
   }
-  if (sharedBytes != 0) return fail(kInvalidValue, who + "dynamic shared memory is not used by kiln's kernels");
+  if (sharedBytes > kMaxDynamicShared) return fail(kInvalidValue, who + "dynamic shared memory over 48 KiB");
   if (extra != nullptr) return fail(kInvalidValue, who + "`extra` must be null");
   if (params == nullptr) return fail(kInvalidValue, who + "kernelParams is null");
   // copy the arguments now, as the driver does, and check every pointer
@@ -396,12 +424,21 @@ int cuLaunchKernel(uint64_t fn, unsigned int gx, unsigned int gy, unsigned int g
     }
   }
   const kiln_emu::Dim3 grid{gx, gy, gz}, block{bx, by, bz};
-  return kiln_fake::enqueue(stream, [&k, copies, grid, block, who] {
+  return kiln_fake::enqueue(stream, [&k, copies, grid, block, who, sharedBytes] {
     std::vector<void*> ptrs;
     for (auto& c : *copies) ptrs.push_back(c.data());
     std::string error;
     void** p = ptrs.data();
-    if (!kiln_emu::runGrid(grid, block, [&] { k.invoke(p); }, error)) return fail(kLaunchFailed, who + error);
+    // uninitialised, as on the device; one buffer serves every block, since blocks run in turn
+    struct alignas(16) Chunk {
+      unsigned char bytes[16];
+    };
+    std::vector<Chunk> shared((sharedBytes + sizeof(Chunk) - 1) / sizeof(Chunk));
+    std::memset(static_cast<void*>(shared.data()), 0xA5, shared.size() * sizeof(Chunk));
+    kiln_emu::g_dynamicShared = sharedBytes ? shared.data() : nullptr;
+    const bool ok = kiln_emu::runGrid(grid, block, [&] { k.invoke(p); }, error);
+    kiln_emu::g_dynamicShared = nullptr;
+    if (!ok) return fail(kLaunchFailed, who + error);
     return kSuccess;
   });
 }

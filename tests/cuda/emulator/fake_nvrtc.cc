@@ -2,6 +2,10 @@
 // NVRTC's rules that matter to kiln: options must be NVRTC's spelling (--gpu-architecture=sm_XX,
 // --std=c++17, -I<dir>), and a program may #include only its in-memory headers or files found in
 // the -I folders — no implicit system headers — so a kernel that would fail under NVRTC fails here.
+// A program whose kernels were not built into the emulator (one kiln generated) is also compiled
+// as host C++ into a shared object, cached by a hash of its text in `generated` beside this
+// library; its CUBIN carries the object's name, and cuModuleLoadData loads it.
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,9 +13,21 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "fake_state.h"
+#include "kernel_registry.h"
+
+// Set by build_emulator.ts: the folder of gpu_emu.h, and the g++ flags of the built-in kernels.
+#ifndef KILN_EMU_DIR
+#error "KILN_EMU_DIR must name the emulator's source folder"
+#endif
+#ifndef KILN_EMU_KERNEL_FLAGS
+#error "KILN_EMU_KERNEL_FLAGS must hold the kernels' g++ flags"
+#endif
 
 namespace {
 
@@ -55,7 +71,124 @@ bool checkIncludes(const std::string& text, const Program& p, const std::vector<
   return true;
 }
 
+// The extern "C" __global__ functions of a source, in order.
+std::vector<std::string> kernelNames(const std::string& text) {
+  static const std::regex kernel(R"(extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\()");
+  std::vector<std::string> names;
+  for (std::sregex_iterator it(text.begin(), text.end(), kernel), end; it != end; ++it) names.push_back((*it)[1]);
+  return names;
+}
+
+bool builtIn(const std::string& name) {
+  for (const auto& k : kiln_emu::kernels()) {
+    if (name == k.name) return true;
+  }
+  return false;
+}
+
+// FNV-1a, 64 bits, as 16 hex digits: stable across processes.
+std::string hashOf(const std::vector<std::string>& parts) {
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& part : parts) {
+    for (unsigned char c : part + '\0') h = (h ^ c) * 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string selfPath() {
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&hashOf), &info) == 0 || !info.dli_fname) return "";
+  char* real = realpath(info.dli_fname, nullptr);
+  std::string path = real ? real : info.dli_fname;
+  std::free(real);
+  return path;
+}
+
+// Runs a shell command; appends its output to `log`; true when it exits 0.
+bool runCommand(const std::string& cmd, std::string& log) {
+  FILE* pipe = popen((cmd + " </dev/null 2>&1").c_str(), "r");
+  if (!pipe) return false;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) log.append(buf, n);
+  return pclose(pipe) == 0;
+}
+
+// The program as host C++: gpu_emu.h, the source (its dynamic shared array a pointer to the
+// launch's buffer, the lines numbered as in the program), then a table of its kernels.
+std::string hostSource(const Program& p, const std::vector<std::string>& names) {
+  static const std::regex dynamicShared(R"(extern\s+__shared__\s+(\w[\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;)");
+  std::string text = "#include \"gpu_emu.h\"\n#line 1 \"" + p.name + "\"\n";
+  text += std::regex_replace(p.source, dynamicShared, "$1* const $2 = static_cast<$1*>(::kiln_emu::g_dynamicShared);");
+  text += "\n#include \"kernel_registry.h\"\n";
+  text += "extern \"C\" const std::vector<kiln_emu::KernelEntry>* kiln_emu_program_kernels() {\n";
+  text += "  static const std::vector<kiln_emu::KernelEntry> all = {\n";
+  for (const auto& n : names) text += "    KILN_EMU_KERNEL(" + n + "),\n";
+  return text + "  };\n  return &all;\n}\n";
+}
+
+// Builds (or finds) the program's host object; returns its file name, or "" with the reason in `log`.
+std::string buildHostObject(const Program& p, const std::vector<std::string>& names, const std::vector<std::string>& dirs,
+                            const std::string& headerDir, std::string& log) {
+  const std::string self = selfPath();
+  if (self.empty()) {
+    log += "emulator: cannot find its own library to link the program against\n";
+    return "";
+  }
+  std::vector<std::string> parts{p.source, KILN_EMU_KERNEL_FLAGS};
+  for (const auto& h : p.headers) parts.insert(parts.end(), {h.first, h.second});
+  for (const auto& d : dirs) parts.push_back(d);
+  const std::string file = hashOf(parts) + ".so";
+  const std::string dir = kiln_fake::hostObjectDir();
+  if (fileExists(dir + "/" + file)) return file;
+  mkdir(dir.c_str(), 0755);
+  const std::string cc = headerDir + "/host_program.cc";
+  std::ofstream(cc) << hostSource(p, names);
+  const std::string tmp = dir + "/" + file + "." + std::to_string(getpid()) + ".tmp";
+  std::string cmd = std::string("g++ ") + KILN_EMU_KERNEL_FLAGS + " -Wno-unknown-pragmas -shared -Wl,-Bsymbolic";
+  cmd += " -I" + shellQuote(std::string(KILN_EMU_DIR) + "/include") + " -I" + shellQuote(KILN_EMU_DIR);
+  cmd += " -I" + shellQuote(headerDir);
+  for (const auto& d : dirs) cmd += " -I" + shellQuote(d);
+  cmd += " -o " + shellQuote(tmp) + " " + shellQuote(cc) + " " + shellQuote(self);
+  std::string out;
+  if (!runCommand(cmd, out)) {
+    log += "emulator: the program did not compile as host C++:\n" + out;
+    std::remove(tmp.c_str());
+    return "";
+  }
+  std::rename(tmp.c_str(), (dir + "/" + file).c_str());  // atomic: a racing build wrote the same bytes
+  return file;
+}
+
+// The CUBIN plus a trailer naming the host object, inside the ELF image: the tag and name after
+// the file's end, then a copy of the section header table, which e_shoff now points at.
+void tagCubin(std::vector<unsigned char>& cubin, const std::string& object) {
+  uint64_t shoff;
+  uint16_t shentsize, shnum;
+  std::memcpy(&shoff, cubin.data() + 0x28, 8);
+  std::memcpy(&shentsize, cubin.data() + 0x3a, 2);
+  std::memcpy(&shnum, cubin.data() + 0x3c, 2);
+  const std::vector<unsigned char> table(cubin.begin() + shoff, cubin.begin() + shoff + size_t{shentsize} * shnum);
+  const std::string tag = std::string(1, '\0') + kiln_fake::kHostObjectTag + object + '\0';
+  cubin.insert(cubin.end(), tag.begin(), tag.end());
+  cubin.resize((cubin.size() + 7) & ~size_t{7}, 0);
+  const uint64_t newOff = cubin.size();
+  cubin.insert(cubin.end(), table.begin(), table.end());
+  std::memcpy(cubin.data() + 0x28, &newOff, 8);
+}
+
 }  // namespace
+
+namespace kiln_fake {
+
+std::string hostObjectDir() {
+  const std::string self = selfPath();
+  return self.substr(0, self.rfind('/')) + "/generated";
+}
+
+}  // namespace kiln_fake
 
 extern "C" {
 
@@ -139,9 +272,23 @@ int nvrtcCompileProgram(uint64_t prog, int numOptions, const char** options) {
   char buf[4096];
   size_t n;
   while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) p->log.append(buf, n);
-  const int status = pclose(pipe);
+  int status = pclose(pipe);
   std::ifstream cubin(dir + "/program.cubin", std::ios::binary);
   p->cubin.assign(std::istreambuf_iterator<char>(cubin), std::istreambuf_iterator<char>());
+  if (status == 0 && !p->cubin.empty()) {
+    std::vector<std::string> names = kernelNames(p->source);
+    bool allBuiltIn = true;
+    for (const auto& k : names) allBuiltIn = allBuiltIn && builtIn(k);
+    if (!allBuiltIn) {
+      const std::string object = buildHostObject(*p, names, dirs, dir, p->log);
+      if (object.empty()) {
+        p->cubin.clear();
+        status = 1;
+      } else {
+        tagCubin(p->cubin, object);
+      }
+    }
+  }
   std::system(("rm -rf " + shellQuote(dir)).c_str());
   if (status != 0 || p->cubin.empty()) {
     // name the program as NVRTC does in its log

@@ -9,6 +9,12 @@
 
 namespace kiln_fake {
 
+// A CUBIN of a program whose kernels were compiled for the host at nvrtcCompileProgram carries
+// this tag, then the host object's file name (in the emulator's `generated` folder), in its bytes.
+constexpr char kHostObjectTag[] = "kiln-emu-host-object:";
+// The folder that holds the host objects of NVRTC programs: `generated` beside this library.
+std::string hostObjectDir();
+
 // true when [p, p + n) lies inside one live device allocation
 bool isDeviceRange(uintptr_t p, size_t n);
 // Runs `op` now, or records it when `stream` is being captured. Returns a CUresult.

@@ -38,6 +38,7 @@ kiln_emu_switch:
 namespace kiln_emu {
 
 Dim3 g_threadIdx, g_blockIdx, g_blockDim, g_gridDim;
+void* g_dynamicShared = nullptr;
 
 namespace {
 

@@ -14,6 +14,8 @@ struct Dim3 {
 
 // The running thread's built-in variables (valid inside a kernel body).
 extern Dim3 g_threadIdx, g_blockIdx, g_blockDim, g_gridDim;
+// The launch's dynamic shared memory (a kernel's `extern __shared__` array), shared by its blocks.
+extern void* g_dynamicShared;
 
 void syncthreads();
 void syncwarp();

@@ -23,6 +23,19 @@
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 
+// CUDA's built-in vector types (vector_types.h), as far as generated kernels use them
+struct alignas(8) float2 {
+  float x, y;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) uint2 {
+  unsigned int x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
 inline void __syncthreads() { kiln_emu::syncthreads(); }
 inline void __syncwarp(unsigned int = 0xffffffffu) { kiln_emu::syncwarp(); }
 

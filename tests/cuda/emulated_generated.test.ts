@@ -1,0 +1,102 @@
+// Kernels the compiler generates, run by the emulator: the fake NVRTC compiles a program whose
+// kernels are not built in as host C++ too, and the fake driver loads that with the CUBIN. Here
+// the fused residual add + RMS norm of the llama fixture goes through the backend's NVRTC path
+// and a launch, and is checked against the same sums in TypeScript.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { LoweredKernel } from "../../compiler/kernel_ir.ts";
+import { compileGraph } from "../../compiler/pipeline.ts";
+import { cudaLaunch, renderCudaModule } from "../../compiler/render/cuda.ts";
+import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { CudaError } from "../../runtime/cuda/check.ts";
+import { loadModel } from "../../runtime/model_loader.ts";
+import { fixture } from "../fixture_copy.ts";
+import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
+import { randomF32, rng } from "./parity_support.ts";
+
+const missing = missingEmulatorTool();
+
+// a fresh CUBIN cache, so every program goes through nvrtcCompileProgram
+const cacheDir = mkdtempSync(join(tmpdir(), "kiln-emu-cubin-"));
+let backend: CudaBackend;
+
+beforeAll(() => {
+  if (missing !== undefined) return;
+  Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: cacheDir });
+  backend = CudaBackend.open();
+}, 300_000);
+
+afterAll(() => {
+  backend?.dispose();
+  rmSync(cacheDir, { recursive: true, force: true });
+});
+
+async function llamaKernel(name: string): Promise<LoweredKernel> {
+  const { graph } = await loadModel(fixture("llama"));
+  const k = compileGraph(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32" }).program.kernels.find((x) => x.name === name);
+  if (k === undefined) throw new Error(`no kernel ${name}`);
+  return k;
+}
+
+describe.skipIf(missing !== undefined)(`generated kernels on the emulator${missing ? ` (needs ${missing})` : ""}`, () => {
+  it("runs the fused add + RMS norm compiled through NVRTC", async () => {
+    const k = await llamaKernel("add_rms_norm_f32");
+    const reduce = k.body.find((s) => s.s === "reduce");
+    if (reduce?.s !== "reduce" || reduce.finish.k !== "rsqrt_mean_eps") throw new Error("add_rms_norm_f32 has no RMS reduction");
+    const eps = reduce.finish.eps;
+    const { device, compiler } = backend;
+    const { cubin } = compiler.compile({ name: "add_rms_norm_f32.cu", source: renderCudaModule([k]), headers: new Map() }, device.info.arch);
+    const fn = device.getFunction(device.loadModule(cubin, "add_rms_norm_f32.cu"), k.name);
+
+    const T = 5;
+    const H = 64;
+    expect(k.params.map((p) => [p.name, p.shape])).toEqual([
+      ["x0", ["T", H]],
+      ["x1", ["T", H]],
+      ["y0", ["T", H]],
+      ["w0", [H]],
+      ["y1", ["T", H]],
+    ]);
+    const r = rng(7);
+    const x0 = randomF32(T * H, r);
+    const x1 = randomF32(T * H, r);
+    const w0 = randomF32(H, r, 2);
+    const ptrs = [x0, x1, new Float32Array(T * H), w0, new Float32Array(T * H)].map((a) => {
+      const p = device.alloc(a.byteLength);
+      device.upload(p, a);
+      return p;
+    });
+    const launch = cudaLaunch(k);
+    expect(launch.grid[0]).toBe("T");
+    device.launch(fn, [T, 1, 1], launch.block, [{ kind: "i64", value: T }, ...ptrs.map((value) => ({ kind: "ptr" as const, value }))], launch.sharedBytes);
+    device.synchronize();
+    const y0 = new Float32Array(T * H);
+    const y1 = new Float32Array(T * H);
+    device.download(y0, ptrs[2]!);
+    device.download(y1, ptrs[4]!);
+    for (const p of ptrs) device.free(p);
+
+    for (let t = 0; t < T; t++) {
+      const sum = Float32Array.from({ length: H }, (_, c) => x0[t * H + c]! + x1[t * H + c]!);
+      const inv = 1 / Math.sqrt(sum.reduce((a, v) => a + v * v, 0) / H + eps);
+      for (let c = 0; c < H; c++) {
+        expect(y0[t * H + c]).toBe(sum[c]);
+        expect(Math.abs(y1[t * H + c]! - sum[c]! * inv * w0[c]!)).toBeLessThan(1e-5);
+      }
+    }
+  }, 300_000);
+
+  it("reports a program that compiles for the GPU but not for the emulator through the NVRTC log", () => {
+    const source = 'extern "C" __global__ void reverse_bits(unsigned int* p) { p[threadIdx.x] = __brev(p[threadIdx.x]); }\n';
+    let error: unknown;
+    try {
+      backend.compiler.compile({ name: "reverse_bits.cu", source, headers: new Map() }, backend.device.info.arch);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(CudaError);
+    expect((error as CudaError).log).toMatch(/did not compile as host C\+\+[\s\S]*reverse_bits\.cu:1:.*__brev/);
+  }, 300_000);
+});
