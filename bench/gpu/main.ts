@@ -252,11 +252,18 @@ function overBudget(what: string): boolean {
 
 const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
 
-/** How a decode timing runs: the default (CUDA graphs, GEMV for small GEMMs) against the plain eager path. */
-const DECODE_VARIANTS: readonly { readonly label: string; readonly opts: { readonly cudaGraphs?: boolean; readonly gemvMaxRows?: number } }[] = [
-  { label: "graphs + GEMV", opts: {} },
-  { label: "graphs, cuBLASLt", opts: { gemvMaxRows: 0 } },
-  { label: "eager, cuBLASLt", opts: { cudaGraphs: false, gemvMaxRows: 0 } },
+/**
+ * How a decode timing runs: the default (fused kernels, CUDA graphs, GEMV for small GEMMs), the
+ * same with cuBLASLt for every GEMM, and the plain baseline (every node its own kernel, eager,
+ * cuBLASLt).
+ */
+const DECODE_VARIANTS: readonly {
+  readonly label: string;
+  readonly opts: { readonly cudaGraphs?: boolean; readonly gemvMaxRows?: number; readonly fusedKernels?: boolean };
+}[] = [
+  { label: "fused, graphs, GEMV", opts: {} },
+  { label: "fused, graphs, cuBLASLt", opts: { gemvMaxRows: 0 } },
+  { label: "unfused, eager, cuBLASLt", opts: { cudaGraphs: false, gemvMaxRows: 0, fusedKernels: false } },
 ];
 
 /**

@@ -19,7 +19,11 @@
  * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
  * GEMMs stay f32.
  */
-import { numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import { createHash } from "node:crypto";
+import { assertNever, numel, type Dim, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import { compileGraph } from "../../compiler/pipeline.ts";
+import type { BufferSpec, Program } from "../../compiler/program.ts";
+import { CUDA_PRELUDE, cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
@@ -28,7 +32,8 @@ import { packSamplingRows, type DeviceSamplingRow } from "../device_sampling.ts"
 import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
-import type { CudaGraph, DevicePtr } from "./device.ts";
+import type { CudaGraph, DevicePtr, KernelFunction } from "./device.ts";
+import type { KernelArg } from "./kernel_args.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
@@ -56,6 +61,12 @@ export interface CudaExecutorOptions extends ExecutorOptions {
   readonly captureSizes?: readonly number[];
   /** GEMMs of at most this many rows run as the hand-written GEMV (default GEMV_MAX_ROWS; 0: always cuBLASLt) */
   readonly gemvMaxRows?: number;
+  /**
+   * run the compiler's fused kernels (generated CUDA C, compiled by NVRTC) for the elementwise
+   * and normalization regions between GEMMs and custom ops (default true); false runs every IR
+   * node of the traced graph with its own hand-written kernel
+   */
+  readonly fusedKernels?: boolean;
   /** sample on the device (`sample`, default true); false leaves sampling to the host */
   readonly deviceSampling?: boolean;
 }
@@ -68,6 +79,18 @@ export interface GraphStats {
   /** graphs held now */
   readonly graphs: number;
 }
+
+/** A fused kernel of the compiled program, loaded: launched with `rows` then its buffers' addresses. */
+interface FusedKernel {
+  readonly fn: KernelFunction;
+  readonly block: number;
+  readonly sharedBytes: number;
+  readonly rows: Dim;
+  readonly buffers: readonly BufferSpec[];
+}
+
+/** One step of the executor's plan: a fused kernel, or an IR node run by its own kernel(s). */
+type ExecStep = { readonly kind: "fused"; readonly kernel: FusedKernel } | { readonly kind: "node"; readonly node: ValueId };
 
 interface DecodeGraph {
   readonly graph: CudaGraph;
@@ -115,12 +138,21 @@ export class CudaExecutor implements StepExecutor {
   /** Runs one step and samples each row on the device (absent with deviceSampling: false). */
   readonly sample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
 
+  /** the graph the executor runs: the compiler's optimized graph when fused kernels are on */
+  readonly graph: Graph;
+  /** the compiled program's steps as this executor runs them; undefined: every node on its own */
+  private readonly plan: readonly ExecStep[] | undefined;
+  private readonly kvPool: ReadonlyMap<string, KvPoolLayer>;
+
   constructor(
-    readonly graph: Graph,
+    traced: Graph,
     weights: ReadonlyMap<string, WeightData>,
     private readonly backend: CudaBackend,
     private readonly opts: CudaExecutorOptions,
   ) {
+    const compiled = opts.fusedKernels === false ? undefined : compileGraph(traced, { target: { kind: "cuda", arch: backend.device.info.arch }, dtype: "f32" });
+    const graph = compiled?.graph ?? traced;
+    this.graph = graph;
     const { numBlocks, blockSize } = opts;
     if (!Number.isInteger(numBlocks) || numBlocks < 1 || !Number.isInteger(blockSize) || blockSize < 1) {
       throw new KilnError("INVALID_ARGUMENT", `KV cache needs positive integer block count and size (got ${numBlocks}, ${blockSize})`);
@@ -188,6 +220,7 @@ export class CudaExecutor implements StepExecutor {
       const n = graph.nodes[id];
       return n?.kind === "param" ? (this.dtypes.get(n.name) ?? "f32") : "f32";
     };
+    this.kvPool = kvPool;
     this.nodes = new NodeKernels(
       backend,
       graph,
@@ -199,6 +232,12 @@ export class CudaExecutor implements StepExecutor {
       { pool: this.statePool, decays },
       opts.gemvMaxRows ?? GEMV_MAX_ROWS,
     );
+    try {
+      this.plan = compiled === undefined ? undefined : this.planFrom(compiled.program);
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
   }
 
   get numBlocks(): number {
@@ -326,6 +365,13 @@ export class CudaExecutor implements StepExecutor {
     if (a === this.graphArena) this.graphArena = undefined;
   }
 
+  /** Launches of one step's plan: fused kernels, and nodes run on their own (undefined: no compiled plan). */
+  get planSummary(): { readonly fusedKernels: number; readonly nodes: number } | undefined {
+    if (this.plan === undefined) return undefined;
+    const fusedKernels = this.plan.filter((s) => s.kind === "fused").length;
+    return { fusedKernels, nodes: this.plan.length - fusedKernels };
+  }
+
   get graphStats(): GraphStats {
     return { ...this.counts, graphs: this.decodeGraphs.size };
   }
@@ -383,8 +429,86 @@ export class CudaExecutor implements StepExecutor {
       return p;
     };
     const frame: StepFrame = { sizes, packed, inputs, scratch: arena.scratch, cast: arena.cast, ptr };
-    for (const n of this.graph.nodes) this.nodes.run(n, frame);
+    if (this.plan === undefined) {
+      for (const n of this.graph.nodes) this.nodes.run(n, frame);
+    } else {
+      const slotMapping = inputs + BigInt(packed.layout.slotMapping * 4);
+      const address = (b: BufferSpec): DevicePtr => {
+        const role = b.role;
+        switch (role.kind) {
+          case "input":
+            return role.name === "slot_mapping" ? slotMapping : inputs + BigInt((inputAt[role.name] ?? 0) * 4);
+          case "param":
+          case "activation": {
+            const p = role.kind === "param" ? this.weights.get(role.name) : arena.values.get(role.node);
+            if (p === undefined) throw new Error(`program buffer ${b.id} has no device memory`);
+            return p;
+          }
+          case "kv_cache": {
+            const layer = this.kvPool.get(role.cacheKey);
+            if (layer === undefined) throw new Error(`no KV pool for '${role.cacheKey}'`);
+            return role.which === "k" ? layer.k : layer.v;
+          }
+          default:
+            return assertNever(role, "buffer role");
+        }
+      };
+      for (const s of this.plan) {
+        if (s.kind === "node") {
+          this.nodes.run(this.graph.nodes[s.node]!, frame);
+          continue;
+        }
+        const k = s.kernel;
+        const rows = typeof k.rows === "number" ? k.rows : sizes[k.rows];
+        if (rows === 0) continue;
+        const args: KernelArg[] = [{ kind: "i64", value: rows }, ...k.buffers.map((b): KernelArg => ({ kind: "ptr", value: address(b) }))];
+        this.backend.device.launch(k.fn, [rows, 1, 1], [k.block, 1, 1], args, k.sharedBytes);
+      }
+    }
     return ptr(this.graph.outputs.logits);
+  }
+
+  /**
+   * The compiled program as this executor runs it: each fused kernel whose buffers are all f32 on
+   * the device is compiled by NVRTC (one module for all of them) and launched in place of its
+   * nodes; the others (a region reading a bf16 weight) and every GEMM and custom op run node by
+   * node. An attention whose k/v a fused kernel writes into the cache skips its own KV write.
+   */
+  private planFrom(program: Program): ExecStep[] {
+    // the device holds activations, caches and (unless bf16 weights) parameters in f32, inputs in i32
+    const f32 = (b: BufferSpec): boolean =>
+      b.role.kind === "input" ? b.elem === "i32" : b.elem === "f32" && (b.role.kind !== "param" || this.dtypes.get(b.role.name) === "f32");
+    const kernels = new Map(program.kernels.map((k) => [k.name, k]));
+    const usable = new Set<string>();
+    for (const s of program.steps) {
+      if (s.kind === "kernel" && s.args.every((id) => f32(program.buffers[id]!))) usable.add(s.kernel);
+    }
+    const lowered = [...usable].map((name) => kernels.get(name)!);
+    const functions = new Map<string, KernelFunction>();
+    if (lowered.length > 0) {
+      const source = [CUDA_PRELUDE, ...lowered.map(renderCudaKernel)].join("\n");
+      const name = `fused_${createHash("sha256").update(source).digest("hex").slice(0, 16)}.cu`;
+      const compiled = this.backend.compiler.compile({ name, source, headers: new Map() }, this.backend.device.info.arch);
+      const module = this.backend.device.loadModule(compiled.cubin, name);
+      for (const k of lowered) functions.set(k.name, this.backend.device.getFunction(module, k.name));
+    }
+    const plan: ExecStep[] = [];
+    for (const s of program.steps) {
+      if (s.kind !== "kernel") {
+        plan.push({ kind: "node", node: s.node });
+        continue;
+      }
+      const fn = functions.get(s.kernel);
+      if (fn === undefined) {
+        for (const node of s.nodes) plan.push({ kind: "node", node });
+        continue;
+      }
+      const buffers = s.args.map((id) => program.buffers[id]!);
+      for (const b of buffers) if (b.role.kind === "kv_cache") this.nodes.kvWrittenByFusedKernels.add(b.role.cacheKey);
+      const launch = cudaLaunch(kernels.get(s.kernel)!);
+      plan.push({ kind: "fused", kernel: { fn, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers } });
+    }
+    return plan;
   }
 
   /**

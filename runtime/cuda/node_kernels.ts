@@ -108,6 +108,8 @@ export interface StepFrame {
 }
 
 export class NodeKernels {
+  /** KV layers whose step k/v a fused kernel of the compiled program writes (with the rotary) before attention runs */
+  readonly kvWrittenByFusedKernels = new Set<string>();
   constructor(
     private readonly backend: CudaBackend,
     private readonly graph: Graph,
@@ -331,7 +333,9 @@ export class NodeKernels {
     const { packed } = f;
     const T = packed.T;
     const at = (offset: number): DevicePtr => f.inputs + BigInt(offset * 4);
-    k.launch("kiln_write_kv", [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
+    if (!this.kvWrittenByFusedKernels.has(n.cacheKey)) {
+      k.launch("kiln_write_kv", [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
+    }
     const splits = attentionSplits(T, n.numHeads, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
     const name = n.softcap === undefined ? "kiln_paged_attention" : "kiln_paged_attention_softcap";
     k.launch(name, [n.numHeads, T, splits], [128, 1, 1], [

@@ -133,3 +133,31 @@ describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${mi
     expect(backend.device.allocatedBytes).toBe(before);
   });
 });
+
+describe.skipIf(missing !== undefined)(`the compiler's fused kernels on the emulated device${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+  for (const name of ["llama", "qwen3", "lfm2"] as const) {
+    it(`${name}: the fused program runs fewer launches and gives the node-by-node logits`, async () => {
+      const { graph, weights } = await loadModel(fixture(name));
+      const opts = { numBlocks: 16, blockSize: 4, numStateSlots: 2, cudaGraphs: false };
+      const fused = new CudaExecutor(graph, weights, backend, opts);
+      const plain = new CudaExecutor(graph, weights, backend, { ...opts, fusedKernels: false });
+      try {
+        const summary = fused.planSummary!;
+        expect(plain.planSummary).toBeUndefined();
+        expect(summary.fusedKernels).toBeGreaterThan(0);
+        const nodeLaunches = plain.graph.nodes.filter((n) => n.kind !== "input" && n.kind !== "param").length;
+        expect(summary.fusedKernels + summary.nodes).toBeLessThanOrEqual(nodeLaunches / 2);
+        const slot = [fused.statePool?.allocate(), plain.statePool?.allocate()] as const;
+        const step = (which: 0 | 1, tokens: number[], numCached: number) =>
+          packStep([{ tokens, numCached, blockTable: [0, 1, 2, 3, 4], ...(slot[which] === undefined ? {} : { stateSlot: slot[which] }) }], 4);
+        const prompt = [5, 17, 301, 44, 9, 8, 7];
+        // two float orderings of the same function (each within 1e-5 of the HF reference in the goldens)
+        expect(compare(`${name} prefill`, fused.run(step(0, prompt, 0)), plain.run(step(1, prompt, 0)), 5e-5).maxErr).toBeLessThan(5e-5);
+        expect(compare(`${name} decode`, fused.run(step(0, [12], 7)), plain.run(step(1, [12], 7)), 5e-5).maxErr).toBeLessThan(5e-5);
+      } finally {
+        fused.dispose();
+        plain.dispose();
+      }
+    });
+  }
+});

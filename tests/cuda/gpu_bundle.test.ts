@@ -74,13 +74,13 @@ describe("GPU check bundle", () => {
       return row!.detail;
     };
     for (const shape of ["Llama-3.2-1B", "Qwen3-0.6B"]) {
-      for (const variant of ["graphs \\+ GEMV", "eager, cuBLASLt"]) {
+      for (const variant of ["fused, graphs, GEMV", "unfused, eager, cuBLASLt"]) {
         expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 ctx \\d+ \\(bf16, ${variant}\\)$`))).toMatch(/ms\/step .* \d+% of floor/);
         expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, ${variant}\\)`))).toMatch(/host busy \d+% of a step/);
       }
       // the default path replays captured graphs; the eager baseline captures none
-      expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, graphs`))).toMatch(/"captures":[1-9].*"replays":[1-9]/);
-      expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, eager`))).toMatch(/"captures":0/);
+      expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, fused, graphs`))).toMatch(/"captures":[1-9].*"replays":[1-9]/);
+      expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, unfused`))).toMatch(/"captures":0/);
       expect(timing(new RegExp(`^${shape} \\(toy\\) offline throughput \\(16 prompts, bf16\\)$`))).toMatch(/output tokens\/s: .* 16\/16 requests finished; KV pool \d+ blocks/);
     }
   }, 420_000);
