@@ -1,5 +1,11 @@
 /**
- * The CUDA backend's executor: the traced graph run on the GPU, node by node, on one stream.
+ * The CUDA backend's executor: the model's compiled program run on the GPU on one stream. The
+ * compiler's fused regions (elementwise chains, norms, rotary with the KV write, the embedding
+ * gather) run as its generated CUDA C, compiled once by NVRTC; GEMMs (cuBLASLt, or the GEMV for
+ * a few rows), attention and the other custom ops run with hand-written kernels, one per IR
+ * node; a region that reads a weight kept in bf16 (the embedding table with bf16 weights) runs
+ * node by node too. With fusedKernels: false every node of the traced graph runs on its own.
+ *
  * Weights are uploaded once; each attention layer's KV pool lives in device memory; activations
  * get one buffer per node sized for the largest step seen so far (grown by doubling); a step
  * costs one host→device copy of its packed inputs and one device→host copy of the logits, or,
