@@ -3,7 +3,7 @@
  * so no PTX is JIT-compiled by the driver), with the CUDA headers found next to libnvrtc on the
  * include path. CUBINs are cached on disk under $KILN_CACHE_DIR (default ~/.cache/kiln)/cubin,
  * keyed by a hash of the source, its headers, the options, the architecture and the NVRTC
- * version, so a second run loads instead of compiling. A failed compile throws CUDA_ERROR with
+ * library (version and path), so a second run loads instead of compiling. A failed compile throws CUDA_ERROR with
  * NVRTC's log.
  */
 import { createHash } from "node:crypto";
@@ -89,7 +89,7 @@ export class NvrtcCompiler {
   private cachePath(program: CudaProgram, options: readonly string[], arch: string): string {
     const h = createHash("sha256");
     const headers = [...program.headers.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    h.update(JSON.stringify({ source: program.source, headers, options, arch, nvrtc: this.version }));
+    h.update(JSON.stringify({ source: program.source, headers, options, arch, nvrtc: this.version, library: this.libraryPath }));
     const stem = program.name.replace(/\.[^.]*$/, "").replace(/[^\w.-]/g, "_");
     return join(this.cacheDir, "cubin", `${stem}-${arch}-${h.digest("hex").slice(0, 24)}.cubin`);
   }
