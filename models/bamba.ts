@@ -9,8 +9,8 @@
 import type { Tensor } from "../compiler/trace.ts";
 import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
-import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import type { ModelArgs } from "./dsl/causal_lm.ts";
+import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { Mamba2Mixer, timeStepLimit, type Mamba2MixerOptions } from "./dsl/mamba.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
@@ -72,53 +72,16 @@ class BambaDecoderLayer extends Module {
   }
 }
 
-class BambaModel extends Module {
-  readonly embedTokens: VocabParallelEmbedding;
-  readonly layers: BambaDecoderLayer[];
-  readonly finalLayernorm: RMSNorm;
-  constructor(prefix: string, cfg: BambaConfig, ctx: ModelContext) {
-    super(prefix);
-    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
-    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new BambaDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
-    this.finalLayernorm = new RMSNorm(this.join("final_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    let h = this.embedTokens.forward(inputs.inputIds);
-    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
-    return this.finalLayernorm.forward(h.gatherRows(inputs.logitsIndices));
-  }
-}
-
-export class BambaForCausalLM extends Module implements CausalLM {
+export class BambaForCausalLM extends DecoderOnlyLM<BambaConfig, BambaDecoderLayer> {
   readonly sequenceState = "hybrid";
-  readonly cfg: BambaConfig;
-  readonly model: BambaModel;
-  readonly lmHead: ParallelLMHead;
 
   constructor(args: ModelArgs) {
-    super("");
-    this.cfg = parseBambaConfig(args.config);
-    this.model = new BambaModel("model", this.cfg, args.ctx);
-    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
-    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
-  }
-
-  get vocabSize(): number {
-    return this.cfg.vocabSize;
-  }
-
-  get maxPositions(): number {
-    return this.cfg.maxPositions;
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    return this.lmHead.logits(this.model.forward(inputs));
+    const cfg = parseBambaConfig(args.config);
+    const sizes = { numLayers: cfg.numLayers, normEps: cfg.rmsNormEps, normName: "final_layernorm" };
+    super(cfg, sizes, (prefix, i) => new BambaDecoderLayer(prefix, cfg, i, args.ctx), args.ctx);
   }
 
   loadWeights(source: WeightSource): LoadReport {
-    const skip = [/rotary_emb\.inv_freq$/];
-    if (this.cfg.tieWordEmbeddings) skip.push(/^lm_head\.weight$/);
-    return loadWeights(this, source, { stacked: LLAMA_STACKED, skip });
+    return loadWeights(this, source, { stacked: LLAMA_STACKED, skip: [/rotary_emb\.inv_freq$/, ...this.tiedSkips()] });
   }
 }

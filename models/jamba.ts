@@ -16,8 +16,8 @@
 import type { Tensor } from "../compiler/trace.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { Attention } from "./dsl/attention.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
-import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import type { ModelArgs } from "./dsl/causal_lm.ts";
+import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { FusedMoE, SparseMoeBlock, type SparseMoeBlockOptions } from "./dsl/fused_moe.ts";
 import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
@@ -141,7 +141,8 @@ class JambaDecoderLayer extends Module {
     this.feedForward = cfg.expertLayers[layer] ? new SparseMoeBlock(this.join("feed_forward"), cfg.moe, ctx) : new JambaMLP(this.join("feed_forward"), cfg, ctx);
   }
 
-  forward(h: Tensor): Tensor {
+  /** positions are unused: Jamba's attention has no positional encoding */
+  forward(_positions: Tensor, h: Tensor): Tensor {
     return this.scoped(h.graph, () => {
       const a = h.add(this.mixer.forward(this.inputLayernorm.forward(h)));
       return a.add(this.feedForward.forward(this.preFfLayernorm.forward(a)));
@@ -149,53 +150,17 @@ class JambaDecoderLayer extends Module {
   }
 }
 
-class JambaModel extends Module {
-  readonly embedTokens: VocabParallelEmbedding;
-  readonly layers: JambaDecoderLayer[];
-  readonly finalLayernorm: RMSNorm;
-  constructor(prefix: string, cfg: JambaConfig, ctx: ModelContext) {
-    super(prefix);
-    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
-    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new JambaDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
-    this.finalLayernorm = new RMSNorm(this.join("final_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    let h = this.embedTokens.forward(inputs.inputIds);
-    for (const layer of this.layers) h = layer.forward(h);
-    return this.finalLayernorm.forward(h.gatherRows(inputs.logitsIndices));
-  }
-}
-
-export class JambaForCausalLM extends Module implements CausalLM {
+export class JambaForCausalLM extends DecoderOnlyLM<JambaConfig, JambaDecoderLayer> {
   readonly sequenceState = "hybrid";
-  readonly cfg: JambaConfig;
-  readonly model: JambaModel;
-  readonly lmHead: ParallelLMHead;
 
   constructor(args: ModelArgs) {
-    super("");
-    this.cfg = parseJambaConfig(args.config);
-    this.model = new JambaModel("model", this.cfg, args.ctx);
-    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
-    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
-  }
-
-  get vocabSize(): number {
-    return this.cfg.vocabSize;
-  }
-
-  get maxPositions(): number {
-    return this.cfg.maxPositions;
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    return this.lmHead.logits(this.model.forward(inputs));
+    const cfg = parseJambaConfig(args.config);
+    const sizes = { numLayers: cfg.numLayers, normEps: cfg.rmsNormEps, normName: "final_layernorm" };
+    super(cfg, sizes, (prefix, i) => new JambaDecoderLayer(prefix, cfg, i, args.ctx), args.ctx);
   }
 
   loadWeights(source: WeightSource): LoadReport {
-    const skip = this.cfg.tieWordEmbeddings ? [/^lm_head\.weight$/] : [];
     const stacked = [...LLAMA_STACKED, ...FusedMoE.expertParamsMapping(this.cfg.moe.numExperts)];
-    return loadWeights(this, source, { stacked, skip });
+    return loadWeights(this, source, { stacked, skip: this.tiedSkips() });
   }
 }

@@ -14,8 +14,8 @@ import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
-import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import type { ModelArgs } from "./dsl/causal_lm.ts";
+import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, ColumnParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type StackedParam, type WeightSource } from "./dsl/load_weights.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
@@ -187,60 +187,24 @@ class Lfm2DecoderLayer extends Module {
   }
 }
 
-class Lfm2Model extends Module {
-  readonly embedTokens: VocabParallelEmbedding;
-  readonly layers: Lfm2DecoderLayer[];
-  readonly embeddingNorm: RMSNorm;
-  constructor(prefix: string, cfg: Lfm2Config, ctx: ModelContext) {
-    super(prefix);
-    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
-    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new Lfm2DecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
-    this.embeddingNorm = new RMSNorm(this.join("embedding_norm"), cfg.hiddenSize, cfg.normEps);
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    let h = this.embedTokens.forward(inputs.inputIds);
-    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
-    return this.embeddingNorm.forward(h.gatherRows(inputs.logitsIndices));
-  }
-}
-
 const LFM2_STACKED: readonly StackedParam[] = [
   ...LLAMA_STACKED,
   { param: ".gate_up_proj.", checkpoint: ".w1.", shard: "0" },
   { param: ".gate_up_proj.", checkpoint: ".w3.", shard: "1" },
 ];
 
-export class Lfm2ForCausalLM extends Module implements CausalLM {
+export class Lfm2ForCausalLM extends DecoderOnlyLM<Lfm2Config, Lfm2DecoderLayer> {
   /** conv layers keep per-sequence state beside the attention layers' KV cache */
   readonly sequenceState = "hybrid";
-  readonly cfg: Lfm2Config;
-  readonly model: Lfm2Model;
-  readonly lmHead: ParallelLMHead;
 
   constructor(args: ModelArgs) {
-    super("");
-    this.cfg = parseLfm2Config(args.config);
-    this.model = new Lfm2Model("model", this.cfg, args.ctx);
-    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
-    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
-  }
-
-  get vocabSize(): number {
-    return this.cfg.vocabSize;
-  }
-
-  get maxPositions(): number {
-    return this.cfg.maxPositions;
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    return this.lmHead.logits(this.model.forward(inputs));
+    const cfg = parseLfm2Config(args.config);
+    // LFM2 calls its final norm "embedding_norm"
+    const sizes = { numLayers: cfg.numLayers, normEps: cfg.normEps, normName: "embedding_norm" };
+    super(cfg, sizes, (prefix, i) => new Lfm2DecoderLayer(prefix, cfg, i, args.ctx), args.ctx);
   }
 
   loadWeights(source: WeightSource): LoadReport {
-    const skip = [/rotary_emb\.inv_freq$/];
-    if (this.cfg.tieWordEmbeddings) skip.push(/^lm_head\.weight$/);
-    return loadWeights(this, source, { stacked: LFM2_STACKED, skip });
+    return loadWeights(this, source, { stacked: LFM2_STACKED, skip: [/rotary_emb\.inv_freq$/, ...this.tiedSkips()] });
   }
 }

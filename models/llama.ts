@@ -12,8 +12,8 @@ import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseRope, rotaryDimOf, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
-import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import type { ModelArgs } from "./dsl/causal_lm.ts";
+import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
@@ -171,58 +171,16 @@ class LlamaDecoderLayer extends Module {
   }
 }
 
-export class LlamaModel extends Module {
-  readonly embedTokens: VocabParallelEmbedding;
-  readonly layers: LlamaDecoderLayer[];
-  readonly norm: RMSNorm;
-  constructor(prefix: string, cfg: LlamaConfig, ctx: ModelContext) {
-    super(prefix);
-    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
-    this.layers = Array.from(
-      { length: cfg.numLayers },
-      (_, i) => new LlamaDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx),
-    );
-    this.norm = new RMSNorm(this.join("norm"), cfg.hiddenSize, cfg.rmsNormEps);
-  }
-
-  /** final hidden states of the rows in `logitsIndices`: [S, H] */
-  forward(inputs: ModelInputs): Tensor {
-    let h = this.embedTokens.forward(inputs.inputIds);
-    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
-    // the norm is per row, so normalizing only the wanted rows gives the same result, cheaper
-    return this.norm.forward(h.gatherRows(inputs.logitsIndices));
-  }
-}
-
-export abstract class LlamaFamilyForCausalLM extends Module implements CausalLM {
-  readonly cfg: LlamaConfig;
-  readonly model: LlamaModel;
-  readonly lmHead: ParallelLMHead;
+export abstract class LlamaFamilyForCausalLM extends DecoderOnlyLM<LlamaConfig, LlamaDecoderLayer> {
+  readonly sequenceState = "attention";
 
   constructor(args: ModelArgs, variant: LlamaVariant) {
-    super("");
-    this.cfg = parseLlamaConfig(args.config, variant);
-    this.model = new LlamaModel("model", this.cfg, args.ctx);
-    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
-    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
-  }
-
-  get vocabSize(): number {
-    return this.cfg.vocabSize;
-  }
-
-  get maxPositions(): number {
-    return this.cfg.maxPositions;
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    return this.lmHead.logits(this.model.forward(inputs));
+    const cfg = parseLlamaConfig(args.config, variant);
+    super(cfg, { numLayers: cfg.numLayers, normEps: cfg.rmsNormEps }, (prefix, i) => new LlamaDecoderLayer(prefix, cfg, i, args.ctx), args.ctx);
   }
 
   loadWeights(source: WeightSource): LoadReport {
-    const skip = [/rotary_emb\.inv_freq$/];
-    if (this.cfg.tieWordEmbeddings) skip.push(/^lm_head\.weight$/);
-    return loadWeights(this, source, { stacked: LLAMA_STACKED, skip });
+    return loadWeights(this, source, { stacked: LLAMA_STACKED, skip: [/rotary_emb\.inv_freq$/, ...this.tiedSkips()] });
   }
 }
 

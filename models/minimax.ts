@@ -14,8 +14,8 @@ import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
-import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import type { ModelArgs } from "./dsl/causal_lm.ts";
+import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { FusedMoE, MIXTRAL_EXPERT_NAMES, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
 import { LinearAttention, lightningSlopes } from "./dsl/linear_attention.ts";
 import { ColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
@@ -182,49 +182,13 @@ class MiniMaxDecoderLayer extends Module {
   }
 }
 
-class MiniMaxModel extends Module {
-  readonly embedTokens: VocabParallelEmbedding;
-  readonly layers: MiniMaxDecoderLayer[];
-  readonly norm: RMSNorm;
-  constructor(prefix: string, cfg: MiniMaxConfig, ctx: ModelContext) {
-    super(prefix);
-    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
-    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new MiniMaxDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
-    this.norm = new RMSNorm(this.join("norm"), cfg.hiddenSize, cfg.rmsNormEps);
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    let h = this.embedTokens.forward(inputs.inputIds);
-    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
-    return this.norm.forward(h.gatherRows(inputs.logitsIndices));
-  }
-}
-
-export class MiniMaxForCausalLM extends Module implements CausalLM {
+export class MiniMaxForCausalLM extends DecoderOnlyLM<MiniMaxConfig, MiniMaxDecoderLayer> {
   /** lightning layers keep per-sequence state beside the full attention layers' KV cache */
   readonly sequenceState = "hybrid";
-  readonly cfg: MiniMaxConfig;
-  readonly model: MiniMaxModel;
-  readonly lmHead: ParallelLMHead;
 
   constructor(args: ModelArgs) {
-    super("");
-    this.cfg = parseMiniMaxConfig(args.config);
-    this.model = new MiniMaxModel("model", this.cfg, args.ctx);
-    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
-    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
-  }
-
-  get vocabSize(): number {
-    return this.cfg.vocabSize;
-  }
-
-  get maxPositions(): number {
-    return this.cfg.maxPositions;
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    return this.lmHead.logits(this.model.forward(inputs));
+    const cfg = parseMiniMaxConfig(args.config);
+    super(cfg, { numLayers: cfg.numLayers, normEps: cfg.rmsNormEps }, (prefix, i) => new MiniMaxDecoderLayer(prefix, cfg, i, args.ctx), args.ctx);
   }
 
   loadWeights(source: WeightSource): LoadReport {

@@ -9,8 +9,8 @@
  */
 import type { Tensor } from "../compiler/trace.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
-import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
+import type { ModelArgs } from "./dsl/causal_lm.ts";
+import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { FusedMoE, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
@@ -63,48 +63,12 @@ class Qwen3MoeDecoderLayer extends Module {
   }
 }
 
-class Qwen3MoeModel extends Module {
-  readonly embedTokens: VocabParallelEmbedding;
-  readonly layers: Qwen3MoeDecoderLayer[];
-  readonly norm: RMSNorm;
-  constructor(prefix: string, cfg: Qwen3MoeConfig, ctx: ModelContext) {
-    super(prefix);
-    this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), cfg.vocabSize, cfg.hiddenSize, ctx);
-    this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new Qwen3MoeDecoderLayer(this.join(`layers.${i}`), cfg, i, ctx));
-    this.norm = new RMSNorm(this.join("norm"), cfg.hiddenSize, cfg.rmsNormEps);
-  }
-
-  /** final hidden states of the rows in `logitsIndices`: [S, H] */
-  forward(inputs: ModelInputs): Tensor {
-    let h = this.embedTokens.forward(inputs.inputIds);
-    for (const layer of this.layers) h = layer.forward(inputs.positions, h);
-    return this.norm.forward(h.gatherRows(inputs.logitsIndices));
-  }
-}
-
-export class Qwen3MoeForCausalLM extends Module implements CausalLM {
-  readonly cfg: Qwen3MoeConfig;
-  readonly model: Qwen3MoeModel;
-  readonly lmHead: ParallelLMHead;
+export class Qwen3MoeForCausalLM extends DecoderOnlyLM<Qwen3MoeConfig, Qwen3MoeDecoderLayer> {
+  readonly sequenceState = "attention";
 
   constructor(args: ModelArgs) {
-    super("");
-    this.cfg = parseQwen3MoeConfig(args.config);
-    this.model = new Qwen3MoeModel("model", this.cfg, args.ctx);
-    this.lmHead = new ParallelLMHead("lm_head", this.cfg.vocabSize, this.cfg.hiddenSize, args.ctx);
-    if (this.cfg.tieWordEmbeddings) this.lmHead.tieTo(this.model.embedTokens);
-  }
-
-  get vocabSize(): number {
-    return this.cfg.vocabSize;
-  }
-
-  get maxPositions(): number {
-    return this.cfg.maxPositions;
-  }
-
-  forward(inputs: ModelInputs): Tensor {
-    return this.lmHead.logits(this.model.forward(inputs));
+    const cfg = parseQwen3MoeConfig(args.config);
+    super(cfg, { numLayers: cfg.numLayers, normEps: cfg.rmsNormEps }, (prefix, i) => new Qwen3MoeDecoderLayer(prefix, cfg, i, args.ctx), args.ctx);
   }
 
   loadWeights(source: WeightSource): LoadReport {

@@ -23,6 +23,7 @@ export {
   type SparseMoeBlockOptions,
 } from "./fused_moe.ts";
 export { LLAMA_STACKED, loadWeights, type LoadReport, type StackedParam, type WeightRules, type WeightSource } from "./load_weights.ts";
+export { DecoderOnlyLM, DecoderStack, type DecoderLayer, type DecoderLMConfig, type DecoderStackSizes } from "./decoder_lm.ts";
 export { traceModel, type CausalLM, type CausalLMClass, type ModelArgs, type ModelInputs } from "./causal_lm.ts";
 export { Tensor, GraphBuilder } from "../../compiler/trace.ts";
 export type { ConfigReader } from "../../runtime/hf_config.ts";
