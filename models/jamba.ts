@@ -19,11 +19,12 @@ import { Attention } from "./dsl/attention.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { FusedMoE, SparseMoeBlock, type SparseMoeBlockOptions } from "./dsl/fused_moe.ts";
-import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
+import { QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { MambaMixer, type MambaMixerOptions } from "./dsl/mamba.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
+import { LlamaMLP } from "./llama.ts";
 
 export interface JambaConfig {
   readonly hiddenSize: number;
@@ -109,36 +110,17 @@ class JambaAttention extends Module {
   }
 }
 
-class JambaMLP extends Module {
-  readonly gateUpProj: MergedColumnParallelLinear;
-  readonly downProj: RowParallelLinear;
-  constructor(prefix: string, cfg: JambaConfig, ctx: ModelContext) {
-    super(prefix);
-    const I = cfg.intermediateSize;
-    this.gateUpProj = new MergedColumnParallelLinear(this.join("gate_up_proj"), cfg.hiddenSize, [I, I], ctx);
-    this.downProj = new RowParallelLinear(this.join("down_proj"), I, cfg.hiddenSize, ctx);
-  }
-
-  forward(x: Tensor): Tensor {
-    return this.scoped(x.graph, () => {
-      const per = this.gateUpProj.sizesPerRank[0]!;
-      const [gate, up] = this.gateUpProj.forward(x).split([per, per]);
-      return this.downProj.forward(gate!.silu().mul(up!));
-    });
-  }
-}
-
 class JambaDecoderLayer extends Module {
   readonly inputLayernorm: RMSNorm;
   readonly mixer: JambaAttention | MambaMixer;
   readonly preFfLayernorm: RMSNorm;
-  readonly feedForward: SparseMoeBlock | JambaMLP;
+  readonly feedForward: SparseMoeBlock | LlamaMLP;
   constructor(prefix: string, cfg: JambaConfig, layer: number, ctx: ModelContext) {
     super(prefix);
     this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
     this.mixer = cfg.attentionLayers[layer] ? new JambaAttention(this.join("self_attn"), cfg, ctx) : new MambaMixer(this.join("mamba"), cfg.mamba, ctx);
     this.preFfLayernorm = new RMSNorm(this.join("pre_ff_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
-    this.feedForward = cfg.expertLayers[layer] ? new SparseMoeBlock(this.join("feed_forward"), cfg.moe, ctx) : new JambaMLP(this.join("feed_forward"), cfg, ctx);
+    this.feedForward = cfg.expertLayers[layer] ? new SparseMoeBlock(this.join("feed_forward"), cfg.moe, ctx) : new LlamaMLP(this.join("feed_forward"), cfg, ctx);
   }
 
   /** positions are unused: Jamba's attention has no positional encoding */

@@ -131,14 +131,16 @@ export class LlamaAttention extends Module {
   }
 }
 
+/** SwiGLU: down(silu(gate) · up), gate and up stacked as gate_up_proj. */
 export class LlamaMLP extends Module {
   readonly gateUpProj: MergedColumnParallelLinear;
   readonly downProj: RowParallelLinear;
-  constructor(prefix: string, cfg: LlamaConfig, ctx: ModelContext) {
+  constructor(prefix: string, cfg: Pick<LlamaConfig, "hiddenSize" | "intermediateSize"> & { readonly mlpBias?: boolean }, ctx: ModelContext) {
     super(prefix);
     const I = cfg.intermediateSize;
-    this.gateUpProj = new MergedColumnParallelLinear(this.join("gate_up_proj"), cfg.hiddenSize, [I, I], ctx, { bias: cfg.mlpBias });
-    this.downProj = new RowParallelLinear(this.join("down_proj"), I, cfg.hiddenSize, ctx, { bias: cfg.mlpBias });
+    const bias = cfg.mlpBias ?? false;
+    this.gateUpProj = new MergedColumnParallelLinear(this.join("gate_up_proj"), cfg.hiddenSize, [I, I], ctx, { bias });
+    this.downProj = new RowParallelLinear(this.join("down_proj"), I, cfg.hiddenSize, ctx, { bias });
   }
 
   forward(x: Tensor): Tensor {

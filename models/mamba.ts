@@ -44,7 +44,7 @@ export interface MambaConfig extends BackboneConfig {
 export function parseMambaConfig(c: ConfigReader): MambaConfig {
   const base = parseBackbone(c, true);
   const H = base.hiddenSize;
-  const rank = c.has("time_step_rank") && typeof c.raw["time_step_rank"] === "number" ? c.int("time_step_rank") : Math.ceil(H / 16); // "auto"
+  const rank = typeof c.raw["time_step_rank"] === "number" ? c.int("time_step_rank") : Math.ceil(H / 16); // absent or "auto"
   return {
     ...base,
     mixer: {

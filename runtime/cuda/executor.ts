@@ -25,11 +25,9 @@
  * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
  * GEMMs stay f32.
  */
-import { createHash } from "node:crypto";
-import { assertNever, numel, type Dim, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import { assertNever, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
-import type { BufferSpec, Program } from "../../compiler/program.ts";
-import { CUDA_PRELUDE, cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
+import type { BufferSpec } from "../../compiler/program.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
@@ -38,8 +36,8 @@ import { packSamplingRows, type DeviceSamplingRow } from "../device_sampling.ts"
 import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
-import type { CudaGraph, DevicePtr, KernelFunction } from "./device.ts";
-import type { KernelArg } from "./kernel_args.ts";
+import type { CudaGraph, DevicePtr } from "./device.ts";
+import { launchFused, planProgram, type ExecStep } from "./fused_plan.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
@@ -85,18 +83,6 @@ export interface GraphStats {
   /** graphs held now */
   readonly graphs: number;
 }
-
-/** A fused kernel of the compiled program, loaded: launched with `rows` then its buffers' addresses. */
-interface FusedKernel {
-  readonly fn: KernelFunction;
-  readonly block: number;
-  readonly sharedBytes: number;
-  readonly rows: Dim;
-  readonly buffers: readonly BufferSpec[];
-}
-
-/** One step of the executor's plan: a fused kernel, or an IR node run by its own kernel(s). */
-type ExecStep = { readonly kind: "fused"; readonly kernel: FusedKernel } | { readonly kind: "node"; readonly node: ValueId };
 
 interface DecodeGraph {
   readonly graph: CudaGraph;
@@ -239,7 +225,7 @@ export class CudaExecutor implements StepExecutor {
       opts.gemvMaxRows ?? GEMV_MAX_ROWS,
     );
     try {
-      this.plan = compiled === undefined ? undefined : this.planFrom(compiled.program);
+      this.plan = compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", this.nodes.kvWrittenByFusedKernels);
     } catch (e) {
       this.dispose();
       throw e;
@@ -464,57 +450,10 @@ export class CudaExecutor implements StepExecutor {
           this.nodes.run(this.graph.nodes[s.node]!, frame);
           continue;
         }
-        const k = s.kernel;
-        const rows = typeof k.rows === "number" ? k.rows : sizes[k.rows];
-        if (rows === 0) continue;
-        const args: KernelArg[] = [{ kind: "i64", value: rows }, ...k.buffers.map((b): KernelArg => ({ kind: "ptr", value: address(b) }))];
-        this.backend.device.launch(k.fn, [rows, 1, 1], [k.block, 1, 1], args, k.sharedBytes);
+        launchFused(this.backend.device, s.kernel, sizes, address);
       }
     }
     return ptr(this.graph.outputs.logits);
-  }
-
-  /**
-   * The compiled program as this executor runs it: each fused kernel whose buffers are all f32 on
-   * the device is compiled by NVRTC (one module for all of them) and launched in place of its
-   * nodes; the others (a region reading a bf16 weight) and every GEMM and custom op run node by
-   * node. An attention whose k/v a fused kernel writes into the cache skips its own KV write.
-   */
-  private planFrom(program: Program): ExecStep[] {
-    // the device holds activations, caches and (unless bf16 weights) parameters in f32, inputs in i32
-    const f32 = (b: BufferSpec): boolean =>
-      b.role.kind === "input" ? b.elem === "i32" : b.elem === "f32" && (b.role.kind !== "param" || this.dtypes.get(b.role.name) === "f32");
-    const kernels = new Map(program.kernels.map((k) => [k.name, k]));
-    const usable = new Set<string>();
-    for (const s of program.steps) {
-      if (s.kind === "kernel" && s.args.every((id) => f32(program.buffers[id]!))) usable.add(s.kernel);
-    }
-    const lowered = [...usable].map((name) => kernels.get(name)!);
-    const functions = new Map<string, KernelFunction>();
-    if (lowered.length > 0) {
-      const source = [CUDA_PRELUDE, ...lowered.map(renderCudaKernel)].join("\n");
-      const name = `fused_${createHash("sha256").update(source).digest("hex").slice(0, 16)}.cu`;
-      const compiled = this.backend.compiler.compile({ name, source, headers: new Map() }, this.backend.device.info.arch);
-      const module = this.backend.device.loadModule(compiled.cubin, name);
-      for (const k of lowered) functions.set(k.name, this.backend.device.getFunction(module, k.name));
-    }
-    const plan: ExecStep[] = [];
-    for (const s of program.steps) {
-      if (s.kind !== "kernel") {
-        plan.push({ kind: "node", node: s.node });
-        continue;
-      }
-      const fn = functions.get(s.kernel);
-      if (fn === undefined) {
-        for (const node of s.nodes) plan.push({ kind: "node", node });
-        continue;
-      }
-      const buffers = s.args.map((id) => program.buffers[id]!);
-      for (const b of buffers) if (b.role.kind === "kv_cache") this.nodes.kvWrittenByFusedKernels.add(b.role.cacheKey);
-      const launch = cudaLaunch(kernels.get(s.kernel)!);
-      plan.push({ kind: "fused", kernel: { fn, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers } });
-    }
-    return plan;
   }
 
   /**
@@ -546,7 +485,7 @@ export class CudaExecutor implements StepExecutor {
       dev.upload(known.inputs, packed.data);
       dev.replay(known.graph);
       this.counts.replays++;
-      return { packed, arena, logits: this.enqueueAddress(arena) };
+      return { packed, arena, logits: this.logitsAddress(arena) };
     }
     // first use: this step runs eagerly (warming every kernel and GEMM plan up), then the same
     // launches are recorded, without running, for the next step of this shape
@@ -566,7 +505,7 @@ export class CudaExecutor implements StepExecutor {
   }
 
   /** The logits' address in an arena. */
-  private enqueueAddress(arena: Arena): DevicePtr {
+  private logitsAddress(arena: Arena): DevicePtr {
     const p = arena.values.get(this.graph.outputs.logits);
     if (p === undefined) throw new Error("the logits have no device buffer");
     return p;

@@ -1,0 +1,74 @@
+/**
+ * The compiled program as the CUDA executor runs it. Each fused kernel whose buffers are all
+ * held in f32 on the device (i32 for the step inputs) is rendered to CUDA C, and all of them are
+ * compiled by NVRTC as one module and launched in place of their nodes; the others (a region
+ * reading a weight kept in bf16) and every GEMM and custom op run node by node. A KV layer whose
+ * k/v a fused kernel writes into the cache is recorded, so its attention skips its own write.
+ */
+import { createHash } from "node:crypto";
+import type { Dim, SymbolicDim, ValueId } from "../../compiler/ir.ts";
+import type { BufferSpec, Program } from "../../compiler/program.ts";
+import { CUDA_PRELUDE, cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
+import type { CudaBackend } from "./backend.ts";
+import type { CudaDevice, DevicePtr, KernelFunction } from "./device.ts";
+import type { KernelArg } from "./kernel_args.ts";
+
+/** A fused kernel of the compiled program, loaded: launched with `rows` then its buffers' addresses. */
+export interface FusedKernel {
+  readonly fn: KernelFunction;
+  readonly block: number;
+  readonly sharedBytes: number;
+  readonly rows: Dim;
+  readonly buffers: readonly BufferSpec[];
+}
+
+/** One step of the executor's plan: a fused kernel, or an IR node run by its own kernel(s). */
+export type ExecStep = { readonly kind: "fused"; readonly kernel: FusedKernel } | { readonly kind: "node"; readonly node: ValueId };
+
+/**
+ * The plan for `program`. `paramDtype` says how the device holds a parameter; `kvWritten`
+ * receives the cache keys whose KV write a fused kernel does.
+ */
+export function planProgram(program: Program, backend: CudaBackend, paramDtype: (name: string) => "f32" | "bf16", kvWritten: Set<string>): ExecStep[] {
+  const onDevice = (b: BufferSpec): boolean =>
+    b.role.kind === "input" ? b.elem === "i32" : b.elem === "f32" && (b.role.kind !== "param" || paramDtype(b.role.name) === "f32");
+  const kernels = new Map(program.kernels.map((k) => [k.name, k]));
+  const usable = new Set<string>();
+  for (const s of program.steps) {
+    if (s.kind === "kernel" && s.args.every((id) => onDevice(program.buffers[id]!))) usable.add(s.kernel);
+  }
+  const lowered = [...usable].map((name) => kernels.get(name)!);
+  const functions = new Map<string, KernelFunction>();
+  if (lowered.length > 0) {
+    const source = [CUDA_PRELUDE, ...lowered.map(renderCudaKernel)].join("\n");
+    const name = `fused_${createHash("sha256").update(source).digest("hex").slice(0, 16)}.cu`;
+    const compiled = backend.compiler.compile({ name, source, headers: new Map() }, backend.device.info.arch);
+    const module = backend.device.loadModule(compiled.cubin, name);
+    for (const k of lowered) functions.set(k.name, backend.device.getFunction(module, k.name));
+  }
+  const plan: ExecStep[] = [];
+  for (const s of program.steps) {
+    if (s.kind !== "kernel") {
+      plan.push({ kind: "node", node: s.node });
+      continue;
+    }
+    const fn = functions.get(s.kernel);
+    if (fn === undefined) {
+      for (const node of s.nodes) plan.push({ kind: "node", node });
+      continue;
+    }
+    const buffers = s.args.map((id) => program.buffers[id]!);
+    for (const b of buffers) if (b.role.kind === "kv_cache") kvWritten.add(b.role.cacheKey);
+    const launch = cudaLaunch(kernels.get(s.kernel)!);
+    plan.push({ kind: "fused", kernel: { fn, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers } });
+  }
+  return plan;
+}
+
+/** Launches a fused kernel over this step's rows (none when the step has none). */
+export function launchFused(device: CudaDevice, k: FusedKernel, sizes: Readonly<Record<SymbolicDim, number>>, address: (b: BufferSpec) => DevicePtr): void {
+  const rows = typeof k.rows === "number" ? k.rows : sizes[k.rows];
+  if (rows === 0) return;
+  const args: KernelArg[] = [{ kind: "i64", value: rows }, ...k.buffers.map((b): KernelArg => ({ kind: "ptr", value: address(b) }))];
+  device.launch(k.fn, [rows, 1, 1], [k.block, 1, 1], args, k.sharedBytes);
+}
