@@ -5,13 +5,15 @@
 import { Command, InvalidArgumentError } from "commander";
 import { runGolden } from "../runtime/golden_check.ts";
 import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
-import { floatFlag } from "./options.ts";
+import { cudaDtypeFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface GoldenFlags {
   backend: BackendName;
   tol: number;
   ropeFreqBf16?: boolean;
   enforceEager?: boolean;
+  dtype: "auto" | "f32" | "bf16";
+  kvCacheDtype: "auto" | "f32" | "bf16";
 }
 
 export function goldenCommand(): Command {
@@ -26,10 +28,11 @@ export function goldenCommand(): Command {
     .option("--tol <x>", "relative error allowed for logits", floatFlag("--tol", 0), 1e-4)
     .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs for decode steps")
+    .option("--dtype <dtype>", "cuda: weight precision, float32, bfloat16 or auto (the checkpoint's)", cudaDtypeFlag("--dtype"), "f32")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32 or bfloat16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
     .action(async (dir: string, flags: GoldenFlags) => {
       // the CUDA backend is loaded only when asked for, and its device opened before the model
-      const cuda =
-        flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend({ cudaGraphs: flags.enforceEager !== true }) : undefined;
+      const cuda = await registerCudaFromFlags(flags, "f32");
       try {
         cuda?.backend();
         const { results, summary } = await runGolden(dir, {

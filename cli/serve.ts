@@ -12,7 +12,7 @@ import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { buildServer } from "../runtime/server/app.ts";
 import type { BackendName } from "../runtime/step_executor.ts";
-import { backendFlag, gpuMemoryUtilizationFlag, intFlag, floatFlag } from "./options.ts";
+import { backendFlag, cudaDtypeFlag, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface ServeFlags {
   host: string;
@@ -23,6 +23,8 @@ interface ServeFlags {
   kvCacheMemory?: number;
   gpuMemoryUtilization?: number;
   enforceEager?: boolean;
+  dtype: "auto" | "f32" | "bf16";
+  kvCacheDtype: "auto" | "f32" | "bf16";
   backend: BackendName;
   blockSize: number;
   apiKey?: string;
@@ -60,6 +62,8 @@ export function serveCommand(): Command {
       gpuMemoryUtilizationFlag,
     )
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs for decode steps")
+    .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's: bfloat16 if it stores bf16, else float32), float32 or bfloat16", cudaDtypeFlag("--dtype"), "auto")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32 or bfloat16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
     .option("--block-size <n>", "tokens per KV block", intFlag("--block-size", 1), 16)
     .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (also KILN_API_KEY)")
     .option("--served-model-name <name>", "the model name clients send (default: the folder name)")
@@ -69,8 +73,7 @@ export function serveCommand(): Command {
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
       const dir = dirArg ?? DEFAULT_MODEL_DIR;
       // the CUDA backend is loaded only when asked for; it lives as long as the process
-      const cuda =
-        flags.backend === "cuda" ? (await import("../runtime/cuda/register.ts")).registerCudaBackend({ cudaGraphs: flags.enforceEager !== true }) : undefined;
+      const cuda = await registerCudaFromFlags(flags, "auto");
       cuda?.backend();
       const { engine, tokenizer, kvPool, maxModelLen } = await createEngine({
         modelDir: dir,

@@ -21,7 +21,7 @@ export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options
     if (n.kind === "param") return cpu ? n.storage : options.dtype;
     return cpu || id === graph.outputs.logits ? "f32" : options.dtype;
   };
-  const kvElem: ElemType = cpu ? "f32" : options.dtype;
+  const kvElem: ElemType = cpu ? "f32" : (options.kvDtype ?? options.dtype);
 
   const buffers: BufferSpec[] = [];
   const byKey = new Map<string, number>();

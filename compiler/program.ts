@@ -167,6 +167,8 @@ export interface ProgramOptions {
    * f32 and weights keep the storage the graph's params declare
    */
   readonly dtype: StorageDtype;
+  /** storage of the KV cache on CUDA when it differs from `dtype` (vLLM's kv_cache_dtype) */
+  readonly kvDtype?: StorageDtype;
 }
 
 export interface Program {

@@ -109,13 +109,13 @@ async function checks(b: CudaBackend): Promise<void> {
     });
   }
 
-  await section("golden with bf16 weights", async () => {
+  await section("golden with bf16 weights and KV cache", async () => {
     const bf16 = registerCudaBackend({ weightDtype: "bf16" });
     try {
       for (const [name, dir, ropeBf16] of GOLDEN) {
         if (FP32_ONLY.has(name)) continue;
         const { summary } = await runGolden(join(root, dir), { tolerance: 2e-2, backend: "cuda", ropeFreqBf16: ropeBf16 });
-        row(`golden ${name} (bf16 weights, 2e-2)`, summary.ok ? "PASS" : "FAIL", `prefill ${fmt(summary.worst_prefill_rel_err)} greedy ${fmt(summary.worst_greedy_logits_rel_err)} tokens ${summary.greedy_token_match}`);
+        row(`golden ${name} (bf16 weights + KV, 2e-2)`, summary.ok ? "PASS" : "FAIL", `prefill ${fmt(summary.worst_prefill_rel_err)} greedy ${fmt(summary.worst_greedy_logits_rel_err)} tokens ${summary.greedy_token_match}`);
       }
     } finally {
       bf16.dispose();
@@ -179,7 +179,7 @@ async function timings(b: CudaBackend): Promise<void> {
     });
   }
 
-  // offline throughput on the batching engine, bf16 weights, KV pool from gpuMemoryUtilization;
+  // offline throughput on the batching engine, bf16 weights and KV cache, KV pool from gpuMemoryUtilization;
   // the budget left is split between the shapes, and a run cut short says so
   const tp = quick
     ? { numPrompts: 16, inputLen: { lo: 8, hi: 24 }, outputLen: { lo: 4, hi: 12 }, maxNumSeqs: 16, maxNumBatchedTokens: 64 }

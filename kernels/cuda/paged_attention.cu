@@ -2,62 +2,109 @@
 // are one kernel. Query row t (sequence tokenSeq[t], position tokenPos[t]) of head h attends the
 // keys j of its sequence in [max(0, pos − window + 1), pos]; key j lives at slot
 // blockTables[seq · maxBlocksPerSeq + j / blockSize] · blockSize + j % blockSize of the caches
-// [numSlots, numKvHeads, headDim]. GQA: head h reads kv head h / (numHeads / numKvHeads).
-// score = (q · k) · scale, then softcap · tanh(score / softcap) in the _softcap variant.
-// `window` ≥ every position means no sliding window (the host passes 2^30).
+// [numSlots, numKvHeads, headDim]. score = (q · k) · scale, then softcap · tanh(score / softcap)
+// in the _softcap variants. `window` ≥ every position means no sliding window (the host passes
+// 2^30). The caches hold f32 (kiln_paged_attention*) or bf16 bit patterns (*_bf16); scores, the
+// softmax and the value sums are f32 either way.
+//
+// GQA: the G = numHeads / numKvHeads query heads of a KV head read the same keys, so a block
+// takes up to KILN_ATTN_GROUP of them and reads each key and value row once for all of them.
+// blockIdx.x = kvHead · groupBlocks + g, groupBlocks = ceil(G / KILN_ATTN_GROUP).
 //
 // Long contexts are split along the keys: blockIdx.z = split of numSplits, each taking an equal
 // run of the query's keys. With numSplits = 1 the block writes out [T, numHeads · headDim]
-// directly; otherwise it writes its partial (running max m, sum l, unnormalised acc[headDim]) to
-// partial [T, numHeads, numSplits, headDim + 2] and kiln_attention_combine merges the splits.
+// directly; otherwise it writes each head's partial (running max m, sum l, unnormalised
+// acc[headDim]) to partial [T, numHeads, numSplits, headDim + 2] and kiln_attention_combine
+// merges the splits.
 //
 // Inside a block, 4 warps take tiles of 32 keys in turn (lane = key for the scores, lane = head
-// dimension for the value sum) with an online softmax each; the warps then merge through shared
-// memory. headDim ≤ 256.
-// Launch: grid (numHeads, T, numSplits), block (128).
+// dimension for the value sums) with an online softmax per head; the warps then merge through
+// shared memory. headDim ≤ 256.
+// Launch: grid (numKvHeads · groupBlocks, T, numSplits), block (128).
 #include "common.cuh"
 
 #define KILN_ATTN_WARPS 4
+#define KILN_ATTN_GROUP 4
 #define KILN_ATTN_MAX_D 256
 #define KILN_ATTN_MAX_D_PER_LANE (KILN_ATTN_MAX_D / 32)
 
 struct alignas(16) kiln_f4 {
   float x, y, z, w;
 };
+struct alignas(16) kiln_u4 {
+  unsigned int x, y, z, w;
+};
 
-__device__ __forceinline__ float kiln_dot(const float* a, const float* b, int n) {
-  float s = 0.0f;
-  if ((n & 3) == 0) {
-    const kiln_f4* a4 = reinterpret_cast<const kiln_f4*>(a);
-    const kiln_f4* b4 = reinterpret_cast<const kiln_f4*>(b);
-    for (int i = 0; i < (n >> 2); ++i) {
-      const kiln_f4 u = a4[i];
-      const kiln_f4 v = b4[i];
-      s += u.x * v.x;
-      s += u.y * v.y;
-      s += u.z * v.z;
-      s += u.w * v.w;
+__device__ __forceinline__ float kiln_kv_load(const float* p, int i) { return p[i]; }
+__device__ __forceinline__ float kiln_kv_load(const unsigned short* p, int i) { return kiln_widen_bf16(p[i]); }
+
+// Four (f32) or eight (bf16) consecutive cache elements at element i, widened; vector loads
+__device__ __forceinline__ void kiln_kv_chunk(const float* p, int i, float* o) {
+  const kiln_f4 u = *reinterpret_cast<const kiln_f4*>(p + i);
+  o[0] = u.x;
+  o[1] = u.y;
+  o[2] = u.z;
+  o[3] = u.w;
+}
+__device__ __forceinline__ void kiln_kv_chunk(const unsigned short* p, int i, float* o) {
+  const kiln_u4 u = *reinterpret_cast<const kiln_u4*>(p + i);
+  const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+  for (int k = 0; k < 4; ++k) {
+    o[2 * k] = __uint_as_float(w[k] << 16);             // the lower address holds the first element
+    o[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+  }
+}
+template <typename KV>
+struct kiln_kv_width {
+  static constexpr int value = 16 / sizeof(KV);  // elements per 16-byte load
+};
+
+// scores[g] = q_g · key for the block's ng query heads (qs [ng][D] in shared memory)
+template <typename KV>
+__device__ __forceinline__ void kiln_group_dots(float* scores, const float* qs, const KV* key, int D, int ng) {
+  constexpr int W = kiln_kv_width<KV>::value;
+#pragma unroll
+  for (int g = 0; g < KILN_ATTN_GROUP; ++g) scores[g] = 0.0f;
+  if (D % W == 0) {
+    for (int i = 0; i < D; i += W) {
+      float k[W];
+      kiln_kv_chunk(key, i, k);
+#pragma unroll
+      for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+        if (g < ng) {
+          const float* q = qs + g * D + i;
+#pragma unroll
+          for (int e = 0; e < W; ++e) scores[g] += q[e] * k[e];
+        }
+      }
     }
   } else {
-    for (int i = 0; i < n; ++i) s += a[i] * b[i];
+    for (int i = 0; i < D; ++i) {
+      const float k = kiln_kv_load(key, i);
+#pragma unroll
+      for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+        if (g < ng) scores[g] += qs[g * D + i] * k;
+      }
+    }
   }
-  return s;
 }
 
-template <bool SOFTCAP>
-__device__ __forceinline__ void kiln_attend(float* out, float* partial, const float* q, const float* kCache,
-                                            const float* vCache, const int* tokenSeq, const int* tokenPos,
-                                            const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
-                                            int numKvHeads, int headDim, float scale, int window, float softcap,
-                                            int numSplits) {
-  const int h = blockIdx.x;
+template <bool SOFTCAP, typename KV>
+__device__ __forceinline__ void kiln_attend(float* out, float* partial, const float* q, const KV* kCache, const KV* vCache,
+                                            const int* tokenSeq, const int* tokenPos, const int* blockTables,
+                                            int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, int headDim,
+                                            float scale, int window, float softcap, int numSplits) {
+  const int G = numHeads / numKvHeads;
+  const int groupBlocks = (G + KILN_ATTN_GROUP - 1) / KILN_ATTN_GROUP;
+  const int kvh = blockIdx.x / groupBlocks;
+  const int h0 = kvh * G + (blockIdx.x % groupBlocks) * KILN_ATTN_GROUP;  // first query head of the block
+  const int ng = G - (h0 - kvh * G) < KILN_ATTN_GROUP ? G - (h0 - kvh * G) : KILN_ATTN_GROUP;
   const int t = blockIdx.y;
   const int split = blockIdx.z;
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int D = headDim;
   const int nd = (D + 31) >> 5;  // head dimensions per lane
-  const int kvh = h / (numHeads / numKvHeads);
   const int seq = tokenSeq[t];
   const int pos = tokenPos[t];
   const int lo = pos + 1 > window ? pos + 1 - window : 0;
@@ -68,110 +115,161 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
   const long long kvRow = (long long)numKvHeads * D;
   const float inf = kiln_inf();
 
-  alignas(16) __shared__ float qs[KILN_ATTN_MAX_D];
-  __shared__ float probs[KILN_ATTN_WARPS][32];
+  alignas(16) __shared__ float qs[KILN_ATTN_GROUP * KILN_ATTN_MAX_D];
+  __shared__ float probs[KILN_ATTN_WARPS][KILN_ATTN_GROUP][32];
   __shared__ long long keyAt[KILN_ATTN_WARPS][32];  // element offset of each tile key's row in the caches
-  __shared__ float warpMax[KILN_ATTN_WARPS];
-  __shared__ float warpSum[KILN_ATTN_WARPS];
-  __shared__ float warpAcc[KILN_ATTN_WARPS][KILN_ATTN_MAX_D];
+  __shared__ float warpMax[KILN_ATTN_WARPS][KILN_ATTN_GROUP];
+  __shared__ float warpSum[KILN_ATTN_WARPS][KILN_ATTN_GROUP];
+  __shared__ float warpAcc[KILN_ATTN_WARPS][KILN_ATTN_GROUP][KILN_ATTN_MAX_D];
 
-  const float* qRow = q + ((long long)t * numHeads + h) * D;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qRow[d];
+  // the group's query rows are adjacent: heads h0 … h0 + ng − 1 of token t
+  const float* qRows = q + ((long long)t * numHeads + h0) * D;
+  for (int i = threadIdx.x; i < ng * D; i += blockDim.x) qs[i] = qRows[i];
   __syncthreads();
 
-  float m = -inf;  // running max of this warp's scores
-  float l = 0.0f;  // running sum of exp(score - m)
-  float acc[KILN_ATTN_MAX_D_PER_LANE];
-  for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) acc[i] = 0.0f;
+  float m[KILN_ATTN_GROUP];  // running max of this warp's scores, per head
+  float l[KILN_ATTN_GROUP];  // running sum of exp(score - m)
+  float acc[KILN_ATTN_GROUP][KILN_ATTN_MAX_D_PER_LANE];
+#pragma unroll
+  for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+    m[g] = -inf;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) acc[g][i] = 0.0f;
+  }
 
   // base is warp-uniform, so whole warps enter and leave the loop together
   for (int base = first + warp * 32; base <= last; base += KILN_ATTN_WARPS * 32) {
     const int j = base + lane;
     const bool valid = j <= last;
-    float score = -inf;
+    float score[KILN_ATTN_GROUP];
     long long at = 0;
     if (valid) {
       const int slot = table[j / blockSize] * blockSize + j % blockSize;
       at = (long long)slot * kvRow + (long long)kvh * D;
-      score = kiln_dot(qs, kCache + at, D) * scale;
-      if (SOFTCAP) score = softcap * tanhf(score / softcap);
+      kiln_group_dots(score, qs, kCache + at, D, ng);
+#pragma unroll
+      for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+        score[g] *= scale;
+        if (SOFTCAP) score[g] = softcap * tanhf(score[g] / softcap);
+      }
+    } else {
+#pragma unroll
+      for (int g = 0; g < KILN_ATTN_GROUP; ++g) score[g] = -inf;
     }
-    const float mNew = fmaxf(m, kiln_warp_max(score));  // finite: lane 0's key is valid
-    const float alpha = expf(m - mNew);                  // 0 on the first tile (m = -inf)
-    const float p = valid ? expf(score - mNew) : 0.0f;
-    l = l * alpha + kiln_warp_sum(p);
-    for (int i = 0; i < nd; ++i) acc[i] *= alpha;
-    probs[warp][lane] = p;
+#pragma unroll
+    for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+      if (g >= ng) continue;                                    // ng is block-uniform
+      const float mNew = fmaxf(m[g], kiln_warp_max(score[g]));  // finite: lane 0's key is valid
+      const float alpha = expf(m[g] - mNew);                    // 0 on the first tile (m = -inf)
+      const float p = valid ? expf(score[g] - mNew) : 0.0f;
+      l[g] = l[g] * alpha + kiln_warp_sum(p);
+#pragma unroll
+      for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) acc[g][i] *= alpha;
+      probs[warp][g][lane] = p;
+      m[g] = mNew;
+    }
     keyAt[warp][lane] = at;
     __syncwarp();
     const int count = last - base + 1 < 32 ? last - base + 1 : 32;
     for (int jj = 0; jj < count; ++jj) {
-      const float pj = probs[warp][jj];
-      const float* vRow = vCache + keyAt[warp][jj];
-      for (int i = 0; i < nd; ++i) {
+      const KV* vRow = vCache + keyAt[warp][jj];
+#pragma unroll
+      for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) {
         const int d = lane + 32 * i;
-        if (d < D) acc[i] += pj * vRow[d];
+        if (i < nd && d < D) {
+          const float v = kiln_kv_load(vRow, d);
+#pragma unroll
+          for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+            if (g < ng) acc[g][i] += probs[warp][g][jj] * v;
+          }
+        }
       }
     }
     __syncwarp();
-    m = mNew;
   }
 
-  if (lane == 0) {
-    warpMax[warp] = m;
-    warpSum[warp] = l;
-  }
-  for (int i = 0; i < nd; ++i) {
-    const int d = lane + 32 * i;
-    if (d < D) warpAcc[warp][d] = acc[i];
+#pragma unroll
+  for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+    if (g >= ng) continue;
+    if (lane == 0) {
+      warpMax[warp][g] = m[g];
+      warpSum[warp][g] = l[g];
+    }
+#pragma unroll
+    for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) {
+      const int d = lane + 32 * i;
+      if (i < nd && d < D) warpAcc[warp][g][d] = acc[g][i];
+    }
   }
   __syncthreads();
 
-  float M = -inf;
-  for (int w = 0; w < KILN_ATTN_WARPS; ++w) M = fmaxf(M, warpMax[w]);
-  float weight[KILN_ATTN_WARPS];
-  float L = 0.0f;
-  for (int w = 0; w < KILN_ATTN_WARPS; ++w) {
-    weight[w] = warpSum[w] > 0.0f ? expf(warpMax[w] - M) : 0.0f;  // warps without keys weigh 0
-    L += warpSum[w] * weight[w];
-  }
-  if (numSplits == 1) {
-    float* o = out + ((long long)t * numHeads + h) * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      float s = 0.0f;
-      for (int w = 0; w < KILN_ATTN_WARPS; ++w) s += warpAcc[w][d] * weight[w];
-      o[d] = s / L;  // L ≥ 1: every query sees at least its own key
+  for (int g = 0; g < ng; ++g) {
+    const int h = h0 + g;
+    float M = -inf;
+    for (int w = 0; w < KILN_ATTN_WARPS; ++w) M = fmaxf(M, warpMax[w][g]);
+    float weight[KILN_ATTN_WARPS];
+    float L = 0.0f;
+    for (int w = 0; w < KILN_ATTN_WARPS; ++w) {
+      weight[w] = warpSum[w][g] > 0.0f ? expf(warpMax[w][g] - M) : 0.0f;  // warps without keys weigh 0
+      L += warpSum[w][g] * weight[w];
     }
-  } else {
-    float* part = partial + (((long long)t * numHeads + h) * numSplits + split) * (D + 2);
-    if (threadIdx.x == 0) {
-      part[0] = M;  // -inf for an empty split
-      part[1] = L;  // 0 for an empty split
-    }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      float s = 0.0f;
-      for (int w = 0; w < KILN_ATTN_WARPS; ++w) s += warpAcc[w][d] * weight[w];
-      part[2 + d] = s;
+    if (numSplits == 1) {
+      float* o = out + ((long long)t * numHeads + h) * D;
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float s = 0.0f;
+        for (int w = 0; w < KILN_ATTN_WARPS; ++w) s += warpAcc[w][g][d] * weight[w];
+        o[d] = s / L;  // L ≥ 1: every query sees at least its own key
+      }
+    } else {
+      float* part = partial + (((long long)t * numHeads + h) * numSplits + split) * (D + 2);
+      if (threadIdx.x == 0) {
+        part[0] = M;  // -inf for an empty split
+        part[1] = L;  // 0 for an empty split
+      }
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float s = 0.0f;
+        for (int w = 0; w < KILN_ATTN_WARPS; ++w) s += warpAcc[w][g][d] * weight[w];
+        part[2 + d] = s;
+      }
     }
   }
 }
 
 extern "C" __global__ void kiln_paged_attention(float* out, float* partial, const float* q, const float* kCache,
-                                                const float* vCache, const int* tokenSeq, const int* tokenPos,
-                                                const int* blockTables, int maxBlocksPerSeq, int blockSize,
-                                                int numHeads, int numKvHeads, int headDim, float scale, int window,
-                                                float softcap, int numSplits) {
-  kiln_attend<false>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
-                     numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+                                      const float* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits) {
+  kiln_attend<false, float>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
+                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
 }
 
 extern "C" __global__ void kiln_paged_attention_softcap(float* out, float* partial, const float* q, const float* kCache,
-                                                        const float* vCache, const int* tokenSeq, const int* tokenPos,
-                                                        const int* blockTables, int maxBlocksPerSeq, int blockSize,
-                                                        int numHeads, int numKvHeads, int headDim, float scale,
-                                                        int window, float softcap, int numSplits) {
-  kiln_attend<true>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
-                    numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+                                      const float* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits) {
+  kiln_attend<true, float>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
+                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+}
+
+extern "C" __global__ void kiln_paged_attention_bf16(float* out, float* partial, const float* q, const unsigned short* kCache,
+                                      const unsigned short* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits) {
+  kiln_attend<false, unsigned short>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
+                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+}
+
+extern "C" __global__ void kiln_paged_attention_softcap_bf16(float* out, float* partial, const float* q, const unsigned short* kCache,
+                                      const unsigned short* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits) {
+  kiln_attend<true, unsigned short>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
+                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
 }
 
 // Merges the splits of kiln_paged_attention: out = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M),

@@ -6,8 +6,10 @@
  * node; a region that reads a weight kept in bf16 (the embedding table with bf16 weights) runs
  * node by node too. With fusedKernels: false every node of the traced graph runs on its own.
  *
- * Weights are uploaded once; each attention layer's KV pool lives in device memory; activations
- * get one buffer per node sized for the largest step seen so far (grown by doubling); a step
+ * Weights are uploaded once; each attention layer's KV pool lives in device memory, in f32 or
+ * bf16 (`kvCacheDtype`, default as the weights: written rounded to nearest even, read widened
+ * to f32 by the attention kernels); activations get one buffer per node sized for the largest
+ * step seen so far (grown by doubling); a step
  * costs one host→device copy of its packed inputs and one device→host copy of the logits, or,
  * when the engine samples on the device (`sample`), of the S token ids only.
  *
@@ -45,7 +47,9 @@ import {
   GEMV_MAX_ROWS,
   LINEAR_ATTENTION_MAX_HEAD_DIM,
   MAMBA_SCAN_MAX_STATE,
-  MAX_ATTENTION_SPLITS,
+  attentionScratchBytes,
+  kvElementBytes,
+  type KvCacheDtype,
   MAX_HEAD_DIM,
   MOE_MAX_EXPERTS,
   MOE_MAX_TOPK,
@@ -73,6 +77,8 @@ export interface CudaExecutorOptions extends ExecutorOptions {
   readonly fusedKernels?: boolean;
   /** sample on the device (`sample`, default true); false leaves sampling to the host */
   readonly deviceSampling?: boolean;
+  /** how the KV cache is held (default: as the weights, weightDtype; vLLM's kv_cache_dtype "auto") */
+  readonly kvCacheDtype?: KvCacheDtype;
 }
 
 /** How many steps ran which way, and how many graphs were captured. */
@@ -135,6 +141,8 @@ export class CudaExecutor implements StepExecutor {
   /** the compiled program's steps as this executor runs them; undefined: every node on its own */
   private readonly plan: readonly ExecStep[] | undefined;
   private readonly kvPool: ReadonlyMap<string, KvPoolLayer>;
+  /** how the KV cache is held */
+  readonly kvDtype: KvCacheDtype;
 
   constructor(
     traced: Graph,
@@ -142,7 +150,10 @@ export class CudaExecutor implements StepExecutor {
     private readonly backend: CudaBackend,
     private readonly opts: CudaExecutorOptions,
   ) {
-    const compiled = opts.fusedKernels === false ? undefined : compileGraph(traced, { target: { kind: "cuda", arch: backend.device.info.arch }, dtype: "f32" });
+    const kvDtype: KvCacheDtype = opts.kvCacheDtype ?? opts.weightDtype ?? "f32";
+    this.kvDtype = kvDtype;
+    const compiled =
+      opts.fusedKernels === false ? undefined : compileGraph(traced, { target: { kind: "cuda", arch: backend.device.info.arch }, dtype: "f32", kvDtype });
     const graph = compiled?.graph ?? traced;
     this.graph = graph;
     const { numBlocks, blockSize } = opts;
@@ -188,7 +199,7 @@ export class CudaExecutor implements StepExecutor {
       }
       // one block more than the engine's pool: the padding rows of decode graphs write there
       for (const spec of graph.kvLayers) {
-        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * 4;
+        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * kvElementBytes(kvDtype);
         const layer = { k: this.own(bytes), v: this.own(bytes) };
         backend.device.zero(layer.k, bytes);
         backend.device.zero(layer.v, bytes);
@@ -223,9 +234,11 @@ export class CudaExecutor implements StepExecutor {
       dtypeOf,
       { pool: this.statePool, decays },
       opts.gemvMaxRows ?? GEMV_MAX_ROWS,
+      kvDtype,
     );
     try {
-      this.plan = compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", this.nodes.kvWrittenByFusedKernels);
+      this.plan =
+        compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", kvDtype, this.nodes.kvWrittenByFusedKernels);
     } catch (e) {
       this.dispose();
       throw e;
@@ -325,11 +338,7 @@ export class CudaExecutor implements StepExecutor {
       values.set(n.id, alloc(numel(n.shape, sizes) * 4));
       const x = n.kind === "linear" ? this.graph.nodes[n.x] : undefined;
       if (x !== undefined) castBytes = Math.max(castBytes, numel(x.shape, sizes) * 2);
-      if (n.kind === "attention") {
-        // partials exist only for steps with fewer than 2·SMs (token, head) blocks
-        const rows = Math.min(capT, Math.ceil((2 * dev.info.multiprocessors) / n.numHeads));
-        scratchBytes = Math.max(scratchBytes, rows * n.numHeads * MAX_ATTENTION_SPLITS * (n.headDim + 2) * 4);
-      }
+      if (n.kind === "attention") scratchBytes = Math.max(scratchBytes, attentionScratchBytes(n, capT, dev.info.multiprocessors));
       if (n.kind === "moe") scratchBytes = Math.max(scratchBytes, moeScratchBytes(n, capT));
     }
     const arena = {

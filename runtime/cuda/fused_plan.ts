@@ -1,6 +1,7 @@
 /**
  * The compiled program as the CUDA executor runs it. Each fused kernel whose buffers are all
- * held in f32 on the device (i32 for the step inputs) is rendered to CUDA C, and all of them are
+ * held on the device as the program declares them (activations and f32 weights in f32, the
+ * step inputs in i32, the KV cache in the executor's KV dtype) is rendered to CUDA C, and all of them are
  * compiled by NVRTC as one module and launched in place of their nodes; the others (a region
  * reading a weight kept in bf16) and every GEMM and custom op run node by node. A KV layer whose
  * k/v a fused kernel writes into the cache is recorded, so its attention skips its own write.
@@ -26,12 +27,28 @@ export interface FusedKernel {
 export type ExecStep = { readonly kind: "fused"; readonly kernel: FusedKernel } | { readonly kind: "node"; readonly node: ValueId };
 
 /**
- * The plan for `program`. `paramDtype` says how the device holds a parameter; `kvWritten`
- * receives the cache keys whose KV write a fused kernel does.
+ * The plan for `program`. `paramDtype` says how the device holds a parameter and `kvDtype` the
+ * KV cache; `kvWritten` receives the cache keys whose KV write a fused kernel does.
  */
-export function planProgram(program: Program, backend: CudaBackend, paramDtype: (name: string) => "f32" | "bf16", kvWritten: Set<string>): ExecStep[] {
-  const onDevice = (b: BufferSpec): boolean =>
-    b.role.kind === "input" ? b.elem === "i32" : b.elem === "f32" && (b.role.kind !== "param" || paramDtype(b.role.name) === "f32");
+export function planProgram(
+  program: Program,
+  backend: CudaBackend,
+  paramDtype: (name: string) => "f32" | "bf16",
+  kvDtype: "f32" | "bf16",
+  kvWritten: Set<string>,
+): ExecStep[] {
+  const onDevice = (b: BufferSpec): boolean => {
+    switch (b.role.kind) {
+      case "input":
+        return b.elem === "i32";
+      case "kv_cache":
+        return b.elem === kvDtype;
+      case "param":
+        return b.elem === "f32" && paramDtype(b.role.name) === "f32";
+      default:
+        return b.elem === "f32";
+    }
+  };
   const kernels = new Map(program.kernels.map((k) => [k.name, k]));
   const usable = new Set<string>();
   for (const s of program.steps) {

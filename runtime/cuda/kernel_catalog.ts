@@ -66,8 +66,11 @@ export const KERNELS = {
   kiln_gather_rows: { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
   kiln_rope: { file: "rope.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] },
   kiln_write_kv: { file: "kv_cache.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"] },
+  kiln_write_kv_bf16: { file: "kv_cache.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"] },
   kiln_paged_attention: ATTENTION,
   kiln_paged_attention_softcap: ATTENTION,
+  kiln_paged_attention_bf16: ATTENTION,
+  kiln_paged_attention_softcap_bf16: ATTENTION,
   kiln_attention_combine: { file: "paged_attention.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
   kiln_argmax_rows: { file: "sampling.cu", args: ["ptr", "ptr", "i32", "i32"] },
   // out, logits (adjusted in place), params, S, V

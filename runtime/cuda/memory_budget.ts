@@ -5,14 +5,14 @@
  * state of mamba-like layers and an activation reserve; the rest is KV blocks.
  *
  * Pure arithmetic over the graph: the byte counts mirror what CudaExecutor allocates (weights in
- * f32, or GEMM and embedding matrices in bf16; KV and state in f32, each with one padding block or
- * slot for captured decode batches; one activation buffer per node for eager steps of up to
+ * f32, or GEMM and embedding matrices in bf16; KV in f32 or bf16 and state in f32, each with one
+ * padding block or slot for captured decode batches; one activation buffer per node for eager steps of up to
  * nextPow2(T) tokens, and another set shared by the decode graphs).
  */
 import { numel, type Graph, type KvLayerSpec, type StateLayerSpec } from "../../compiler/ir.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
-import { MAX_ATTENTION_SPLITS, moeScratchBytes } from "./node_kernels.ts";
+import { attentionScratchBytes, kvElementBytes, moeScratchBytes, type KvCacheDtype } from "./node_kernels.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
 export const ACTIVATION_MARGIN_BYTES = 64 * 2 ** 20;
@@ -24,9 +24,9 @@ export interface DeviceMemory {
   readonly total: number;
 }
 
-/** Bytes of K and V for one block across every attention layer (the CUDA executor keeps f32). */
-export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number): number {
-  return layers.reduce((sum, l) => sum + 2 * 4 * blockSize * l.numKvHeads * l.headDim, 0);
+/** Bytes of K and V for one block across every attention layer, the cache held as `dtype`. */
+export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number, dtype: KvCacheDtype): number {
+  return layers.reduce((sum, l) => sum + 2 * kvElementBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
 }
 
 /** Names of the parameters read as GEMM weights or embedding tables (the ones bf16 mode keeps in bf16). */
@@ -90,10 +90,7 @@ function arenaBytes(graph: Graph, T: number, S: number, multiprocessors: number)
       const x = graph.nodes[n.x];
       if (x !== undefined) cast = Math.max(cast, numel(x.shape, sizes) * 2);
     }
-    if (n.kind === "attention") {
-      const rows = Math.min(T, Math.ceil((2 * multiprocessors) / n.numHeads));
-      scratch = Math.max(scratch, rows * n.numHeads * MAX_ATTENTION_SPLITS * (n.headDim + 2) * 4);
-    }
+    if (n.kind === "attention") scratch = Math.max(scratch, attentionScratchBytes(n, T, multiprocessors));
     if (n.kind === "moe") scratch = Math.max(scratch, moeScratchBytes(n, T));
   }
   return values + cast + scratch + S * 4;

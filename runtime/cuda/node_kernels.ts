@@ -26,6 +26,16 @@ export const MAX_HEAD_DIM = 256;
 /** "no sliding window" for the kernel: a window wider than any position */
 const NO_WINDOW = 2 ** 30;
 export const MAX_ATTENTION_SPLITS = 32;
+/** query heads of one KV head that a paged-attention block serves (KILN_ATTN_GROUP) */
+export const ATTENTION_GROUP = 4;
+
+/** How the KV cache is held on the device: f32, or bf16 (rounded to nearest even when written). */
+export type KvCacheDtype = "f32" | "bf16";
+
+/** The paged-attention grid's x extent: each KV head's query heads in groups of ATTENTION_GROUP. */
+export function attentionHeadBlocks(numHeads: number, numKvHeads: number): number {
+  return numKvHeads * Math.ceil(numHeads / numKvHeads / ATTENTION_GROUP);
+}
 /** The experts kernels' routing limits (kernels/cuda/moe_experts.cu). */
 export const MOE_MAX_EXPERTS = 256;
 export const MOE_MAX_TOPK = 32;
@@ -35,6 +45,11 @@ export const MOE_MAX_TOPK = 32;
  */
 export const GEMV_MAX_ROWS = 8;
 const GEMV_WARPS_PER_BLOCK = 8;
+
+const ATTENTION_KERNELS = {
+  f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
+  bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
+} as const satisfies Record<KvCacheDtype, Record<"plain" | "softcap", KernelName>>;
 
 /**
  * The GEMV's launch for out[M, N] = x[M, K] · W[N, K]ᵀ. A warp takes C = 8 / R columns (R = M
@@ -77,16 +92,30 @@ export interface AttentionTuning {
 export const DEFAULT_ATTENTION_TUNING: AttentionTuning = { minKeysToSplit: 512, keysPerSplit: 256 };
 
 /**
- * Splits along the keys: 1 when the step already has enough (query, head) blocks to fill the
- * device or its contexts are short; else enough splits to fill it, at most one per keysPerSplit
- * keys and MAX_ATTENTION_SPLITS.
+ * Splits along the keys: 1 when the step already has enough (query, head-group) blocks to fill
+ * the device or its contexts are short; else enough splits to fill it, at most one per
+ * keysPerSplit keys and MAX_ATTENTION_SPLITS. `headBlocks` is attentionHeadBlocks(…).
  */
-export function attentionSplits(T: number, numHeads: number, maxKeys: number, multiprocessors: number, tuning: AttentionTuning): number {
-  const blocks = T * numHeads;
+export function attentionSplits(T: number, headBlocks: number, maxKeys: number, multiprocessors: number, tuning: AttentionTuning): number {
+  const blocks = T * headBlocks;
   if (maxKeys < tuning.minKeysToSplit || blocks >= 2 * multiprocessors) return 1;
   const byKeys = Math.ceil(maxKeys / tuning.keysPerSplit);
   const toFill = Math.ceil((2 * multiprocessors) / blocks);
   return Math.max(1, Math.min(MAX_ATTENTION_SPLITS, byKeys, toFill));
+}
+
+/**
+ * Scratch for an attention layer's split partials [rows, numHeads, MAX_ATTENTION_SPLITS, headDim + 2]
+ * f32 in steps of up to T tokens: splits happen only in steps of fewer than 2·SMs blocks.
+ */
+export function attentionScratchBytes(n: NodeOf<"attention">, T: number, multiprocessors: number): number {
+  const rows = Math.min(T, Math.ceil((2 * multiprocessors) / attentionHeadBlocks(n.numHeads, n.numKvHeads)));
+  return rows * n.numHeads * MAX_ATTENTION_SPLITS * (n.headDim + 2) * 4;
+}
+
+/** Bytes per element of a KV cache held as `dtype`. */
+export function kvElementBytes(dtype: KvCacheDtype): number {
+  return dtype === "bf16" ? 2 : 4;
 }
 
 export interface KvPoolLayer {
@@ -124,6 +153,7 @@ export class NodeKernels {
     private readonly mixers: { readonly pool: DeviceStatePool | undefined; readonly decays: ReadonlyMap<ValueId, DevicePtr> },
     /** linears of at most this many rows run as GEMVs; 0 sends every linear to cuBLASLt */
     private readonly gemvMaxRows: number = GEMV_MAX_ROWS,
+    private readonly kvDtype: KvCacheDtype = "f32",
   ) {
     if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > GEMV_MAX_ROWS) {
       throw new RangeError(`gemvMaxRows must be an integer in [0, ${GEMV_MAX_ROWS}], got ${gemvMaxRows}`);
@@ -334,11 +364,13 @@ export class NodeKernels {
     const T = packed.T;
     const at = (offset: number): DevicePtr => f.inputs + BigInt(offset * 4);
     if (!this.kvWrittenByFusedKernels.has(n.cacheKey)) {
-      k.launch("kiln_write_kv", [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
+      const write = this.kvDtype === "bf16" ? "kiln_write_kv_bf16" : "kiln_write_kv";
+      k.launch(write, [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
     }
-    const splits = attentionSplits(T, n.numHeads, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
-    const name = n.softcap === undefined ? "kiln_paged_attention" : "kiln_paged_attention_softcap";
-    k.launch(name, [n.numHeads, T, splits], [128, 1, 1], [
+    const headBlocks = attentionHeadBlocks(n.numHeads, n.numKvHeads);
+    const splits = attentionSplits(T, headBlocks, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
+    const name = ATTENTION_KERNELS[this.kvDtype][n.softcap === undefined ? "plain" : "softcap"];
+    k.launch(name, [headBlocks, T, splits], [128, 1, 1], [
       f.ptr(n.id),
       f.scratch,
       f.ptr(n.q),

@@ -11,7 +11,8 @@ import { CudaBackend, type BackendOpenOptions } from "./backend.ts";
 import { DEFAULT_CAPTURE_SIZES } from "./decode_graphs.ts";
 import { CudaExecutor, type WeightDtype } from "./executor.ts";
 import { activationBytes, describeKvBudget, deviceWeightBytes, kvBudget, kvBytesPerBlock, requireBlocks, stateBytes } from "./memory_budget.ts";
-import type { AttentionTuning } from "./node_kernels.ts";
+import type { AttentionTuning, KvCacheDtype } from "./node_kernels.ts";
+import type { WeightData } from "../../models/dsl/parameter.ts";
 
 export interface CudaRegistration {
   /** the shared backend, opened on first use */
@@ -22,8 +23,11 @@ export interface CudaRegistration {
 
 export interface CudaBackendSettings extends BackendOpenOptions {
   readonly attention?: AttentionTuning;
-  /** weight precision of the executors (default f32) */
-  readonly weightDtype?: WeightDtype;
+  /**
+   * weight precision of the executors (default f32); "auto" follows the checkpoint: bf16 when it
+   * stores any weight in bf16, else f32
+   */
+  readonly weightDtype?: WeightDtype | "auto";
   /** replay CUDA graphs for decode steps (default true); false is vLLM's enforce_eager */
   readonly cudaGraphs?: boolean;
   /** decode batch sizes graphs are captured for (default DEFAULT_CAPTURE_SIZES) */
@@ -32,17 +36,24 @@ export interface CudaBackendSettings extends BackendOpenOptions {
   readonly gemvMaxRows?: number;
   /** sample on the device when no logprobs are asked for (default true) */
   readonly deviceSampling?: boolean;
+  /** how the KV cache is held (default and "auto": as the weights) */
+  readonly kvCacheDtype?: KvCacheDtype | "auto";
 }
 
 export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistration {
   let backend: CudaBackend | undefined;
   const get = (): CudaBackend => (backend ??= CudaBackend.open(opts));
   const previous = EXECUTOR_FACTORIES.get("cuda");
+  const weightDtypeFor = (weights: ReadonlyMap<string, WeightData>): WeightDtype =>
+    opts.weightDtype === "auto" ? ([...weights.values()].some((w) => w.dtype === "bf16") ? "bf16" : "f32") : (opts.weightDtype ?? "f32");
+  const kvDtypeFor = (weights: ReadonlyMap<string, WeightData>): KvCacheDtype =>
+    opts.kvCacheDtype === undefined || opts.kvCacheDtype === "auto" ? weightDtypeFor(weights) : opts.kvCacheDtype;
   const factory: ExecutorFactory = (graph, weights, o) =>
     new CudaExecutor(graph, weights, get(), {
       ...o,
       ...(opts.attention !== undefined ? { attention: opts.attention } : {}),
-      ...(opts.weightDtype !== undefined ? { weightDtype: opts.weightDtype } : {}),
+      weightDtype: weightDtypeFor(weights),
+      kvCacheDtype: kvDtypeFor(weights),
       ...(opts.cudaGraphs !== undefined ? { cudaGraphs: opts.cudaGraphs } : {}),
       ...(opts.captureSizes !== undefined ? { captureSizes: opts.captureSizes } : {}),
       ...(opts.gemvMaxRows !== undefined ? { gemvMaxRows: opts.gemvMaxRows } : {}),
@@ -54,7 +65,7 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
       // measured before this engine's weights are uploaded: what is held now belongs to others
       memory: b.device.memInfo(),
       utilization: req.utilization,
-      weightBytes: deviceWeightBytes(req.graph, req.weights, opts.weightDtype ?? "f32"),
+      weightBytes: deviceWeightBytes(req.graph, req.weights, weightDtypeFor(req.weights)),
       stateBytes: stateBytes(req.graph.stateLayers, req.numStateSlots),
       activationBytes: activationBytes(req.graph, {
         maxTokens: req.maxNumBatchedTokens,
@@ -62,7 +73,7 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
         multiprocessors: b.device.info.multiprocessors,
         graphRows: opts.cudaGraphs === false ? 0 : Math.max(0, ...(opts.captureSizes ?? DEFAULT_CAPTURE_SIZES)),
       }),
-      bytesPerBlock: kvBytesPerBlock(req.graph.kvLayers, req.blockSize),
+      bytesPerBlock: kvBytesPerBlock(req.graph.kvLayers, req.blockSize, kvDtypeFor(req.weights)),
     });
     requireBlocks(budget, req.needBlocks, `one sequence of maxModelLen tokens (blocks of ${req.blockSize})`);
     return { numBlocks: budget.numBlocks, kvBytes: (budget.numBlocks + 1) * budget.bytesPerBlock, description: describeKvBudget(budget) };

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { InvalidArgumentError } from "commander";
 import { describe, expect, it } from "vitest";
-import { backendFlag, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
+import { backendFlag, cudaDtypeFlag, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -19,6 +19,21 @@ describe("kiln serve flags", () => {
     expect(backendFlag("cuda")).toBe("cuda");
     expect(() => backendFlag("tpu")).toThrow(/cpu or cuda/);
   });
+
+  it("--dtype and --kv-cache-dtype take auto, float32 or bfloat16 (and their short names)", () => {
+    const f = cudaDtypeFlag("--kv-cache-dtype");
+    expect(["auto", "float32", "FP32", "f32", "bfloat16", "bf16"].map(f)).toEqual(["auto", "f32", "f32", "f32", "bf16", "bf16"]);
+    for (const bad of ["fp8", "float16", ""]) expect(() => f(bad), bad).toThrow(/--kv-cache-dtype must be auto, float32 or bfloat16/);
+  });
+
+  it("--kv-cache-dtype on the CPU backend is refused with a typed error before the model loads", async () => {
+    const err = await promisify(execFile)(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--kv-cache-dtype", "bfloat16"], { cwd: ROOT }).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(err?.code).toBe(2);
+    expect(err?.stderr).toMatch(/\[INVALID_ARGUMENT\].*apply to --backend cuda/);
+  }, 30_000);
 
   it("an out-of-range fraction stops the command before the model loads", async () => {
     const err = await promisify(execFile)(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--gpu-memory-utilization", "1.5"], { cwd: ROOT }).then(

@@ -12,7 +12,7 @@ import { CpuExecutor } from "../../runtime/cpu/executor.ts";
 import { loadNative } from "../../runtime/cpu/native.ts";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { CudaError } from "../../runtime/cuda/check.ts";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
+import { CudaExecutor, type CudaExecutorOptions } from "../../runtime/cuda/executor.ts";
 import { KERNEL_FILES } from "../../runtime/cuda/kernel_catalog.ts";
 import { strideGrid } from "../../runtime/cuda/kernels.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
@@ -179,6 +179,20 @@ describe.skipIf(missing !== undefined)(`emulated CUDA backend${missing === undef
       });
     }
 
+    for (const name of ["llama", "mistral-swa", "bamba"]) {
+      it(`${name} with f32 weights and a bf16 KV cache (2e-2)`, async () => {
+        const cuda = registerCudaBackend({ kvCacheDtype: "bf16" });
+        try {
+          const { summary } = await runGolden(fixture(name), { tolerance: 2e-2, backend: "cuda" });
+          expect(summary.ok, JSON.stringify(summary)).toBe(true);
+          // a cache that silently stayed f32 would land near 1e-7
+          expect(summary.worst_greedy_logits_rel_err).toBeGreaterThan(1e-5);
+        } finally {
+          cuda.dispose();
+        }
+      });
+    }
+
     it("mistral-swa with decode attention split along the keys", async () => {
       const cuda = registerCudaBackend({ attention: { minKeysToSplit: 2, keysPerSplit: 4 } });
       try {
@@ -209,6 +223,31 @@ describe.skipIf(missing !== undefined)(`emulated CUDA backend${missing === undef
       expect(ex.run(long).length).toBe(512);
       ex.dispose();
       expect(backend.device.allocatedBytes).toBe(before);
+    });
+
+    it("a bf16 KV cache takes half the KV bytes, and the fused program writes it as the node-by-node path does", async () => {
+      const loaded = await loadModel(fixture("qwen3"));
+      const table = Array.from({ length: 12 }, (_, i) => i);
+      const prompt = Array.from({ length: 40 }, (_, i) => 5 + ((i * 29) % 500));
+      const run = (opts: Partial<CudaExecutorOptions>): { logits: Float32Array; bytes: number } => {
+        const ex = new CudaExecutor(loaded.graph, loaded.weights, backend, { numBlocks: 12, blockSize: 16, cudaGraphs: false, ...opts });
+        try {
+          ex.run(packStep([{ tokens: prompt.slice(0, 33), numCached: 0, blockTable: table }], 16));
+          const logits = ex.run(packStep([{ tokens: prompt.slice(33), numCached: 33, blockTable: table }], 16));
+          return { logits, bytes: ex.deviceBytes };
+        } finally {
+          ex.dispose();
+        }
+      };
+      const f32 = run({});
+      const fused = run({ kvCacheDtype: "bf16" });
+      const nodes = run({ kvCacheDtype: "bf16", fusedKernels: false });
+      const kv = loaded.graph.kvLayers.reduce((n, l) => n + 2 * 13 * 16 * l.numKvHeads * l.headDim, 0); // 12 blocks + padding
+      expect(f32.bytes - fused.bytes).toBe(kv * 2);
+      const diff = (a: Float32Array, b: Float32Array): number => Math.max(...a.map((x, i) => Math.abs(x - b[i]!) / Math.max(1, Math.abs(b[i]!))));
+      expect(diff(fused.logits, nodes.logits)).toBeLessThan(5e-5);
+      expect(diff(fused.logits, f32.logits)).toBeGreaterThan(1e-6); // the cache really was rounded
+      expect(diff(fused.logits, f32.logits)).toBeLessThan(2e-2);
     });
 
     it("runs the Mamba-1 and Mamba-2 scans as the CPU executor does, state carried across steps", () => {

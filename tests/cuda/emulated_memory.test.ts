@@ -34,7 +34,7 @@ describe.skipIf(missing !== undefined)(`gpuMemoryUtilization on the emulated dev
   it("the pool takes what the share leaves after weights and activations, and generation stays inside it", async () => {
     const dev = cuda.backend().device;
     const model = await loadModel(DEFAULT_MODEL_DIR);
-    const perBlock = kvBytesPerBlock(model.graph.kvLayers, 16);
+    const perBlock = kvBytesPerBlock(model.graph.kvLayers, 16, "f32");
     const before = dev.memInfo();
     const used = before.total - before.free;
     const fixed =

@@ -19,13 +19,14 @@ import { fixture } from "../fixture_copy.ts";
 const GiB = 2 ** 30;
 
 describe("KV budget from device memory", () => {
-  it("bytes per block: K and V in f32 for every attention layer", () => {
+  it("bytes per block: K and V in f32 or bf16 for every attention layer", () => {
     const layers: KvLayerSpec[] = [
       { cacheKey: "a", numKvHeads: 8, headDim: 64, slidingWindow: undefined },
       { cacheKey: "b", numKvHeads: 2, headDim: 128, slidingWindow: 4096 },
     ];
-    expect(kvBytesPerBlock(layers, 16)).toBe(2 * 4 * 16 * (8 * 64 + 2 * 128));
-    expect(kvBytesPerBlock([], 16)).toBe(0);
+    expect(kvBytesPerBlock(layers, 16, "f32")).toBe(2 * 4 * 16 * (8 * 64 + 2 * 128));
+    expect(kvBytesPerBlock(layers, 16, "bf16")).toBe(2 * 2 * 16 * (8 * 64 + 2 * 128));
+    expect(kvBytesPerBlock([], 16, "f32")).toBe(0);
   });
 
   it("total × utilization − used at start − weights − state − activations, in whole blocks", () => {

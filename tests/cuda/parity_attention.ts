@@ -1,10 +1,12 @@
 /**
  * Parity cases for the KV-cache write and paged attention: packed steps that mix decode, chunked
- * prefill over a cached prefix and fresh prefill, GQA and MQA, awkward block and head sizes, the
- * sliding window, soft-capping, and splits along the keys (some of them empty).
+ * prefill over a cached prefix and fresh prefill, GQA (groups smaller than, equal to and larger
+ * than a block's ATTENTION_GROUP) and MQA, awkward block and head sizes, the sliding window,
+ * soft-capping, splits along the keys (some of them empty), and f32 and bf16 caches.
  */
+import { attentionHeadBlocks, type KvCacheDtype } from "../../runtime/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
-import { compare, randomF32, rng, type ParityCase } from "./parity_support.ts";
+import { compare, fromBf16, randomF32, rng, toBf16, type ParityCase } from "./parity_support.ts";
 
 interface SeqSpec {
   /** context length after the step */
@@ -24,6 +26,7 @@ interface AttentionConfig {
   readonly softcap: number | undefined;
   readonly splits: number;
   readonly seed: number;
+  readonly kv?: KvCacheDtype;
 }
 
 function shuffled(n: number, r: () => number): number[] {
@@ -62,21 +65,24 @@ function attentionCase(c: AttentionConfig): ParityCase {
       });
       const T = tokenSeq.length;
       const cacheLen = numBlocks * c.blockSize * c.numKvHeads * D;
-      const kCache = randomF32(cacheLen, r);
-      const vCache = randomF32(cacheLen, r);
+      const bf16 = c.kv === "bf16";
+      // a bf16 cache holds rounded values: the twin reads them widened back
+      const kCache = bf16 ? fromBf16(toBf16(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
+      const vCache = bf16 ? fromBf16(toBf16(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
+      const cache = (x: Float32Array) => (bf16 ? s.u16(toBf16(x)) : s.f32(x));
       const q = randomF32(T * c.numHeads * D, r);
       const scale = 1 / Math.sqrt(D);
       const seqs = Int32Array.from(tokenSeq);
       const poss = Int32Array.from(tokenPos);
       const out = s.out(T * c.numHeads * D);
       const partial = s.out(Math.max(1, T * c.numHeads * c.splits * (D + 2)));
-      const kernel = c.softcap === undefined ? "kiln_paged_attention" : "kiln_paged_attention_softcap";
-      b.kernels.launch(kernel, [c.numHeads, T, c.splits], [128, 1, 1], [
+      const kernel = c.softcap === undefined ? (bf16 ? "kiln_paged_attention_bf16" : "kiln_paged_attention") : bf16 ? "kiln_paged_attention_softcap_bf16" : "kiln_paged_attention_softcap";
+      b.kernels.launch(kernel, [attentionHeadBlocks(c.numHeads, c.numKvHeads), T, c.splits], [128, 1, 1], [
         out,
         partial,
         s.f32(q),
-        s.f32(kCache),
-        s.f32(vCache),
+        cache(kCache),
+        cache(vCache),
         s.i32(seqs),
         s.i32(poss),
         s.i32(blockTables),
@@ -136,10 +142,47 @@ const writeKvCase: ParityCase = {
   },
 };
 
+const writeKvBf16Case: ParityCase = {
+  name: "write_kv_bf16 9 tokens → 40 slots, row 24: rounded to nearest even",
+  run: (b, s) => {
+    const r = rng(72);
+    const rowWidth = 24;
+    const kCache = toBf16(randomF32(40 * rowWidth, r));
+    const vCache = toBf16(randomF32(40 * rowWidth, r));
+    const k = randomF32(9 * rowWidth, r, 3);
+    const v = randomF32(9 * rowWidth, r, 3);
+    k[5] = 1 + 2 ** -8; // a tie: rounds to even (1)
+    k[6] = 1 + 3 * 2 ** -8; // a tie: rounds to even (1 + 2^-6)
+    const slots = Int32Array.from(shuffled(40, r).slice(0, 9));
+    const dk = s.u16(kCache);
+    const dv = s.u16(vCache);
+    b.kernels.launch("kiln_write_kv_bf16", [9, 1, 1], [128, 1, 1], [dk, dv, s.f32(k), s.f32(v), s.i32(slots), 9, rowWidth]);
+    const want = new Uint16Array(80 * rowWidth);
+    want.set(kCache);
+    want.set(vCache, 40 * rowWidth);
+    const kb = toBf16(k);
+    const vb = toBf16(v);
+    slots.forEach((slot, t) => {
+      want.set(kb.subarray(t * rowWidth, (t + 1) * rowWidth), slot * rowWidth);
+      want.set(vb.subarray(t * rowWidth, (t + 1) * rowWidth), (40 + slot) * rowWidth);
+    });
+    const got = new Uint16Array(80 * rowWidth);
+    got.set(s.readU16(dk, 40 * rowWidth));
+    got.set(s.readU16(dv, 40 * rowWidth), 40 * rowWidth);
+    return compare("write_kv_bf16 9 tokens → 40 slots, row 24", got, want, 0);
+  },
+};
+
 export function attentionCases(): ParityCase[] {
   const base = { numHeads: 6, numKvHeads: 2, headDim: 40, blockSize: 5, window: undefined, softcap: undefined, splits: 1 };
   return [
     writeKvCase,
+    writeKvBf16Case,
+    attentionCase({ ...base, name: "attention mixed, bf16 cache, GQA 6/2", seqs: MIXED, kv: "bf16", seed: 86 }),
+    attentionCase({ ...base, name: "attention mixed, bf16 cache, D=18 (no vector loads), softcap", seqs: MIXED, headDim: 18, softcap: 30, kv: "bf16", seed: 87 }),
+    attentionCase({ ...base, name: "attention GQA 12/2: two head groups per KV head, the second partial", seqs: MIXED, numHeads: 12, headDim: 24, seed: 88 }),
+    attentionCase({ ...base, name: "attention GQA 16/2 bf16 D=64, 5 splits", seqs: [{ seqLen: 300, qLen: 1 }, ...MIXED], numHeads: 16, headDim: 64, blockSize: 16, splits: 5, kv: "bf16", seed: 89 }),
+    attentionCase({ ...base, name: "attention MHA 3/3 D=8", seqs: MIXED, numHeads: 3, numKvHeads: 3, headDim: 8, seed: 90 }),
     attentionCase({ ...base, name: "attention mixed step GQA 6/2 D=40 block 5", seqs: MIXED, seed: 81 }),
     attentionCase({ ...base, name: "attention mixed, window 7, softcap 20, D=18", seqs: MIXED, headDim: 18, window: 7, softcap: 20, seed: 82 }),
     attentionCase({ ...base, name: "attention mixed, 4 splits (empty ones)", seqs: MIXED, splits: 4, seed: 83 }),

@@ -55,6 +55,11 @@ export function toBf16(x: Float32Array): Uint16Array {
   return Uint16Array.from(bits, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
 }
 
+/** bf16 bit patterns widened to f32 (exact) */
+export function fromBf16(bits: Uint16Array): Float32Array {
+  return new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer);
+}
+
 export function compare(name: string, got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, scale?: ArrayLike<number>): ParityResult {
   let worst = got.length === ref.length ? 0 : Infinity;
   for (let i = 0; i < ref.length; i++) {
