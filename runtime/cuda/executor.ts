@@ -8,8 +8,9 @@
  *
  * Weights are uploaded once; each attention layer's KV pool lives in device memory, in f32 or
  * bf16 (`kvCacheDtype`, default as the weights: written rounded to nearest even, read widened
- * to f32 by the attention kernels); activations get one buffer per node sized for the largest
- * step seen so far (grown by doubling); a step
+ * to f32 by the attention kernels); activations share one arena sized for the largest step seen
+ * so far (grown by doubling), values whose spans over the plan do not overlap sharing bytes
+ * (runtime/cuda/activation_plan.ts); a step
  * costs one host→device copy of its packed inputs and one device→host copy of the logits, or,
  * when the engine samples on the device (`sample`), of the S token ids only.
  *
@@ -40,22 +41,25 @@ import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { CudaGraph, DevicePtr } from "./device.ts";
 import { launchFused, planProgram, type ExecStep } from "./fused_plan.ts";
+import { arenaSizes, nodeStepUses, planStepUses, type StepUses } from "./activation_plan.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
   GEMV_MAX_ROWS,
+  kvElementBytes,
   LINEAR_ATTENTION_MAX_HEAD_DIM,
   MAMBA_SCAN_MAX_STATE,
-  attentionScratchBytes,
-  kvElementBytes,
-  type KvCacheDtype,
   MAX_HEAD_DIM,
   MOE_MAX_EXPERTS,
   MOE_MAX_TOPK,
-  moeScratchBytes,
   NodeKernels,
-  SHORT_CONV_MAX_KERNEL, type AttentionTuning, type KvPoolLayer, type StepFrame } from "./node_kernels.ts";
+  SHORT_CONV_MAX_KERNEL,
+  type AttentionTuning,
+  type KvCacheDtype,
+  type KvPoolLayer,
+  type StepFrame,
+} from "./node_kernels.ts";
 import { packStepInputs, type PackedStep } from "./step_inputs.ts";
 
 export type WeightDtype = "f32" | "bf16";
@@ -100,6 +104,9 @@ interface DecodeGraph {
 interface Arena {
   readonly T: number;
   readonly S: number;
+  /** the one allocation every activation lives in */
+  readonly base: DevicePtr;
+  /** each value's address in it (values computed inside a fused kernel have none) */
   readonly values: ReadonlyMap<ValueId, DevicePtr>;
   readonly scratch: DevicePtr;
   readonly cast: DevicePtr; // bf16 copy of a GEMM's input activations (bf16 weights only)
@@ -141,6 +148,8 @@ export class CudaExecutor implements StepExecutor {
   /** the compiled program's steps as this executor runs them; undefined: every node on its own */
   private readonly plan: readonly ExecStep[] | undefined;
   private readonly kvPool: ReadonlyMap<string, KvPoolLayer>;
+  /** the activations each step of the plan touches, for packing the arenas */
+  private readonly uses: StepUses;
   /** how the KV cache is held */
   readonly kvDtype: KvCacheDtype;
 
@@ -239,6 +248,10 @@ export class CudaExecutor implements StepExecutor {
     try {
       this.plan =
         compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", kvDtype, this.nodes.kvWrittenByFusedKernels);
+      this.uses =
+        this.plan === undefined
+          ? nodeStepUses(graph)
+          : planStepUses(graph, this.plan.map((p) => (p.kind === "fused" ? { kind: "fused", buffers: p.kernel.buffers } : p)));
     } catch (e) {
       this.dispose();
       throw e;
@@ -323,27 +336,21 @@ export class CudaExecutor implements StepExecutor {
   }
 
   private allocArena(capT: number, capS: number, inputCapacity: number): Arena {
-    const sizes: Record<SymbolicDim, number> = { T: capT, S: capS };
     const dev = this.backend.device;
-    const values = new Map<ValueId, DevicePtr>();
     let bytes = 0;
     const alloc = (n: number): DevicePtr => {
       bytes += n;
       return dev.alloc(n);
     };
-    let scratchBytes = 4;
-    let castBytes = 4;
-    for (const n of this.graph.nodes) {
-      if (n.kind === "input" || n.kind === "param") continue;
-      values.set(n.id, alloc(numel(n.shape, sizes) * 4));
-      const x = n.kind === "linear" ? this.graph.nodes[n.x] : undefined;
-      if (x !== undefined) castBytes = Math.max(castBytes, numel(x.shape, sizes) * 2);
-      if (n.kind === "attention") scratchBytes = Math.max(scratchBytes, attentionScratchBytes(n, capT, dev.info.multiprocessors));
-      if (n.kind === "moe") scratchBytes = Math.max(scratchBytes, moeScratchBytes(n, capT));
-    }
+    // activations share one allocation, packed by their spans over the plan's steps
+    const { layout, castBytes, scratchBytes } = arenaSizes(this.graph, this.uses, capT, capS, dev.info.multiprocessors);
+    const base = alloc(Math.max(4, layout.bytes));
+    const values = new Map<ValueId, DevicePtr>();
+    for (const [id, offset] of layout.offsets) values.set(id, base + BigInt(offset));
     const arena = {
       T: capT,
       S: capS,
+      base,
       values,
       scratch: alloc(scratchBytes),
       cast: alloc([...this.dtypes.values()].includes("bf16") ? castBytes : 4),
@@ -357,7 +364,7 @@ export class CudaExecutor implements StepExecutor {
   private freeArena(a: Arena): void {
     const dev = this.backend.device;
     dev.synchronize();
-    for (const p of a.values.values()) dev.free(p);
+    dev.free(a.base);
     dev.free(a.scratch);
     dev.free(a.cast);
     dev.free(a.tokens);

@@ -26,17 +26,17 @@ export interface FusedKernel {
 /** One step of the executor's plan: a fused kernel, or an IR node run by its own kernel(s). */
 export type ExecStep = { readonly kind: "fused"; readonly kernel: FusedKernel } | { readonly kind: "node"; readonly node: ValueId };
 
+/** A step of the plan before its kernels are loaded: a program kernel step run fused, or an IR node. */
+export type PlannedStep =
+  | { readonly kind: "fused"; readonly kernel: string; readonly rows: Dim; readonly buffers: readonly BufferSpec[] }
+  | { readonly kind: "node"; readonly node: ValueId };
+
 /**
- * The plan for `program`. `paramDtype` says how the device holds a parameter and `kvDtype` the
- * KV cache; `kvWritten` receives the cache keys whose KV write a fused kernel does.
+ * Which of `program`'s kernel steps run fused: those whose every buffer is held on the device as
+ * the program declares it. `paramDtype` says how the device holds a parameter and `kvDtype` the
+ * KV cache. Pure: the memory budget plans with it before any device is touched.
  */
-export function planProgram(
-  program: Program,
-  backend: CudaBackend,
-  paramDtype: (name: string) => "f32" | "bf16",
-  kvDtype: "f32" | "bf16",
-  kvWritten: Set<string>,
-): ExecStep[] {
+export function planSteps(program: Program, paramDtype: (name: string) => "f32" | "bf16", kvDtype: "f32" | "bf16"): PlannedStep[] {
   const onDevice = (b: BufferSpec): boolean => {
     switch (b.role.kind) {
       case "input":
@@ -49,12 +49,33 @@ export function planProgram(
         return b.elem === "f32";
     }
   };
-  const kernels = new Map(program.kernels.map((k) => [k.name, k]));
-  const usable = new Set<string>();
+  const plan: PlannedStep[] = [];
   for (const s of program.steps) {
-    if (s.kind === "kernel" && s.args.every((id) => onDevice(program.buffers[id]!))) usable.add(s.kernel);
+    if (s.kind !== "kernel") {
+      plan.push({ kind: "node", node: s.node });
+      continue;
+    }
+    const buffers = s.args.map((id) => program.buffers[id]!);
+    if (buffers.every(onDevice)) plan.push({ kind: "fused", kernel: s.kernel, rows: s.rows, buffers });
+    else for (const node of s.nodes) plan.push({ kind: "node", node });
   }
-  const lowered = [...usable].map((name) => kernels.get(name)!);
+  return plan;
+}
+
+/**
+ * The plan for `program` with its fused kernels compiled by NVRTC (one module) and loaded;
+ * `kvWritten` receives the cache keys whose KV write a fused kernel does.
+ */
+export function planProgram(
+  program: Program,
+  backend: CudaBackend,
+  paramDtype: (name: string) => "f32" | "bf16",
+  kvDtype: "f32" | "bf16",
+  kvWritten: Set<string>,
+): ExecStep[] {
+  const planned = planSteps(program, paramDtype, kvDtype);
+  const kernels = new Map(program.kernels.map((k) => [k.name, k]));
+  const lowered = [...new Set(planned.flatMap((s) => (s.kind === "fused" ? [s.kernel] : [])))].map((name) => kernels.get(name)!);
   const functions = new Map<string, KernelFunction>();
   if (lowered.length > 0) {
     const source = [CUDA_PRELUDE, ...lowered.map(renderCudaKernel)].join("\n");
@@ -63,23 +84,12 @@ export function planProgram(
     const module = backend.device.loadModule(compiled.cubin, name);
     for (const k of lowered) functions.set(k.name, backend.device.getFunction(module, k.name));
   }
-  const plan: ExecStep[] = [];
-  for (const s of program.steps) {
-    if (s.kind !== "kernel") {
-      plan.push({ kind: "node", node: s.node });
-      continue;
-    }
-    const fn = functions.get(s.kernel);
-    if (fn === undefined) {
-      for (const node of s.nodes) plan.push({ kind: "node", node });
-      continue;
-    }
-    const buffers = s.args.map((id) => program.buffers[id]!);
-    for (const b of buffers) if (b.role.kind === "kv_cache") kvWritten.add(b.role.cacheKey);
+  return planned.map((s): ExecStep => {
+    if (s.kind === "node") return s;
+    for (const b of s.buffers) if (b.role.kind === "kv_cache") kvWritten.add(b.role.cacheKey);
     const launch = cudaLaunch(kernels.get(s.kernel)!);
-    plan.push({ kind: "fused", kernel: { fn, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers } });
-  }
-  return plan;
+    return { kind: "fused", kernel: { fn: functions.get(s.kernel)!, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers: s.buffers } };
+  });
 }
 
 /** Launches a fused kernel over this step's rows (none when the step has none). */

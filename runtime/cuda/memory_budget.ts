@@ -6,13 +6,14 @@
  *
  * Pure arithmetic over the graph: the byte counts mirror what CudaExecutor allocates (weights in
  * f32, or GEMM and embedding matrices in bf16; KV in f32 or bf16 and state in f32, each with one
- * padding block or slot for captured decode batches; one activation buffer per node for eager steps of up to
- * nextPow2(T) tokens, and another set shared by the decode graphs).
+ * padding block or slot for captured decode batches; an activation arena for eager steps of up to
+ * nextPow2(T) tokens, and another shared by the decode graphs).
  */
 import { numel, type Graph, type KvLayerSpec, type StateLayerSpec } from "../../compiler/ir.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
-import { attentionScratchBytes, kvElementBytes, moeScratchBytes, type KvCacheDtype } from "./node_kernels.ts";
+import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
+import { kvElementBytes, type KvCacheDtype } from "./node_kernels.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
 export const ACTIVATION_MARGIN_BYTES = 64 * 2 ** 20;
@@ -72,28 +73,22 @@ export interface ActivationShape {
   readonly multiprocessors: number;
   /** the largest batch decode steps are captured into CUDA graphs for (0: no graphs) */
   readonly graphRows: number;
+  /** the executor's settings that decide which activations get memory */
+  readonly arch: string;
+  readonly weightDtype: DeviceWeightDtype;
+  readonly kvDtype: KvCacheDtype;
+  /** the compiled program's fused kernels (default true) */
+  readonly fusedKernels?: boolean;
 }
 
 /**
- * One activation arena for steps of T tokens and S rows: an f32 buffer per computed node, the
- * bf16 copy of a GEMM input, attention and MoE scratch, the greedy picks.
+ * One activation arena for steps of T tokens and S rows, as the executor allocates it: the
+ * activations packed by their spans (activation_plan.ts), the bf16 copy of a GEMM input,
+ * attention and MoE scratch, the greedy picks.
  */
-function arenaBytes(graph: Graph, T: number, S: number, multiprocessors: number): number {
-  const sizes = { T, S };
-  let values = 0;
-  let cast = 0;
-  let scratch = 0;
-  for (const n of graph.nodes) {
-    if (n.kind === "input" || n.kind === "param") continue;
-    values += numel(n.shape, sizes) * 4;
-    if (n.kind === "linear") {
-      const x = graph.nodes[n.x];
-      if (x !== undefined) cast = Math.max(cast, numel(x.shape, sizes) * 2);
-    }
-    if (n.kind === "attention") scratch = Math.max(scratch, attentionScratchBytes(n, T, multiprocessors));
-    if (n.kind === "moe") scratch = Math.max(scratch, moeScratchBytes(n, T));
-  }
-  return values + cast + scratch + S * 4;
+function arenaBytes(a: ExecutorActivations, T: number, S: number, multiprocessors: number): number {
+  const { layout, castBytes, scratchBytes } = arenaSizes(a.graph, a.uses, T, S, multiprocessors);
+  return layout.bytes + castBytes + scratchBytes + S * 4;
 }
 
 /**
@@ -102,8 +97,15 @@ function arenaBytes(graph: Graph, T: number, S: number, multiprocessors: number)
  * ACTIVATION_MARGIN_BYTES for step inputs, rotary tables, captured graphs and rounding.
  */
 export function activationBytes(graph: Graph, s: ActivationShape): number {
-  const eager = arenaBytes(graph, nextPow2(s.maxTokens), nextPow2(Math.min(s.maxRows, s.maxTokens)), s.multiprocessors);
-  const graphs = s.graphRows > 0 ? arenaBytes(graph, s.graphRows, s.graphRows, s.multiprocessors) : 0;
+  const matrices = s.weightDtype === "bf16" ? matrixParams(graph) : new Set<string>();
+  const a = executorActivations(graph, {
+    fusedKernels: s.fusedKernels !== false,
+    arch: s.arch,
+    kvDtype: s.kvDtype,
+    paramDtype: (name) => (matrices.has(name) ? "bf16" : "f32"),
+  });
+  const eager = arenaBytes(a, nextPow2(s.maxTokens), nextPow2(Math.min(s.maxRows, s.maxTokens)), s.multiprocessors);
+  const graphs = s.graphRows > 0 ? arenaBytes(a, s.graphRows, s.graphRows, s.multiprocessors) : 0;
   return eager + graphs + ACTIVATION_MARGIN_BYTES;
 }
 

@@ -72,6 +72,9 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
         maxRows: req.maxNumBatchedTokens,
         multiprocessors: b.device.info.multiprocessors,
         graphRows: opts.cudaGraphs === false ? 0 : Math.max(0, ...(opts.captureSizes ?? DEFAULT_CAPTURE_SIZES)),
+        arch: b.device.info.arch,
+        weightDtype: weightDtypeFor(req.weights),
+        kvDtype: kvDtypeFor(req.weights),
       }),
       bytesPerBlock: kvBytesPerBlock(req.graph.kvLayers, req.blockSize, kvDtypeFor(req.weights)),
     });

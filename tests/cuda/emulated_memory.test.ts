@@ -45,6 +45,9 @@ describe.skipIf(missing !== undefined)(`gpuMemoryUtilization on the emulated dev
         maxRows: maxNumBatchedTokens,
         multiprocessors: dev.info.multiprocessors,
         graphRows: Math.max(...DEFAULT_CAPTURE_SIZES),
+        arch: dev.info.arch,
+        weightDtype: "f32",
+        kvDtype: "f32",
       });
     // a share that leaves room for 201.5 blocks: 200 for the pool and the executor's padding block
     const utilization = (fixed + 201.5 * perBlock) / before.total;

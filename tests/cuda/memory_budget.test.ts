@@ -75,16 +75,18 @@ describe("KV budget from device memory", () => {
     expect(bf16).toBeGreaterThan(all * 2); // the norms stay f32
   });
 
+  const EXEC = { arch: "sm_90", weightDtype: "f32", kvDtype: "f32" } as const;
+
   it("activations grow with the step's tokens and include the margin", async () => {
     const m = await loadModel(fixture("llama"));
-    const small = activationBytes(m.graph, { maxTokens: 16, maxRows: 16, multiprocessors: 132, graphRows: 0 });
-    const big = activationBytes(m.graph, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 0 });
+    const small = activationBytes(m.graph, { maxTokens: 16, maxRows: 16, multiprocessors: 132, graphRows: 0, ...EXEC });
+    const big = activationBytes(m.graph, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 0, ...EXEC });
     expect(small).toBeGreaterThan(ACTIVATION_MARGIN_BYTES);
     expect(big).toBeGreaterThan(small);
     // the executor's buffers double: 300 tokens take what 512 do
-    expect(activationBytes(m.graph, { maxTokens: 300, maxRows: 300, multiprocessors: 132, graphRows: 0 })).toBe(big);
+    expect(activationBytes(m.graph, { maxTokens: 300, maxRows: 300, multiprocessors: 132, graphRows: 0, ...EXEC })).toBe(big);
     // the decode graphs' arena comes on top
-    expect(activationBytes(m.graph, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 256 })).toBeGreaterThan(big);
+    expect(activationBytes(m.graph, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 256, ...EXEC })).toBeGreaterThan(big);
   });
 
   it("state: f32 per slot over every state tensor, and one padding slot", () => {
