@@ -53,18 +53,10 @@ interface MutableAdjustment {
  */
 export function samplingRow(ctx: SamplingContext): DeviceSamplingRow {
   const p = ctx.params;
-  const touched = new Map<number, MutableAdjustment>();
-  const at = (id: number): MutableAdjustment => {
-    let a = touched.get(id);
-    if (a === undefined) touched.set(id, (a = { id, masked: false, bias: undefined, inPrompt: false, count: 0 }));
-    return a;
-  };
-  if (ctx.numOutputTokens < p.minTokens) for (const id of ctx.stopTokenIds) at(id).masked = true;
-  for (const [id, b] of p.logitBias) at(id).bias = b;
-  if (hasPenalties(p)) {
-    if (p.repetitionPenalty !== 1) for (const id of ctx.promptTokens()) at(id).inPrompt = true;
-    for (const [id, count] of ctx.outputCounts) at(id).count = count;
-  }
+  const masking = ctx.numOutputTokens < p.minTokens;
+  const penalties = hasPenalties(p);
+  // most rows adjust nothing: no map, no closures (this runs for every row of every step)
+  const adjustments = masking || penalties || p.logitBias.size > 0 ? rowAdjustments(ctx, masking, penalties) : NO_ADJUSTMENTS;
   const greedy = isGreedy(p);
   return {
     greedy,
@@ -75,9 +67,28 @@ export function samplingRow(ctx: SamplingContext): DeviceSamplingRow {
     repetitionPenalty: p.repetitionPenalty,
     frequencyPenalty: p.frequencyPenalty,
     presencePenalty: p.presencePenalty,
-    adjustments: [...touched.values()],
+    adjustments,
     u: greedy ? 0 : ctx.rng.next(),
   };
+}
+
+const NO_ADJUSTMENTS: readonly MutableAdjustment[] = [];
+
+function rowAdjustments(ctx: SamplingContext, masking: boolean, penalties: boolean): MutableAdjustment[] {
+  const p = ctx.params;
+  const touched = new Map<number, MutableAdjustment>();
+  const at = (id: number): MutableAdjustment => {
+    let a = touched.get(id);
+    if (a === undefined) touched.set(id, (a = { id, masked: false, bias: undefined, inPrompt: false, count: 0 }));
+    return a;
+  };
+  if (masking) for (const id of ctx.stopTokenIds) at(id).masked = true;
+  for (const [id, b] of p.logitBias) at(id).bias = b;
+  if (penalties) {
+    if (p.repetitionPenalty !== 1) for (const id of ctx.promptTokens()) at(id).inPrompt = true;
+    for (const [id, count] of ctx.outputCounts) at(id).count = count;
+  }
+  return [...touched.values()];
 }
 
 /** The rows as kiln_sample_rows's params words; adjustments outside [0, vocab) are dropped (the host ignores them too). */

@@ -88,7 +88,8 @@ export interface StepInputs {
 
 export function packStep(chunks: readonly SeqChunk[], blockSize: number): StepInputs {
   const T = chunks.reduce((n, c) => n + c.tokens.length, 0);
-  const maxBlocks = Math.max(1, ...chunks.map((c) => c.blockTable.length));
+  let maxBlocks = 1;
+  for (const c of chunks) maxBlocks = Math.max(maxBlocks, c.blockTable.length);
   const inputIds = new Int32Array(T);
   const positions = new Int32Array(T);
   const slotMapping = new Int32Array(T);
@@ -97,22 +98,25 @@ export function packStep(chunks: readonly SeqChunk[], blockSize: number): StepIn
   const blockTables = new Int32Array(chunks.length * maxBlocks);
   const logits: number[] = [];
   let t = 0;
-  chunks.forEach((c, s) => {
+  // plain loops: this runs for every sequence of every step
+  for (let s = 0; s < chunks.length; s++) {
+    const c = chunks[s]!;
+    const n = c.tokens.length;
     queryStartLoc[s] = t;
-    seqLens[s] = c.numCached + c.tokens.length;
+    seqLens[s] = c.numCached + n;
     if (c.blockTable.length * blockSize < seqLens[s]!) {
       throw new KilnError("KV_EXHAUSTED", `sequence ${s} needs ${seqLens[s]} slots but its block table holds ${c.blockTable.length} blocks`);
     }
     blockTables.set(c.blockTable, s * maxBlocks);
-    c.tokens.forEach((tok, i) => {
+    for (let i = 0; i < n; i++) {
       const pos = c.numCached + i;
-      inputIds[t] = tok;
+      inputIds[t] = c.tokens[i]!;
       positions[t] = pos;
       slotMapping[t] = c.blockTable[Math.floor(pos / blockSize)]! * blockSize + (pos % blockSize);
-      if (c.allLogits || (!c.noLogits && i === c.tokens.length - 1)) logits.push(t);
+      if (c.allLogits || (!c.noLogits && i === n - 1)) logits.push(t);
       t++;
-    });
-  });
+    }
+  }
   queryStartLoc[chunks.length] = t;
   const withSlot = chunks.filter((c) => c.stateSlot !== undefined).length;
   if (withSlot !== 0 && withSlot !== chunks.length) {

@@ -62,8 +62,12 @@ export function padDecodeStep(step: StepInputs, pad: DecodePadding): StepInputs 
   inputIds.set(step.inputIds);
   const positions = new Int32Array(b);
   positions.set(step.positions);
-  const logitsIndices = Int32Array.from({ length: b }, (_, i) => i);
-  const queryStartLoc = Int32Array.from({ length: b + 1 }, (_, i) => i);
+  const logitsIndices = new Int32Array(b);
+  const queryStartLoc = new Int32Array(b + 1);
+  for (let i = 0; i <= b; i++) {
+    if (i < b) logitsIndices[i] = i;
+    queryStartLoc[i] = i;
+  }
   const seqLens = new Int32Array(b).fill(1);
   seqLens.set(a.seqLens.subarray(0, n));
   const slotMapping = new Int32Array(b).fill(pad.block * pad.blockSize);
