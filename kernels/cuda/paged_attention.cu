@@ -17,9 +17,10 @@
 // acc[headDim]) to partial [T, numHeads, numSplits, headDim + 2] and kiln_attention_combine
 // merges the splits.
 //
-// Inside a block, 4 warps take tiles of 32 keys in turn (lane = key for the scores, lane = head
-// dimension for the value sums) with an online softmax per head; the warps then merge through
-// shared memory. headDim ≤ 256.
+// Inside a block, 4 warps take tiles of 32 keys in turn with an online softmax per head: lane =
+// key for the scores; for the value sums, when a row is 1, 2, 4, 8, 16 or 32 16-byte chunks,
+// each lane takes one chunk of every (32 / chunks)-th key with vector loads (else lane = head
+// dimension). The warps then merge through shared memory. headDim ≤ 256.
 // Launch: grid (numKvHeads · groupBlocks, T, numSplits), block (128).
 #include "common.cuh"
 
@@ -114,6 +115,15 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
   const int* table = blockTables + (long long)seq * maxBlocksPerSeq;
   const long long kvRow = (long long)numKvHeads * D;
   const float inf = kiln_inf();
+  // values in 16-byte chunks when rows split evenly: rowChunks lanes per key, 32 / rowChunks keys
+  // at a time, acc[g][e] holding element e of chunk c; else lane = dimension, acc[g][i] holding
+  // dimension lane + 32 i
+  constexpr int W = kiln_kv_width<KV>::value;
+  const int rowChunks = D / W;
+  const bool vectorV = D % W == 0 && rowChunks <= 32 && 32 % rowChunks == 0;
+  const int keysAtOnce = vectorV ? 32 / rowChunks : 1;
+  const int sub = vectorV ? lane / rowChunks : 0;
+  const int c = vectorV ? lane % rowChunks : 0;
 
   alignas(16) __shared__ float qs[KILN_ATTN_GROUP * KILN_ATTN_MAX_D];
   __shared__ float probs[KILN_ATTN_WARPS][KILN_ATTN_GROUP][32];
@@ -172,16 +182,31 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
     keyAt[warp][lane] = at;
     __syncwarp();
     const int count = last - base + 1 < 32 ? last - base + 1 : 32;
-    for (int jj = 0; jj < count; ++jj) {
-      const KV* vRow = vCache + keyAt[warp][jj];
+    if (vectorV) {
+      for (int jj = sub; jj < count; jj += keysAtOnce) {
+        float v[W];
+        kiln_kv_chunk(vCache + keyAt[warp][jj], c * W, v);
 #pragma unroll
-      for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) {
-        const int d = lane + 32 * i;
-        if (i < nd && d < D) {
-          const float v = kiln_kv_load(vRow, d);
+        for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+          if (g < ng) {
+            const float p = probs[warp][g][jj];
 #pragma unroll
-          for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
-            if (g < ng) acc[g][i] += probs[warp][g][jj] * v;
+            for (int e = 0; e < W; ++e) acc[g][e] += p * v[e];
+          }
+        }
+      }
+    } else {
+      for (int jj = 0; jj < count; ++jj) {
+        const KV* vRow = vCache + keyAt[warp][jj];
+#pragma unroll
+        for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) {
+          const int d = lane + 32 * i;
+          if (i < nd && d < D) {
+            const float v = kiln_kv_load(vRow, d);
+#pragma unroll
+            for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
+              if (g < ng) acc[g][i] += probs[warp][g][jj] * v;
+            }
           }
         }
       }
@@ -196,10 +221,19 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
       warpMax[warp][g] = m[g];
       warpSum[warp][g] = l[g];
     }
+    if (vectorV) {
+      // the lanes holding the same chunk for different keys add up (vectorV is block-uniform)
 #pragma unroll
-    for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) {
-      const int d = lane + 32 * i;
-      if (i < nd && d < D) warpAcc[warp][g][d] = acc[g][i];
+      for (int e = 0; e < W; ++e) {
+        for (int o = rowChunks; o < 32; o <<= 1) acc[g][e] += __shfl_xor_sync(KILN_FULL_MASK, acc[g][e], o);
+        if (sub == 0) warpAcc[warp][g][c * W + e] = acc[g][e];
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < KILN_ATTN_MAX_D_PER_LANE; ++i) {
+        const int d = lane + 32 * i;
+        if (i < nd && d < D) warpAcc[warp][g][d] = acc[g][i];
+      }
     }
   }
   __syncthreads();

@@ -183,6 +183,11 @@ export function attentionCases(): ParityCase[] {
     attentionCase({ ...base, name: "attention GQA 12/2: two head groups per KV head, the second partial", seqs: MIXED, numHeads: 12, headDim: 24, seed: 88 }),
     attentionCase({ ...base, name: "attention GQA 16/2 bf16 D=64, 5 splits", seqs: [{ seqLen: 300, qLen: 1 }, ...MIXED], numHeads: 16, headDim: 64, blockSize: 16, splits: 5, kv: "bf16", seed: 89 }),
     attentionCase({ ...base, name: "attention MHA 3/3 D=8", seqs: MIXED, numHeads: 3, numKvHeads: 3, headDim: 8, seed: 90 }),
+    // value rows in 16-byte chunks: 1 (bf16 D=8), 16 (bf16 D=128, f32 D=64) and 32 (bf16 D=256) per key
+    attentionCase({ ...base, name: "attention bf16 D=8 MQA 5/1: 16 keys per value load", seqs: MIXED, numHeads: 5, numKvHeads: 1, headDim: 8, kv: "bf16", seed: 91 }),
+    attentionCase({ ...base, name: "attention bf16 D=128 GQA 8/2 window 20", seqs: MIXED, numHeads: 8, headDim: 128, window: 20, kv: "bf16", seed: 92 }),
+    attentionCase({ ...base, name: "attention f32 D=64 softcap, 3 splits", seqs: MIXED, headDim: 64, softcap: 25, splits: 3, seed: 93 }),
+    attentionCase({ ...base, name: "attention bf16 D=256 GQA 4/2, 2 splits", seqs: [{ seqLen: 90, qLen: 1 }, ...MIXED], numHeads: 4, headDim: 256, splits: 2, kv: "bf16", seed: 94 }),
     attentionCase({ ...base, name: "attention mixed step GQA 6/2 D=40 block 5", seqs: MIXED, seed: 81 }),
     attentionCase({ ...base, name: "attention mixed, window 7, softcap 20, D=18", seqs: MIXED, headDim: 18, window: 7, softcap: 20, seed: 82 }),
     attentionCase({ ...base, name: "attention mixed, 4 splits (empty ones)", seqs: MIXED, splits: 4, seed: 83 }),
