@@ -27,7 +27,7 @@ export function goldenCommand(): Command {
     }, "cpu")
     .option("--tol <x>", "relative error allowed for logits", floatFlag("--tol", 0), 1e-4)
     .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
-    .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs for decode steps")
+    .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
     .option("--dtype <dtype>", "cuda: weight precision, float32, bfloat16 or auto (the checkpoint's)", cudaDtypeFlag("--dtype"), "f32")
     .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32 or bfloat16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
     .action(async (dir: string, flags: GoldenFlags) => {

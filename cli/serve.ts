@@ -61,7 +61,7 @@ export function serveCommand(): Command {
       "share of GPU memory the engine may hold, in (0, 1]; the KV pool gets what weights and activations leave (cuda; default 0.9)",
       gpuMemoryUtilizationFlag,
     )
-    .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs for decode steps")
+    .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
     .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's: bfloat16 if it stores bf16, else float32), float32 or bfloat16", cudaDtypeFlag("--dtype"), "auto")
     .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32 or bfloat16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
     .option("--block-size <n>", "tokens per KV block", intFlag("--block-size", 1), 16)

@@ -1,6 +1,8 @@
 /**
- * CUDA graphs for decode steps, the host side: which steps a captured graph can run, which
- * captured size serves them, and the padded step a graph of that size reads.
+ * CUDA graphs, the host side: which steps a captured graph can run, which captured size serves
+ * them, and the padded step a graph of that size reads. Decode steps replay one full graph;
+ * prefill and mixed steps of up to the largest size replay graph pieces between the custom ops
+ * (padMixedStep, at the end).
  *
  * A graph bakes in every launch's arguments: buffer addresses, the number of rows, the width of
  * the block tables. So a decode step of n sequences runs the graph captured for the smallest
@@ -91,5 +93,59 @@ export function padDecodeStep(step: StepInputs, pad: DecodePadding): StepInputs 
     logitsIndices,
     stateSlots,
     attn: { ...a, numSeqs: b, queryStartLoc, seqLens, slotMapping, blockTables, maxBlocksPerSeq: w },
+  };
+}
+
+/** Where the padding tokens of a piecewise step go. */
+export interface MixedPadding {
+  readonly rows: number;
+  readonly blockSize: number;
+  /** a KV block no sequence owns */
+  readonly block: number;
+  /** a state slot no sequence owns (models with mamba-like layers) */
+  readonly stateSlot: number | undefined;
+}
+
+/**
+ * A prefill or mixed step of T tokens padded to `pad.rows` tokens, as the CUDA-graph pieces of
+ * that size read it: each extra token is a sequence of its own (token 0 at position 0, its KV in
+ * the padding block, its state in the padding slot) that asks for no logits. The step's own
+ * sequences, tables and logits rows are unchanged, so attention and the stateful ops, which run
+ * outside the pieces, see them as before.
+ */
+export function padMixedStep(step: StepInputs, pad: MixedPadding): StepInputs {
+  const T = step.inputIds.length;
+  const b = pad.rows;
+  if (T > b) throw new Error(`a step of ${T} tokens does not fit pieces of ${b} rows`);
+  const a = step.attn;
+  const n = a.numSeqs;
+  const extra = b - T;
+  const w = a.maxBlocksPerSeq;
+  const inputIds = new Int32Array(b);
+  inputIds.set(step.inputIds);
+  const positions = new Int32Array(b);
+  positions.set(step.positions);
+  const slotMapping = new Int32Array(b).fill(pad.block * pad.blockSize);
+  slotMapping.set(a.slotMapping);
+  const queryStartLoc = new Int32Array(n + extra + 1);
+  queryStartLoc.set(a.queryStartLoc.subarray(0, n + 1));
+  for (let i = 1; i <= extra; i++) queryStartLoc[n + i] = T + i;
+  const seqLens = new Int32Array(n + extra).fill(1);
+  seqLens.set(a.seqLens.subarray(0, n));
+  const blockTables = new Int32Array((n + extra) * w);
+  blockTables.set(a.blockTables.subarray(0, n * w));
+  for (let s = n; s < n + extra; s++) blockTables[s * w] = pad.block;
+  let stateSlots: Int32Array | undefined;
+  if (step.stateSlots !== undefined) {
+    if (pad.stateSlot === undefined) throw new Error("a step with state slots needs a padding slot");
+    stateSlots = new Int32Array(n + extra).fill(pad.stateSlot);
+    stateSlots.set(step.stateSlots);
+  }
+  return {
+    inputIds,
+    positions,
+    logitsIndices: step.logitsIndices,
+    stateSlots,
+    attn: { ...a, numSeqs: n + extra, queryStartLoc, seqLens, slotMapping, blockTables },
   };
 }

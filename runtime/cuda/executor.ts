@@ -19,8 +19,10 @@
  * only copy their padded inputs into the graph's input buffer and launch the graph, so the host
  * no longer issues every kernel (runtime/cuda/decode_graphs.ts says how steps are padded). All
  * graphs share one activation arena, sized for the largest capture size used so far; when it has
- * to grow, the graphs are dropped and captured again on demand. Prefill and mixed steps, and
- * decode batches past the largest capture size, run eagerly.
+ * to grow, the graphs are dropped and captured again on demand. Prefill and mixed steps of up to
+ * the largest capture size run piecewise (as vLLM's piecewise graphs): padded to a capture size,
+ * the runs of launches between custom ops replay graphs captured for that many tokens, while
+ * attention, the stateful mixers and the logits tail run eagerly. Larger steps run eagerly.
  *
  * Weight precision: "f32" (default) keeps every weight in f32 (a bf16 checkpoint is widened on the
  * device, exactly) and runs fp32 GEMMs. "bf16" keeps the GEMM and embedding matrices in bf16 (an
@@ -28,7 +30,7 @@
  * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
  * GEMMs stay f32.
  */
-import { assertNever, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import { assertNever, isCustomOp, nodeInputs, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
 import type { BufferSpec } from "../../compiler/program.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
@@ -42,7 +44,7 @@ import type { CudaBackend } from "./backend.ts";
 import type { CudaGraph, DevicePtr } from "./device.ts";
 import { launchFused, planProgram, type ExecStep } from "./fused_plan.ts";
 import { arenaSizes, nodeStepUses, planStepUses, type StepUses } from "./activation_plan.ts";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "./decode_graphs.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
@@ -87,11 +89,25 @@ export interface CudaExecutorOptions extends ExecutorOptions {
 
 /** How many steps ran which way, and how many graphs were captured. */
 export interface GraphStats {
+  /** decode graphs captured, and decode steps that replayed one */
   readonly captures: number;
   readonly replays: number;
+  /** steps run without any graph (a first step of a size, or one past the largest) */
   readonly eagerSteps: number;
-  /** graphs held now */
+  /** decode graphs held now */
   readonly graphs: number;
+  /** sizes whose pieces were captured, and prefill/mixed steps that replayed pieces */
+  readonly pieceCaptures: number;
+  readonly pieceReplays: number;
+  /** piece graphs held now */
+  readonly pieceGraphs: number;
+}
+
+/** A run of plan units [from, to): captured as one CUDA-graph piece, or run eagerly every step. */
+interface Segment {
+  readonly from: number;
+  readonly to: number;
+  readonly piece: boolean;
 }
 
 interface DecodeGraph {
@@ -134,7 +150,14 @@ export class CudaExecutor implements StepExecutor {
   private graphArena: Arena | undefined = undefined;
   private readonly decodeGraphs = new Map<string, DecodeGraph>();
   private readonly captureSizes: readonly number[];
-  private counts = { captures: 0, replays: 0, eagerSteps: 0 };
+  private counts = { captures: 0, replays: 0, eagerSteps: 0, pieceCaptures: 0, pieceReplays: 0 };
+  /** the units one step launches, in order: the plan's steps, or every node */
+  private readonly units: readonly ExecStep[];
+  /** the units grouped into pieces (between custom ops, before the logits rows) and eager runs */
+  private readonly segments: readonly Segment[];
+  /** capture size → its pieces' graphs, in segment order, all against pieceArena */
+  private readonly pieceGraphs = new Map<number, CudaGraph[]>();
+  private pieceArena: Arena | undefined = undefined;
   private disposed = false;
   /** per-sequence state of mamba-like layers, in device memory */
   readonly statePool: DeviceStatePool | undefined;
@@ -252,6 +275,8 @@ export class CudaExecutor implements StepExecutor {
         this.plan === undefined
           ? nodeStepUses(graph)
           : planStepUses(graph, this.plan.map((p) => (p.kind === "fused" ? { kind: "fused", buffers: p.kernel.buffers } : p)));
+      this.units = this.plan ?? graph.nodes.flatMap((n): ExecStep[] => (n.kind === "input" || n.kind === "param" ? [] : [{ kind: "node", node: n.id }]));
+      this.segments = pieceSegments(graph, this.units);
     } catch (e) {
       this.dispose();
       throw e;
@@ -363,6 +388,10 @@ export class CudaExecutor implements StepExecutor {
 
   private freeArena(a: Arena): void {
     const dev = this.backend.device;
+    if (a === this.pieceArena) {
+      this.dropPieces();
+      this.pieceArena = undefined;
+    }
     dev.synchronize();
     dev.free(a.base);
     dev.free(a.scratch);
@@ -381,7 +410,9 @@ export class CudaExecutor implements StepExecutor {
   }
 
   get graphStats(): GraphStats {
-    return { ...this.counts, graphs: this.decodeGraphs.size };
+    let pieceGraphs = 0;
+    for (const g of this.pieceGraphs.values()) pieceGraphs += g.length;
+    return { ...this.counts, graphs: this.decodeGraphs.size, pieceGraphs };
   }
 
   /** Drops every captured graph and the arena they share. */
@@ -411,8 +442,10 @@ export class CudaExecutor implements StepExecutor {
   /** Queues the whole graph for one step; returns the logits' device address. */
   private forward(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } {
     if (this.disposed) throw new Error("the CUDA executor has been disposed");
-    const graphed = this.captureSizes.length > 0 && isDecodeStep(step) ? this.forwardDecodeGraph(step) : undefined;
-    if (graphed !== undefined) return graphed;
+    if (this.captureSizes.length > 0) {
+      const graphed = isDecodeStep(step) ? this.forwardDecodeGraph(step) : this.forwardPiecewise(step);
+      if (graphed !== undefined) return graphed;
+    }
     this.counts.eagerSteps++;
     const packed = packStepInputs(step, this.packLimits(false));
     const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
@@ -420,8 +453,15 @@ export class CudaExecutor implements StepExecutor {
     return { packed, arena, logits: this.enqueue(packed, arena, arena.inputs) };
   }
 
-  /** Queues every node of the graph for `packed`, whose inputs are at `inputs`; returns the logits' address. */
+  /** Queues every unit of the plan for `packed`, whose inputs are at `inputs`; returns the logits' address. */
   private enqueue(packed: PackedStep, arena: Arena, inputs: DevicePtr): DevicePtr {
+    const launcher = this.launcher(packed, arena, inputs);
+    launcher.run(0, this.units.length);
+    return launcher.logits();
+  }
+
+  /** Launches units [from, to) of the plan for one step's inputs and arena. */
+  private launcher(packed: PackedStep, arena: Arena, inputs: DevicePtr): { run(from: number, to: number): void; logits(): DevicePtr } {
     const sizes: Record<SymbolicDim, number> = { T: packed.T, S: packed.S };
     const inputAt: Readonly<Record<string, number>> = {
       input_ids: packed.layout.inputIds,
@@ -437,39 +477,90 @@ export class CudaExecutor implements StepExecutor {
       return p;
     };
     const frame: StepFrame = { sizes, packed, inputs, scratch: arena.scratch, cast: arena.cast, ptr };
-    if (this.plan === undefined) {
-      for (const n of this.graph.nodes) this.nodes.run(n, frame);
-    } else {
-      const slotMapping = inputs + BigInt(packed.layout.slotMapping * 4);
-      const address = (b: BufferSpec): DevicePtr => {
-        const role = b.role;
-        switch (role.kind) {
-          case "input":
-            return role.name === "slot_mapping" ? slotMapping : inputs + BigInt((inputAt[role.name] ?? 0) * 4);
-          case "param":
-          case "activation": {
-            const p = role.kind === "param" ? this.weights.get(role.name) : arena.values.get(role.node);
-            if (p === undefined) throw new Error(`program buffer ${b.id} has no device memory`);
-            return p;
-          }
-          case "kv_cache": {
-            const layer = this.kvPool.get(role.cacheKey);
-            if (layer === undefined) throw new Error(`no KV pool for '${role.cacheKey}'`);
-            return role.which === "k" ? layer.k : layer.v;
-          }
-          default:
-            return assertNever(role, "buffer role");
+    const slotMapping = inputs + BigInt(packed.layout.slotMapping * 4);
+    const address = (b: BufferSpec): DevicePtr => {
+      const role = b.role;
+      switch (role.kind) {
+        case "input":
+          return role.name === "slot_mapping" ? slotMapping : inputs + BigInt((inputAt[role.name] ?? 0) * 4);
+        case "param":
+        case "activation": {
+          const p = role.kind === "param" ? this.weights.get(role.name) : arena.values.get(role.node);
+          if (p === undefined) throw new Error(`program buffer ${b.id} has no device memory`);
+          return p;
         }
-      };
-      for (const s of this.plan) {
-        if (s.kind === "node") {
-          this.nodes.run(this.graph.nodes[s.node]!, frame);
-          continue;
+        case "kv_cache": {
+          const layer = this.kvPool.get(role.cacheKey);
+          if (layer === undefined) throw new Error(`no KV pool for '${role.cacheKey}'`);
+          return role.which === "k" ? layer.k : layer.v;
         }
-        launchFused(this.backend.device, s.kernel, sizes, address);
+        default:
+          return assertNever(role, "buffer role");
       }
+    };
+    return {
+      run: (from, to) => {
+        for (let i = from; i < to; i++) {
+          const u = this.units[i]!;
+          if (u.kind === "node") this.nodes.run(this.graph.nodes[u.node]!, frame);
+          else launchFused(this.backend.device, u.kernel, sizes, address);
+        }
+      },
+      logits: () => ptr(this.graph.outputs.logits),
+    };
+  }
+
+  /**
+   * A prefill or mixed step of at most the largest capture size, padded to the capture size b
+   * that holds it (padMixedStep): the segments between custom ops replay the CUDA graphs
+   * captured for b tokens, the custom ops and the logits tail run eagerly. The first step of a
+   * size (or on a new arena) runs eagerly, and then its pieces are captured, without running,
+   * for the next. Undefined when the step is larger than the largest capture size.
+   */
+  private forwardPiecewise(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } | undefined {
+    const rows = captureSizeFor(step.inputIds.length, this.captureSizes);
+    if (rows === undefined || !this.segments.some((g) => g.piece)) return undefined;
+    const padded = padMixedStep(step, { rows, blockSize: this.blockSize, block: this.numBlocks, stateSlot: this.statePool?.paddingSlot });
+    const packed = packStepInputs(padded, this.packLimits(true));
+    const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
+    if (this.pieceArena !== arena) {
+      this.dropPieces();
+      this.pieceArena = arena;
     }
-    return ptr(this.graph.outputs.logits);
+    const dev = this.backend.device;
+    dev.upload(arena.inputs, packed.data);
+    const launcher = this.launcher(packed, arena, arena.inputs);
+    const graphs = this.pieceGraphs.get(rows);
+    if (graphs === undefined) {
+      launcher.run(0, this.units.length);
+      const captured: CudaGraph[] = [];
+      try {
+        for (const g of this.segments) if (g.piece) captured.push(dev.captureGraph(() => launcher.run(g.from, g.to)));
+      } catch (e) {
+        for (const c of captured) dev.destroyGraph(c);
+        throw e;
+      }
+      this.pieceGraphs.set(rows, captured);
+      this.counts.pieceCaptures++;
+      this.counts.eagerSteps++;
+      return { packed, arena, logits: launcher.logits() };
+    }
+    let k = 0;
+    for (const g of this.segments) {
+      if (g.piece) dev.replay(graphs[k++]!);
+      else launcher.run(g.from, g.to);
+    }
+    this.counts.pieceReplays++;
+    return { packed, arena, logits: launcher.logits() };
+  }
+
+  /** Drops every captured piece (their arena is gone or replaced). */
+  private dropPieces(): void {
+    if (this.pieceGraphs.size === 0) return;
+    const dev = this.backend.device;
+    dev.synchronize();
+    for (const graphs of this.pieceGraphs.values()) for (const g of graphs) dev.destroyGraph(g);
+    this.pieceGraphs.clear();
   }
 
   /**
@@ -593,4 +684,29 @@ export class CudaExecutor implements StepExecutor {
     this.owned.length = 0;
     this.weights.clear();
   }
+}
+
+/**
+ * The units grouped for piecewise graphs: maximal runs that depend on the step's token count
+ * alone (no custom op: attention and the stateful mixers read block tables, sequence lengths and
+ * state slots that change from step to step; nothing sized by the S logits rows, so the logits
+ * tail stays eager) become pieces; every other unit runs eagerly on its own.
+ */
+export function pieceSegments(graph: Graph, units: readonly ExecStep[]): Segment[] {
+  const hasS = (id: ValueId): boolean => graph.nodes[id]?.shape.includes("S") ?? false;
+  const tokenOnly = (u: ExecStep): boolean => {
+    if (u.kind === "fused") return u.kernel.rows !== "S" && u.kernel.buffers.every((b) => !b.shape.includes("S"));
+    const n = graph.nodes[u.node]!;
+    return !isCustomOp(n) && !hasS(n.id) && !nodeInputs(n).some(hasS);
+  };
+  const segments: Segment[] = [];
+  let i = 0;
+  while (i < units.length) {
+    const piece = tokenOnly(units[i]!);
+    let j = i + 1;
+    if (piece) while (j < units.length && tokenOnly(units[j]!)) j++;
+    segments.push({ from: i, to: j, piece });
+    i = j;
+  }
+  return segments;
 }

@@ -12,10 +12,10 @@ import type { StepInputs } from "../kv_cache.ts";
 export interface PackedLayout {
   readonly inputIds: number; // [T]
   readonly positions: number; // [T]
-  readonly logitsIndices: number; // [S]
   readonly slotMapping: number; // [T]
   readonly tokenSeq: number; // [T]
   readonly tokenPos: number; // [T]
+  readonly logitsIndices: number; // [S]
   readonly blockTables: number; // [numSeqs · maxBlocksPerSeq]
   readonly queryStartLoc: number; // [numSeqs + 1]
   readonly stateSlots: number; // [numSeqs], zeros when the step has no state slots
@@ -47,13 +47,15 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
   const S = step.logitsIndices.length;
   const a = step.attn;
   const tables = a.numSeqs * a.maxBlocksPerSeq;
+  // the per-token sections first: their offsets depend on T alone, so a CUDA-graph piece
+  // captured for T tokens finds them in the same place whatever the step's S or table width
   const layout: PackedLayout = {
     inputIds: 0,
     positions: T,
-    logitsIndices: 2 * T,
-    slotMapping: 2 * T + S,
-    tokenSeq: 3 * T + S,
-    tokenPos: 4 * T + S,
+    slotMapping: 2 * T,
+    tokenSeq: 3 * T,
+    tokenPos: 4 * T,
+    logitsIndices: 5 * T,
     blockTables: 5 * T + S,
     queryStartLoc: 5 * T + S + tables,
     stateSlots: 5 * T + S + tables + a.numSeqs + 1,

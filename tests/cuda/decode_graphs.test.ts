@@ -5,7 +5,7 @@
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep } from "../../runtime/cuda/decode_graphs.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep } from "../../runtime/cuda/decode_graphs.ts";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
@@ -55,6 +55,28 @@ describe("decode-graph padding", () => {
     expect(p.attn.blockTables[16]).toBe(99);
     expect(() => padDecodeStep(decode, { rows: 1, tableWidth: 8, blockSize: 16, block: 99, stateSlot: 5 })).toThrow(/does not fit/);
     expect(() => padDecodeStep(decode, { rows: 2, tableWidth: 8, blockSize: 16, block: 99, stateSlot: undefined })).toThrow(/padding slot/);
+  });
+
+  it("pads a mixed step's tokens with one-token sequences that ask for no logits, leaving its own sequences as they were", () => {
+    const mixed = packStep(
+      [
+        { tokens: [7], numCached: 20, blockTable: [3, 1], stateSlot: 2 },
+        { tokens: [4, 5, 6], numCached: 0, blockTable: [0], stateSlot: 0 },
+      ],
+      16,
+    );
+    const p = padMixedStep(mixed, { rows: 6, blockSize: 16, block: 99, stateSlot: 5 });
+    expect(Array.from(p.inputIds)).toEqual([7, 4, 5, 6, 0, 0]);
+    expect(Array.from(p.positions)).toEqual([20, 0, 1, 2, 0, 0]);
+    expect(Array.from(p.logitsIndices)).toEqual([0, 3]);
+    expect(Array.from(p.stateSlots!)).toEqual([2, 0, 5, 5]);
+    expect(p.attn.numSeqs).toBe(4);
+    expect(Array.from(p.attn.queryStartLoc)).toEqual([0, 1, 4, 5, 6]);
+    expect(Array.from(p.attn.seqLens)).toEqual([21, 3, 1, 1]);
+    expect(Array.from(p.attn.slotMapping.subarray(4))).toEqual([99 * 16, 99 * 16]);
+    expect(p.attn.maxBlocksPerSeq).toBe(2);
+    expect(Array.from(p.attn.blockTables)).toEqual([3, 1, 0, 0, 99, 0, 99, 0]);
+    expect(() => padMixedStep(mixed, { rows: 3, blockSize: 16, block: 99, stateSlot: 5 })).toThrow(/does not fit/);
   });
 });
 
@@ -110,6 +132,68 @@ describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${mi
         const last = packStep([0, 1, 2, 3, 4, 5].map((s) => chunk(s, 1, 1)), opts.blockSize);
         const lastEager = packStep([0, 1, 2, 3, 4, 5].map((s) => chunk(s, 1, 0)), opts.blockSize);
         expect(Array.from(graphed.runGreedy(last))).toEqual(Array.from(eager.runGreedy(lastEager)));
+      } finally {
+        eager.dispose();
+        graphed.dispose();
+      }
+    });
+  }
+
+  // chunked prefill mixed with decode: pieces between the custom ops replay, attention, the
+  // mixers and the logits tail run eagerly on the padded step
+  for (const name of ["lfm2", "mamba", "llama", "qwen3-moe"] as const) {
+    it(`${name}: prefill and mixed steps replay graph pieces and give the eager executor's logits`, async () => {
+      const { graph, weights } = await loadModel(fixture(name));
+      const opts = { numBlocks: 32, blockSize: 4, numStateSlots: 4 };
+      const eager = new CudaExecutor(graph, weights, backend, { ...opts, cudaGraphs: false });
+      const graphed = new CudaExecutor(graph, weights, backend, { ...opts, captureSizes: [1, 2, 4, 8] });
+      try {
+        const numSeqs = 4;
+        const slots = Array.from({ length: numSeqs }, () => [eager.statePool?.allocate(), graphed.statePool?.allocate()] as const);
+        const tokens = Array.from({ length: numSeqs }, (_, s) => Array.from({ length: 11 + 3 * s }, (_, i) => 5 + ((s * 17 + i * 13) % 400)));
+        const tables = Array.from({ length: numSeqs }, (_, s) => Array.from({ length: 8 }, (_, i) => s * 8 + i));
+        const cached = new Array<number>(numSeqs).fill(0);
+        const chunk = (s: number, n: number, which: 0 | 1): SeqChunk => {
+          const slot = slots[s]![which];
+          const prompt = cached[s]! + n < tokens[s]!.length;
+          return {
+            tokens: tokens[s]!.slice(cached[s], cached[s]! + n),
+            numCached: cached[s]!,
+            blockTable: tables[s]!,
+            ...(prompt ? { noLogits: true } : {}),
+            ...(slot === undefined ? {} : { stateSlot: slot }),
+          };
+        };
+        const step = (plan: readonly (readonly [number, number])[]): void => {
+          const want = eager.run(packStep(plan.map(([s, n]) => chunk(s, n, 0)), opts.blockSize));
+          const got = graphed.run(packStep(plan.map(([s, n]) => chunk(s, n, 1)), opts.blockSize));
+          expect(got.length).toBe(want.length);
+          expect(compare(`${name} step ${JSON.stringify(plan)}`, got, want, 1e-5).maxErr).toBeLessThan(1e-5);
+          const V = want.length / Math.max(1, plan.filter(([s, n]) => cached[s]! + n >= tokens[s]!.length).length);
+          let row = 0;
+          for (const [s, n] of plan) {
+            cached[s]! += n;
+            if (cached[s]! < tokens[s]!.length) continue;
+            const r = want.subarray(row * V, (row + 1) * V);
+            tokens[s]!.push(r.indexOf(Math.max(...r)));
+            row++;
+          }
+        };
+        // prompts of 11, 14, 17, 20 tokens in chunks: 3 + 4 = 7 (size 8), 5 (8), 4 + 4 (8), then mixed steps
+        step([[0, 3], [1, 4]]);
+        step([[2, 5]]);
+        step([[0, 4], [3, 4]]);
+        step([[0, 4], [1, 3]]); // seq 0 done with its prompt: logits
+        step([[0, 1], [1, 7]]); // decode + prefill (8): seq 1 done
+        step([[0, 1], [1, 1], [2, 6]]); // mixed, 8
+        step([[2, 6], [3, 2]]); // 8: seq 2 done
+        step([[0, 1], [2, 1], [3, 3]]); // 5 → 8
+        for (let i = 0; i < 3; i++) step([[0, 1], [1, 1], [2, 1], [3, 3]]); // 6 → 8; seq 3 done after the third
+        const stats = graphed.graphStats;
+        expect(stats.pieceCaptures).toBeGreaterThanOrEqual(1);
+        expect(stats.pieceReplays).toBeGreaterThanOrEqual(8);
+        expect(stats.pieceGraphs).toBeGreaterThan(0);
+        expect(eager.graphStats.pieceCaptures).toBe(0);
       } finally {
         eager.dispose();
         graphed.dispose();
