@@ -9,8 +9,9 @@
 // the k-th largest (ties included); top_p keeps, in order of descending e (ties by ascending id),
 // each token whose predecessors hold less than topP of the mass; the draw takes the token at
 // cumulative weight u · total, in ascending ids without top_p, else in the top_p order. Nothing
-// is sorted: thresholds are found by binary search on the bits of e (non-negative doubles order
-// as their bit patterns) with block reductions, then a tie group is cut by id, also by search.
+// is sorted: thresholds are found by a search on the bits of e (non-negative doubles order as
+// their bit patterns), 4 bits per pass over the row with block reductions, then a tie group is
+// cut by id, also by a search (15 split points per pass).
 // Launch: grid (S), block (KILN_SAMPLE_THREADS).
 //
 // params (i32 words; a double takes two words, low word first), built by runtime/device_sampling.ts:
@@ -125,31 +126,97 @@ __device__ double kiln_row_sum(const float* row, int V, const KilnSampleCut& c, 
   return kiln_block_sum_f64(acc);
 }
 
-// The largest pattern b of a double in [0, 1] for which pred(b) holds, pred being true at 0 and
-// monotone (true below some point, false above).
-template <class P>
-__device__ unsigned long long kiln_largest_bits(P pred) {
+// Searches test up to KILN_SAMPLE_FAN candidates per pass over the row, so a 62-bit threshold
+// takes 16 passes (4 bits each) and an id among V takes log16(V) passes.
+#define KILN_SAMPLE_FAN 15
+
+// Block sums of acc[d] for d < count (block-uniform) into out.
+__device__ __forceinline__ void kiln_block_sums(const double (&acc)[KILN_SAMPLE_FAN], int count, double* out) {
+#pragma unroll
+  for (int d = 0; d < KILN_SAMPLE_FAN; d++) {
+    if (d < count) out[d] = kiln_block_sum_f64(acc[d]);
+  }
+}
+
+// The largest pattern b of a double in [0, 1] for which accept(Σ_i term(i, e, v = b)) holds, with
+// term(i, e, v) = weight(i, e) when e ≥ v (e > v when `strict`) and 0 otherwise, weight being 0
+// for the tokens cut (the test is true at 0 and monotone: true below some point, false above).
+// 4 bits a pass: the 15 patterns that extend the bits found so far are tested at once, each
+// element's e computed once. Each sum adds the same nonzero terms in the same order as a pass
+// for that pattern alone would, so it is the same double.
+template <class W, class A>
+__device__ unsigned long long kiln_largest_bits(const float* row, int V, const KilnSampleCut& c, bool strict, W weight, A accept) {
   unsigned long long b = 0;
-  for (int bit = 61; bit >= 0; bit--) {  // 1.0 is 0x3FF0000000000000: bits 62 and 63 stay clear
-    const unsigned long long c = b | (1ull << bit);
-    if (pred(kiln_f64_bits(c))) b = c;
+  int top = 61;  // 1.0 is 0x3FF0000000000000: bits 62 and 63 stay clear
+  while (top >= 0) {
+    const int nb = top + 1 >= 4 ? 4 : top + 1;
+    const int shift = top + 1 - nb;
+    const int count = (1 << nb) - 1;
+    double acc[KILN_SAMPLE_FAN];
+#pragma unroll
+    for (int d = 0; d < KILN_SAMPLE_FAN; d++) acc[d] = 0.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+      const double e = kiln_sample_e(row[i], c);
+      const double w = weight(i, e);
+      if (w == 0.0) continue;
+      bool in = true;  // candidates grow with d: once e is below one it is below the rest
+#pragma unroll
+      for (int d = 0; d < KILN_SAMPLE_FAN; d++) {
+        const double v = kiln_f64_bits(b | ((unsigned long long)(d + 1) << shift));
+        in = in && d < count && (strict ? e > v : e >= v);
+        if (in) acc[d] += w;
+      }
+    }
+    double sums[KILN_SAMPLE_FAN];
+    kiln_block_sums(acc, count, sums);
+    int best = 0;
+    for (int d = 0; d < count; d++) {
+      if (accept(sums[d])) best = d + 1;  // monotone: the accepted ones come first
+    }
+    b |= (unsigned long long)best << shift;
+    top = shift - 1;
   }
   return b;
+}
+
+// The smallest id x in [0, V) for which accept(Σ_{i ≤ x} weight(i, e)) holds (monotone in x),
+// V − 1 when none: 15 split points of the interval left are tested a pass.
+template <class W, class A>
+__device__ int kiln_first_id(const float* row, int V, const KilnSampleCut& c, W weight, A accept) {
+  int lo = 0;
+  int hi = V - 1;  // the answer lies in [lo, hi]
+  while (lo < hi) {
+    // split d at lo + span · (d + 1) / 16: nondecreasing in d, all in [lo, hi)
+    const long long span = hi - lo;
+    const int base = lo;
+    double acc[KILN_SAMPLE_FAN];
+#pragma unroll
+    for (int d = 0; d < KILN_SAMPLE_FAN; d++) acc[d] = 0.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+      const double w = weight(i, kiln_sample_e(row[i], c));
+      if (w == 0.0) continue;
+#pragma unroll
+      for (int d = 0; d < KILN_SAMPLE_FAN; d++) {
+        if (i <= base + (int)(span * (d + 1) / (KILN_SAMPLE_FAN + 1))) acc[d] += w;
+      }
+    }
+    double sums[KILN_SAMPLE_FAN];
+    kiln_block_sums(acc, KILN_SAMPLE_FAN, sums);
+    int first = KILN_SAMPLE_FAN;
+    for (int d = KILN_SAMPLE_FAN - 1; d >= 0; d--) {
+      if (accept(sums[d])) first = d;
+    }
+    if (first < KILN_SAMPLE_FAN) hi = base + (int)(span * (first + 1) / (KILN_SAMPLE_FAN + 1));
+    if (first > 0) lo = base + (int)(span * first / (KILN_SAMPLE_FAN + 1)) + 1;
+  }
+  return lo;
 }
 
 // The n-th smallest id (n ≥ 1) among the ids where member(id, e) holds: the smallest x with
 // n members at or below it; V - 1 when there are fewer.
 template <class M>
 __device__ int kiln_nth_id(const float* row, int V, const KilnSampleCut& c, M member, int n) {
-  int lo = 0;
-  int hi = V - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    const double k = kiln_row_sum(row, V, c, [&](int i, double e) { return i <= mid && member(i, e) ? 1.0 : 0.0; });
-    if (k >= (double)n) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
+  return kiln_first_id(row, V, c, [&](int i, double e) { return member(i, e) ? 1.0 : 0.0; }, [&](double k) { return k >= (double)n; });
 }
 
 // The token drawn from a row (its adjustments applied), as sampler.ts's drawFromLogits.
@@ -172,9 +239,8 @@ __device__ int kiln_sample_draw(const float* row, int V, const int* h) {
     const double n = kiln_row_sum(row, V, c, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? 1.0 : 0.0; });
     if ((double)topK < n) {
       // the k-th largest e: the largest v with at least k kept tokens at or above it
-      const unsigned long long b = kiln_largest_bits([&](double v) {
-        return kiln_row_sum(row, V, c, [&](int i, double e) { return e >= v && kiln_sample_kept(i, e, c) ? 1.0 : 0.0; }) >= (double)topK;
-      });
+      const unsigned long long b = kiln_largest_bits(
+          row, V, c, false, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? 1.0 : 0.0; }, [&](double n) { return n >= (double)topK; });
       c.topK = kiln_f64_bits(b);
     }
   }
@@ -186,9 +252,8 @@ __device__ int kiln_sample_draw(const float* row, int V, const int* h) {
     // The last kept weight tau is the smallest v with above(v) < need: one pattern past the
     // largest with above(v) ≥ need (when above(0) < need, every token is kept).
     if (mass >= need) {
-      const unsigned long long b = kiln_largest_bits([&](double v) {
-        return kiln_row_sum(row, V, c, [&](int i, double e) { return e > v && kiln_sample_kept(i, e, c) ? e : 0.0; }) >= need;
-      });
+      const unsigned long long b = kiln_largest_bits(
+          row, V, c, true, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? e : 0.0; }, [&](double above) { return above >= need; });
       const double tau = kiln_f64_bits(b + 1);
       const double before = kiln_row_sum(row, V, c, [&](int i, double e) { return e > tau && kiln_sample_kept(i, e, c) ? e : 0.0; });
       const double ties = kiln_row_sum(row, V, c, [&](int i, double e) { return e == tau && kiln_sample_kept(i, e, c) ? 1.0 : 0.0; });
@@ -219,15 +284,8 @@ __device__ int kiln_sample_draw(const float* row, int V, const int* h) {
       last = kiln_block_max_f64(last);
       return last < 0.0 ? 0 : (int)last;
     }
-    int lo = 0;
-    int hi = V - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi) >> 1;
-      const double upTo = kiln_row_sum(row, V, c, [&](int i, double e) { return i <= mid && kiln_sample_kept(i, e, c) ? e : 0.0; });
-      if (upTo > target) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
+    return kiln_first_id(
+        row, V, c, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? e : 0.0; }, [&](double upTo) { return upTo > target; });
   }
   // descending e, ties by ascending id
   double w;
@@ -235,9 +293,8 @@ __device__ int kiln_sample_draw(const float* row, int V, const int* h) {
   double ties = 0.0;
   if (total > target) {
     // the drawn weight: the largest v whose kept tokens at or above it hold more than the target
-    w = kiln_f64_bits(kiln_largest_bits([&](double v) {
-      return kiln_row_sum(row, V, c, [&](int i, double e) { return e >= v && kiln_sample_kept(i, e, c) ? e : 0.0; }) > target;
-    }));
+    w = kiln_f64_bits(kiln_largest_bits(
+        row, V, c, false, [&](int i, double e) { return kiln_sample_kept(i, e, c) ? e : 0.0; }, [&](double atOrAbove) { return atOrAbove > target; }));
     before = kiln_row_sum(row, V, c, [&](int i, double e) { return e > w && kiln_sample_kept(i, e, c) ? e : 0.0; });
     ties = kiln_row_sum(row, V, c, [&](int i, double e) { return e == w && kiln_sample_kept(i, e, c) ? 1.0 : 0.0; });
     int m = 0;
