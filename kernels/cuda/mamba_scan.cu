@@ -17,11 +17,14 @@
 //     out[t, h, p] = Σ_n h[h, p, n] · C[t, g, n] + Dskip[h] · x[t, h, p]
 //   x, out [T, H · P]; dt [T, H]; dtBias, aLog, Dskip [H]; B, C [T, G · N]; states [slots, H, P, N].
 //   No upper limit: pass dtMax = 3.4e38f.
-//   Launch: grid (S, H, ceil(P / block)), block (any multiple of 32, e.g. min(128, ceil(P / 32) · 32)):
-//   one thread per (sequence, head, channel) keeps its N states. Needs N <= 256.
+//   Launch: grid (S, H, ceil(P / KILN_SSD_WARPS)), block (32 · KILN_SSD_WARPS): one warp per
+//   (sequence, head, channel), each lane keeping N / 32 of its states in registers and reading
+//   its part of the token's B and C rows; Σ_n is a warp sum. Needs N <= 256.
 #include "common.cuh"
 
 #define KILN_MAMBA_SCAN_MAX_N 256
+#define KILN_SSD_WARPS 4
+#define KILN_SSD_STATE_PER_LANE (KILN_MAMBA_SCAN_MAX_N / 32)
 
 // PyTorch's softplus (beta 1, threshold 20)
 __device__ __forceinline__ float kiln_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
@@ -74,43 +77,44 @@ extern "C" __global__ void kiln_ssd_scan(float* out, const float* x, const float
                                          const float* aLog, const float* B, const float* C, const float* Dskip,
                                          float* states, const int* query_start_loc, const int* slots, int S, int H,
                                          int P, int G, int N, float dtMin, float dtMax) {
-  __shared__ float b[KILN_MAMBA_SCAN_MAX_N];
-  __shared__ float c[KILN_MAMBA_SCAN_MAX_N];
   const int s = blockIdx.x;
   const int hd = blockIdx.y;
-  const int p = blockIdx.z * blockDim.x + threadIdx.x;
-  if (s >= S || hd >= H) return;
-  const bool mine = p < P;  // every thread stages B and C, so none returns early
+  const int lane = threadIdx.x & 31;
+  const int p = blockIdx.z * KILN_SSD_WARPS + (threadIdx.x >> 5);  // warp-uniform
+  if (s >= S || hd >= H || p >= P) return;                         // whole warps leave
   const int g = hd / (H / G);
   float* state = states + (((long long)slots[s] * H + hd) * P + p) * N;
-  float h[KILN_MAMBA_SCAN_MAX_N];  // h[hd, p, ·]
-  if (mine)
-    for (int n = 0; n < N; n++) h[n] = state[n];
+  float h[KILN_SSD_STATE_PER_LANE];  // h[hd, p, lane + 32 k]
+#pragma unroll
+  for (int k = 0; k < KILN_SSD_STATE_PER_LANE; k++) {
+    const int n = lane + 32 * k;
+    h[k] = n < N ? state[n] : 0.0f;
+  }
   const float A = -expf(aLog[hd]);
   const float bias = dtBias[hd];
   const float d = Dskip[hd];
   for (int t = query_start_loc[s]; t < query_start_loc[s + 1]; t++) {
-    __syncthreads();  // the previous token's B and C are read by every thread
+    const float step = fminf(fmaxf(kiln_softplus(dt[(long long)t * H + hd] + bias), dtMin), dtMax);
+    const float decay = expf(step * A);
+    const long long at = ((long long)t * H + hd) * P + p;
+    const float xi = x[at];
+    const float dtx = step * xi;
     const long long bc = ((long long)t * G + g) * N;
-    for (int n = threadIdx.x; n < N; n += blockDim.x) {
-      b[n] = B[bc + n];
-      c[n] = C[bc + n];
-    }
-    __syncthreads();
-    if (mine) {
-      const float step = fminf(fmaxf(kiln_softplus(dt[(long long)t * H + hd] + bias), dtMin), dtMax);
-      const float decay = expf(step * A);
-      const long long at = ((long long)t * H + hd) * P + p;
-      const float xi = x[at];
-      const float dtx = step * xi;
-      float y = 0.0f;
-      for (int n = 0; n < N; n++) {
-        h[n] = decay * h[n] + dtx * b[n];
-        y += h[n] * c[n];
+    float y = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KILN_SSD_STATE_PER_LANE; k++) {
+      const int n = lane + 32 * k;
+      if (n < N) {
+        h[k] = decay * h[k] + dtx * B[bc + n];
+        y += h[k] * C[bc + n];
       }
-      out[at] = y + d * xi;
     }
+    y = kiln_warp_sum(y);
+    if (lane == 0) out[at] = y + d * xi;
   }
-  if (mine)
-    for (int n = 0; n < N; n++) state[n] = h[n];
+#pragma unroll
+  for (int k = 0; k < KILN_SSD_STATE_PER_LANE; k++) {
+    const int n = lane + 32 * k;
+    if (n < N) state[n] = h[k];
+  }
 }

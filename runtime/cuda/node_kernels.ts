@@ -73,6 +73,8 @@ export const SHORT_CONV_MAX_KERNEL = 16;
 export const LINEAR_ATTENTION_MAX_HEAD_DIM = 256;
 /** The Mamba scan kernels' limit on the SSM state size N (kernels/cuda/mamba_scan.cu). */
 export const MAMBA_SCAN_MAX_STATE = 256;
+/** channels (one warp each) per block of kiln_ssd_scan (KILN_SSD_WARPS) */
+export const SSD_SCAN_WARPS = 4;
 /** ssd_scan with no upper Δ limit: a finite f32 above any softplus the kernel can produce */
 const NO_DT_MAX = 3.4e38;
 
@@ -333,8 +335,7 @@ export class NodeKernels {
   private ssdScan(n: NodeOf<"ssd_scan">, f: StepFrame): void {
     const { state, qsl, slots } = this.stateOf(n.stateKey, "ssm", f);
     const S = f.packed.numSeqs;
-    const block = Math.min(128, Math.ceil(n.headDim / 32) * 32);
-    this.backend.kernels.launch("kiln_ssd_scan", [S, n.numHeads, Math.ceil(n.headDim / block)], [block, 1, 1], [
+    this.backend.kernels.launch("kiln_ssd_scan", [S, n.numHeads, Math.ceil(n.headDim / SSD_SCAN_WARPS)], [32 * SSD_SCAN_WARPS, 1, 1], [
       f.ptr(n.id),
       f.ptr(n.x),
       f.ptr(n.dt),

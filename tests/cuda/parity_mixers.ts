@@ -4,6 +4,7 @@
  */
 import * as twin from "./cpu_twins_mixers.ts";
 import type { DevicePtr } from "../../runtime/cuda/device.ts";
+import { SSD_SCAN_WARPS } from "../../runtime/cuda/node_kernels.ts";
 import { compare, randomF32, rng, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
 
 const B128: readonly [number, number, number] = [128, 1, 1];
@@ -183,10 +184,9 @@ function ssdScanCase(shape: SsdCaseShape, split: readonly number[] | undefined, 
       const ref = twin.ssdScan(x, dt, dtBias, aLog, bm, cm, d, states, seqs, shape);
       const dStates = s.f32(states);
       const [dBias, dALog, dD] = [s.f32(dtBias), s.f32(aLog), s.f32(d)];
-      const block = Math.min(128, Math.ceil(P / 32) * 32);
       const out = stepped(s, seqs, split, H * P, (p, o) => {
         const args = [o, p.rowsOf(x, H * P), p.rowsOf(dt, H), dBias, dALog, p.rowsOf(bm, G * N), p.rowsOf(cm, G * N), dD, dStates, s.i32(p.queryStartLoc), s.i32(p.slots), 3, H, P, G, N, dtMin, dtMax ?? 3.4e38] as const;
-        b.kernels.launch("kiln_ssd_scan", [3, H, Math.ceil(P / block)], [block, 1, 1], args);
+        b.kernels.launch("kiln_ssd_scan", [3, H, Math.ceil(P / SSD_SCAN_WARPS)], [32 * SSD_SCAN_WARPS, 1, 1], args);
       });
       const outErr = compare(name, out, ref.out, 2e-5);
       return worst(name, [outErr, compare(`${name}: states`, s.read(dStates, states.length), ref.states, 2e-5)], 2e-5);
