@@ -29,10 +29,13 @@
 // PyTorch's softplus (beta 1, threshold 20)
 __device__ __forceinline__ float kiln_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
-extern "C" __global__ void kiln_selective_scan(float* out, const float* u, const float* delta, const float* aLog,
-                                               const float* B, const float* C, const float* Dskip, const float* z,
-                                               float* states, const int* query_start_loc, const int* slots, int S,
-                                               int I, int N) {
+// The selective scan with states h[0, NMAX): NMAX = 16 (Mamba-1's usual state size) keeps them in
+// registers, unrolled; the general NMAX = 256 in local memory.
+template <int NMAX>
+__device__ __forceinline__ void kiln_selective_scan_n(float* out, const float* u, const float* delta, const float* aLog,
+                                                      const float* B, const float* C, const float* Dskip, const float* z,
+                                                      float* states, const int* query_start_loc, const int* slots, int S,
+                                                      int I, int N) {
   __shared__ float b[KILN_MAMBA_SCAN_MAX_N];
   __shared__ float c[KILN_MAMBA_SCAN_MAX_N];
   const int s = blockIdx.x;
@@ -40,13 +43,15 @@ extern "C" __global__ void kiln_selective_scan(float* out, const float* u, const
   if (s >= S) return;
   const bool mine = i < I;  // every thread stages B and C, so none returns early
   float* state = states + ((long long)slots[s] * I + i) * N;
-  float h[KILN_MAMBA_SCAN_MAX_N];  // h[i, ·]
-  float a[KILN_MAMBA_SCAN_MAX_N];  // A[i, ·] = −exp(A_log[i, ·])
-  if (mine)
-    for (int n = 0; n < N; n++) {
-      h[n] = state[n];
-      a[n] = -expf(aLog[(long long)i * N + n]);
-    }
+  float h[NMAX];  // h[i, ·]
+  float a[NMAX];  // A[i, ·] = −exp(A_log[i, ·])
+  // unrolled (registers) for the small size only; the general one stays a loop over local memory
+  constexpr int UNROLL = NMAX <= 16 ? NMAX : 1;
+#pragma unroll UNROLL
+  for (int n = 0; n < NMAX; n++) {
+    h[n] = mine && n < N ? state[n] : 0.0f;
+    a[n] = mine && n < N ? -expf(aLog[(long long)i * N + n]) : 0.0f;
+  }
   const float d = mine ? Dskip[i] : 0.0f;
   for (int t = query_start_loc[s]; t < query_start_loc[s + 1]; t++) {
     __syncthreads();  // the previous token's B and C are read by every thread
@@ -61,16 +66,34 @@ extern "C" __global__ void kiln_selective_scan(float* out, const float* u, const
       const float ui = u[at];
       const float dtu = dt * ui;
       float y = 0.0f;
-      for (int n = 0; n < N; n++) {
-        h[n] = expf(dt * a[n]) * h[n] + dtu * b[n];
-        y += h[n] * c[n];
+#pragma unroll UNROLL
+      for (int n = 0; n < NMAX; n++) {
+        if (n < N) {
+          h[n] = expf(dt * a[n]) * h[n] + dtu * b[n];
+          y += h[n] * c[n];
+        }
       }
       const float gate = z[at];
       out[at] = (y + d * ui) * (gate / (1.0f + expf(-gate)));
     }
   }
-  if (mine)
-    for (int n = 0; n < N; n++) state[n] = h[n];
+  if (mine) {
+#pragma unroll UNROLL
+    for (int n = 0; n < NMAX; n++) {
+      if (n < N) state[n] = h[n];
+    }
+  }
+}
+
+extern "C" __global__ void kiln_selective_scan(float* out, const float* u, const float* delta, const float* aLog,
+                                               const float* B, const float* C, const float* Dskip, const float* z,
+                                               float* states, const int* query_start_loc, const int* slots, int S,
+                                               int I, int N) {
+  if (N <= 16) {
+    kiln_selective_scan_n<16>(out, u, delta, aLog, B, C, Dskip, z, states, query_start_loc, slots, S, I, N);
+  } else {
+    kiln_selective_scan_n<KILN_MAMBA_SCAN_MAX_N>(out, u, delta, aLog, B, C, Dskip, z, states, query_start_loc, slots, S, I, N);
+  }
 }
 
 extern "C" __global__ void kiln_ssd_scan(float* out, const float* x, const float* dt, const float* dtBias,
