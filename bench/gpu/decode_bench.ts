@@ -116,3 +116,39 @@ export function copyBandwidth(dev: CudaDevice, bytes = 512 * 2 ** 20): number {
     dev.free(b);
   }
 }
+
+export interface BatchedDecodeTiming {
+  readonly batch: number;
+  readonly context: number;
+  readonly msPerStep: number;
+  /** weight bytes plus the K and V bytes the step's attention reads, per step */
+  readonly bytesPerStep: number;
+}
+
+/**
+ * Greedy decode steps of `batch` sequences at `context` cached tokens each (the cache holds
+ * whatever the pool holds: a step's cost does not depend on the values), the way the engine runs
+ * them (graphs, greedy picked on the device); a warm-up step first. Needs
+ * batch · blocksFor(context + steps + 1) blocks.
+ */
+export function batchedDecodeTiming(
+  ex: CudaExecutor,
+  o: { readonly batch: number; readonly context: number; readonly steps: number; readonly vocab: number; readonly weightBytes: number; readonly kvBytesPerToken: number },
+): BatchedDecodeTiming {
+  const perSeq = blocksFor(o.context + o.steps + 1, ex.blockSize);
+  if (o.batch * perSeq > ex.numBlocks) throw new Error(`${o.batch} sequences of ${o.context} tokens need ${o.batch * perSeq} blocks; the pool has ${ex.numBlocks}`);
+  const tables = Array.from({ length: o.batch }, (_, s) => Array.from({ length: perSeq }, (_, i) => s * perSeq + i));
+  let next = randomTokens(o.batch, o.vocab, 11);
+  let cached = o.context;
+  const stepOnce = (): void => {
+    const step = packStep(tables.map((blockTable, s) => ({ tokens: [next[s]!], numCached: cached, blockTable })), ex.blockSize);
+    next = Array.from(ex.runGreedy(step));
+    cached++;
+  };
+  stepOnce(); // warm-up: the graph of this batch size and table width is captured
+  const t0 = performance.now();
+  for (let i = 0; i < o.steps; i++) stepOnce();
+  const msPerStep = (performance.now() - t0) / o.steps;
+  const avgContext = o.context + 1 + (o.steps + 1) / 2;
+  return { batch: o.batch, context: o.context, msPerStep, bytesPerStep: o.weightBytes + o.batch * avgContext * o.kvBytesPerToken };
+}

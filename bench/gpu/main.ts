@@ -26,12 +26,13 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { CudaExecutor, type WeightDtype } from "../../runtime/cuda/executor.ts";
+import { deviceWeightBytes, kvBytesPerBlock } from "../../runtime/cuda/memory_budget.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
 import { isKilnError } from "../../runtime/errors.ts";
 import { runGolden } from "../../runtime/golden_check.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { runParityCases } from "../../tests/cuda/parity_cases.ts";
-import { blocksFor, copyBandwidth, decodeTiming, prefillTokensPerSecond } from "./decode_bench.ts";
+import { batchedDecodeTiming, blocksFor, copyBandwidth, decodeTiming, prefillTokensPerSecond } from "./decode_bench.ts";
 import { fortuneGreedyText } from "./fortune_text.ts";
 import type { JsonObject } from "../../runtime/hf_config.ts";
 import { offlineThroughput } from "./offline_throughput.ts";
@@ -179,6 +180,36 @@ async function timings(b: CudaBackend): Promise<void> {
     });
   }
 
+  // batched decode, where attention's reads of the KV cache add to the weights': bf16 against f32 KV
+  const llamaShape = shapes[0]!;
+  if (!overBudget(`${llamaShape.name} batched decode`)) {
+    await section(`timing: ${llamaShape.name}-shaped model${size}, bf16 weights, batched decode, bf16 and f32 KV cache`, async () => {
+      const m = await modelOf(llamaShape);
+      if (bw === 0) bw = copyBandwidth(b.device, quick ? 16 * 2 ** 20 : 512 * 2 ** 20);
+      const context = quick ? 24 : 1024;
+      const batches = quick ? [2, 4] : [64, 256];
+      const bsteps = quick ? 2 : 16;
+      const weightBytes = deviceWeightBytes(m.graph, m.weights, "bf16");
+      for (const kv of ["bf16", "f32"] as const) {
+        const numBlocks = Math.max(...batches) * blocksFor(context + bsteps + 1, 16);
+        const ex = new CudaExecutor(m.graph, m.weights, b, { numBlocks, blockSize: 16, weightDtype: "bf16", kvCacheDtype: kv });
+        try {
+          for (const batch of batches) {
+            const d = batchedDecodeTiming(ex, { batch, context, steps: bsteps, vocab: m.vocabSize, weightBytes, kvBytesPerToken: kvBytesPerBlock(m.graph.kvLayers, 1, kv) });
+            const floorMs = (d.bytesPerStep / bw) * 1000;
+            row(
+              `${llamaShape.name}${size} decode b=${batch} ctx ${context} (${kv} KV)`,
+              "TIME",
+              `${d.msPerStep.toFixed(2)} ms/step, ${((batch * 1000) / d.msPerStep).toFixed(0)} tokens/s; reads ${(d.bytesPerStep / 2 ** 30).toFixed(2)} GiB a step → floor ${floorMs.toFixed(2)} ms, ${pct(floorMs / d.msPerStep)} of it`,
+            );
+          }
+        } finally {
+          ex.dispose();
+        }
+      }
+    });
+  }
+
   // offline throughput on the batching engine, bf16 weights and KV cache, KV pool from gpuMemoryUtilization;
   // the budget left is split between the shapes, and a run cut short says so
   const tp = quick
@@ -207,10 +238,12 @@ async function timings(b: CudaBackend): Promise<void> {
           gpuMemoryUtilization,
           deadline,
           log,
+          device: bf16.backend().device,
         });
         const figures =
           `${r.outputTokensPerS.toFixed(0)} output tokens/s: ${r.outputTokens} of ${r.plannedOutputTokens} output tokens ` +
-          `(${r.promptTokens} prompt tokens) in ${r.seconds.toFixed(1)}s, ${r.finished}/${r.requests} requests finished; KV pool ${r.numBlocks} blocks`;
+          `(${r.promptTokens} prompt tokens) in ${r.seconds.toFixed(1)}s, ${r.finished}/${r.requests} requests finished; KV pool ${r.numBlocks} blocks; ` +
+          `host busy ${r.hostShare === undefined ? "?" : pct(r.hostShare)} of the run`;
         row(r.complete ? label : `${label}, PARTIAL`, "TIME", r.complete ? figures : `PARTIAL (stopped at the budget): ${figures}`);
       });
     }

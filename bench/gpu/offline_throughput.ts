@@ -14,6 +14,7 @@ import { blocksForOneSequence } from "../../runtime/engine/engine_config.ts";
 import { KilnError } from "../../runtime/errors.ts";
 import { KV_PLANNERS, ModelRunner } from "../../runtime/model_runner.ts";
 import { Rng } from "../../runtime/rng.ts";
+import type { CudaDevice } from "../../runtime/cuda/device.ts";
 
 export interface LengthRange {
   readonly lo: number;
@@ -35,6 +36,8 @@ export interface ThroughputOptions {
   /** performance.now() after which unfinished requests are aborted */
   readonly deadline: number;
   readonly log: (msg: string) => void;
+  /** the engine's device: its downloads are watched for the host's share of the run */
+  readonly device?: CudaDevice;
 }
 
 export interface ThroughputResult {
@@ -51,6 +54,12 @@ export interface ThroughputResult {
   readonly outputTokensPerS: number;
   /** false when the deadline cut the run short */
   readonly complete: boolean;
+  /**
+   * Share of the run the host was busy rather than blocked in a device→host copy (which waits for
+   * the step's kernels): scheduling, inputs, sampling rows, outputs, streaming. Undefined without
+   * `device`.
+   */
+  readonly hostShare: number | undefined;
 }
 
 export async function offlineThroughput(o: ThroughputOptions): Promise<ThroughputResult> {
@@ -86,6 +95,16 @@ export async function offlineThroughput(o: ThroughputOptions): Promise<Throughpu
     setMaxListeners(o.numPrompts + 1, stop.signal); // every request listens to it
     let outputTokens = 0;
     let finished = 0;
+    let blocked = 0;
+    const dev = o.device;
+    const download = dev?.download;
+    if (dev !== undefined && download !== undefined) {
+      dev.download = (dst, src): void => {
+        const b0 = performance.now();
+        download.call(dev, dst, src);
+        blocked += performance.now() - b0;
+      };
+    }
     const t0 = performance.now();
     const watch = setInterval(() => {
       if (performance.now() > o.deadline) stop.abort();
@@ -102,6 +121,7 @@ export async function offlineThroughput(o: ThroughputOptions): Promise<Throughpu
       );
     } finally {
       clearInterval(watch);
+      if (dev !== undefined && download !== undefined) dev.download = download;
     }
     const seconds = (performance.now() - t0) / 1000;
     return {
@@ -115,6 +135,7 @@ export async function offlineThroughput(o: ThroughputOptions): Promise<Throughpu
       seconds,
       outputTokensPerS: outputTokens / seconds,
       complete: finished === requests.length,
+      hostShare: dev === undefined ? undefined : Math.max(0, 1 - blocked / 1000 / seconds),
     };
   } finally {
     engine.close();
