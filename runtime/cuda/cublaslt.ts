@@ -69,14 +69,18 @@ export class CublasLt {
   }
 
   /**
-   * y[M,N] = x[M,K] · w[N,K]ᵀ, queued on the device's stream. f32: all three fp32. bf16: x and w
-   * bf16, y fp32.
+   * y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N], f32, added by cuBLASLt's bias epilogue), queued on the
+   * device's stream. f32: all three fp32. bf16: x and w bf16, y fp32.
    */
-  matmul(dtype: GemmDtype, y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number): void {
+  matmul(dtype: GemmDtype, y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number, bias?: DevicePtr): void {
     if (this.disposed) throw new Error("cuBLASLt has been disposed");
     if (M === 0 || N === 0) return;
-    const plan = this.plan(dtype, M, N, K);
+    const plan = this.plan(dtype, M, N, K, bias);
     const [a, b, c] = plan.layouts;
+    if (bias !== undefined) {
+      // the plan's descriptor serves every GEMM of this shape: it takes this call's bias
+      check(this.api.cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT.MATMUL_DESC_BIAS_POINTER, BigUint64Array.of(bias), 8), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", this.text);
+    }
     check(
       this.api.cublasLtMatmul(this.handle, plan.desc, this.alpha, w, a, x, b, this.beta, y, c, y, c, plan.resultAddress, this.workspace, WORKSPACE_BYTES, this.device.stream),
       `cublasLtMatmul(${dtype}, M=${M}, N=${N}, K=${K})`,
@@ -84,12 +88,12 @@ export class CublasLt {
     );
   }
 
-  private plan(dtype: GemmDtype, M: number, N: number, K: number): Plan {
-    const key = `${dtype}:${M}:${N}:${K}`;
+  private plan(dtype: GemmDtype, M: number, N: number, K: number, bias: DevicePtr | undefined): Plan {
+    const key = `${dtype}:${M}:${N}:${K}${bias === undefined ? "" : ":bias"}`;
     const cached = this.plans.get(key);
     if (cached) return cached;
     const api = this.api;
-    const what = `(${dtype}, M=${M}, N=${N}, K=${K})`;
+    const what = `(${dtype}, M=${M}, N=${N}, K=${K}${bias === undefined ? "" : ", bias"})`;
     const inType = dtype === "f32" ? CUBLASLT.R_32F : CUBLASLT.R_16BF;
     const out = this.out64;
     check(api.cublasLtMatmulDescCreate(out, CUBLASLT.COMPUTE_32F, CUBLASLT.R_32F), `cublasLtMatmulDescCreate${what}`, this.text);
@@ -98,6 +102,11 @@ export class CublasLt {
     try {
       check(api.cublasLtMatmulDescSetAttribute(desc, CUBLASLT.MATMUL_DESC_TRANSA, Int32Array.of(CUBLASLT.OP_T), 4), "cublasLtMatmulDescSetAttribute(TRANSA)", this.text);
       check(api.cublasLtMatmulDescSetAttribute(desc, CUBLASLT.MATMUL_DESC_TRANSB, Int32Array.of(CUBLASLT.OP_N), 4), "cublasLtMatmulDescSetAttribute(TRANSB)", this.text);
+      if (bias !== undefined) {
+        // set before the heuristic, which reads the bias pointer's alignment
+        check(api.cublasLtMatmulDescSetAttribute(desc, CUBLASLT.MATMUL_DESC_EPILOGUE, Uint32Array.of(CUBLASLT.EPILOGUE_BIAS), 4), "cublasLtMatmulDescSetAttribute(EPILOGUE)", this.text);
+        check(api.cublasLtMatmulDescSetAttribute(desc, CUBLASLT.MATMUL_DESC_BIAS_POINTER, BigUint64Array.of(bias), 8), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", this.text);
+      }
       const layout = (type: number, rows: number, cols: number, ld: number, name: string): bigint => {
         check(api.cublasLtMatrixLayoutCreate(out, type, rows, cols, ld), `cublasLtMatrixLayoutCreate(${name}${what})`, this.text);
         const l = out[0] ?? 0n;

@@ -64,6 +64,11 @@ export const CUBLASLT = {
   OP_T: 1,
   MATMUL_DESC_TRANSA: 3,
   MATMUL_DESC_TRANSB: 4,
+  /** cublasLtEpilogue_t, uint32 */
+  MATMUL_DESC_EPILOGUE: 7,
+  /** const void *: a bias vector of D's row count (N here), of D's type */
+  MATMUL_DESC_BIAS_POINTER: 8,
+  EPILOGUE_BIAS: 4,
   PREF_MAX_WORKSPACE_BYTES: 1,
   /** sizeof(cublasLtMatmulHeuristicResult_t): algo (64 bytes), workspaceSize, state, wavesCount, reserved[4] */
   HEURISTIC_RESULT_BYTES: 96,

@@ -16,6 +16,8 @@ constexpr uint64_t kAlgoMagic = 0x6b696c6e616c676full;
 
 struct Desc {
   int compute, scale, transa = 0, transb = 0;
+  unsigned epilogue = 1;  // CUBLASLT_EPILOGUE_DEFAULT
+  uint64_t bias = 0;
 };
 struct Layout {
   int type;
@@ -86,6 +88,17 @@ int cublasLtMatmulDescSetAttribute(uint64_t desc, int attr, const void* buf, siz
     std::memcpy(&v, buf, 4);
     if (v != 0 && v != 1) return bad("transpose must be CUBLAS_OP_N or CUBLAS_OP_T");
     (attr == 3 ? d->transa : d->transb) = v;
+    return kOk;
+  }
+  if (attr == 7 && size == 4) {  // CUBLASLT_MATMUL_DESC_EPILOGUE: DEFAULT or BIAS only
+    unsigned v;
+    std::memcpy(&v, buf, 4);
+    if (v != 1 && v != 4) return bad("epilogue must be CUBLASLT_EPILOGUE_DEFAULT or CUBLASLT_EPILOGUE_BIAS");
+    d->epilogue = v;
+    return kOk;
+  }
+  if (attr == 8 && size == 8) {  // CUBLASLT_MATMUL_DESC_BIAS_POINTER
+    std::memcpy(&d->bias, buf, 8);
     return kOk;
   }
   return bad("descriptor attribute " + std::to_string(attr) + " with " + std::to_string(size) + " bytes");
@@ -160,6 +173,9 @@ int cublasLtMatmul(uint64_t handle, uint64_t descH, uint64_t alphaP, uint64_t aP
       !kiln_fake::isDeviceRange(cP, span(c) * 4) || !kiln_fake::isDeviceRange(dP, span(dl) * 4)) {
     return bad("a matrix lies outside device memory");
   }
+  uint64_t biasM, biasK;
+  opShape(a, d.transa, biasM, biasK);
+  if (d.epilogue == 4 && !kiln_fake::isDeviceRange(d.bias, biasM * 4)) return bad("the bias epilogue's vector lies outside device memory");
   float alpha, beta;
   std::memcpy(&alpha, reinterpret_cast<const void*>(alphaP), 4);
   std::memcpy(&beta, reinterpret_cast<const void*>(betaP), 4);
@@ -180,7 +196,8 @@ int cublasLtMatmul(uint64_t handle, uint64_t descH, uint64_t alphaP, uint64_t aP
           s += static_cast<double>(load(A, a.type, ai)) * load(B, b.type, bi);
         }
         const double prior = beta == 0.0f ? 0.0 : static_cast<double>(beta) * C[j * c.ld + i];
-        D[j * dl.ld + i] = static_cast<float>(alpha * s + prior);
+        const double bias = d.epilogue == 4 ? static_cast<double>(reinterpret_cast<const float*>(d.bias)[i]) : 0.0;
+        D[j * dl.ld + i] = static_cast<float>(alpha * s + prior + bias);
       }
     }
     return 0;
