@@ -28,6 +28,8 @@ const WORKSPACE_BYTES = 32 * 1024 * 1024;
 
 export class CublasLt {
   private readonly plans = new Map<string, Plan>();
+  /** GEMM shapes cuBLASLt has no bias-epilogue algorithm for */
+  private readonly noBiasEpilogue = new Set<string>();
   private readonly scalars: unknown;
   private readonly alpha: bigint;
   private readonly beta: bigint;
@@ -69,13 +71,25 @@ export class CublasLt {
   }
 
   /**
-   * y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N], f32, added by cuBLASLt's bias epilogue), queued on the
-   * device's stream. f32: all three fp32. bf16: x and w bf16, y fp32.
+   * y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N], f32, by cuBLASLt's bias epilogue), queued on the
+   * device's stream. f32: all three fp32. bf16: x and w bf16, y fp32. Returns whether the bias
+   * was added: false when it was not given, or when cuBLASLt offers no algorithm with the bias
+   * epilogue for this shape (then the caller adds it).
    */
-  matmul(dtype: GemmDtype, y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number, bias?: DevicePtr): void {
+  matmul(dtype: GemmDtype, y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number, bias?: DevicePtr): boolean {
     if (this.disposed) throw new Error("cuBLASLt has been disposed");
-    if (M === 0 || N === 0) return;
-    const plan = this.plan(dtype, M, N, K, bias);
+    if (M === 0 || N === 0) return bias !== undefined;
+    if (bias !== undefined && this.noBiasEpilogue.has(`${dtype}:${M}:${N}:${K}`)) bias = undefined;
+    let plan: Plan;
+    try {
+      plan = this.plan(dtype, M, N, K, bias);
+    } catch (e) {
+      if (bias === undefined) throw e;
+      // no algorithm with the epilogue: this shape runs without it from now on
+      this.noBiasEpilogue.add(`${dtype}:${M}:${N}:${K}`);
+      bias = undefined;
+      plan = this.plan(dtype, M, N, K, undefined);
+    }
     const [a, b, c] = plan.layouts;
     if (bias !== undefined) {
       // the plan's descriptor serves every GEMM of this shape: it takes this call's bias
@@ -86,6 +100,7 @@ export class CublasLt {
       `cublasLtMatmul(${dtype}, M=${M}, N=${N}, K=${K})`,
       this.text,
     );
+    return bias !== undefined;
   }
 
   private plan(dtype: GemmDtype, M: number, N: number, K: number, bias: DevicePtr | undefined): Plan {

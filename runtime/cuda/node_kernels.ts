@@ -186,15 +186,17 @@ export class NodeKernels {
         const N = last(n.shape);
         const K = last(this.shapeOf(n.x));
         if (rows <= this.gemvMaxRows) return this.gemv(n, f, rows, N, K);
-        // the bias (f32) comes in through cuBLASLt's bias epilogue
+        // the bias (f32) comes in through cuBLASLt's bias epilogue where it has one for the shape
         const bias = n.bias === undefined ? undefined : f.ptr(n.bias);
+        let added: boolean;
         if (this.dtypeOf(n.weight) === "bf16") {
           // bf16 × bf16 → fp32: the activations are rounded to bf16 first
           k.launch("kiln_f32_to_bf16", strideGrid(rows * K), [256, 1, 1], [f.cast, f.ptr(n.x), rows * K]);
-          this.backend.blas.matmul("bf16", f.ptr(n.id), f.cast, f.ptr(n.weight), rows, N, K, bias);
+          added = this.backend.blas.matmul("bf16", f.ptr(n.id), f.cast, f.ptr(n.weight), rows, N, K, bias);
         } else {
-          this.backend.blas.matmul("f32", f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, N, K, bias);
+          added = this.backend.blas.matmul("f32", f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, N, K, bias);
         }
+        if (bias !== undefined && !added) k.launch("kiln_add", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.id), bias, count, N]);
         return;
       }
       case "rms_norm": {
