@@ -12,7 +12,9 @@
  * a slot no sequence owns, so they change nothing a real sequence reads. Steps that prefill, or
  * have more sequences than the largest size, run eagerly.
  */
+import { isCustomOp, nodeInputs, type Graph, type ValueId } from "../../compiler/ir.ts";
 import type { StepInputs } from "../kv_cache.ts";
+import type { ExecStep } from "./fused_plan.ts";
 
 /** vLLM-like capture sizes: small sizes densely, then every 16, then every 32. */
 export const DEFAULT_CAPTURE_SIZES: readonly number[] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
@@ -148,4 +150,35 @@ export function padMixedStep(step: StepInputs, pad: MixedPadding): StepInputs {
     stateSlots,
     attn: { ...a, numSeqs: n + extra, queryStartLoc, seqLens, slotMapping, blockTables },
   };
+}
+
+/** A run of plan units [from, to): captured as one CUDA-graph piece, or run eagerly every step. */
+export interface Segment {
+  readonly from: number;
+  readonly to: number;
+  readonly piece: boolean;
+}
+/**
+ * The units grouped for piecewise graphs: maximal runs that depend on the step's token count
+ * alone (no custom op: attention and the stateful mixers read block tables, sequence lengths and
+ * state slots that change from step to step; nothing sized by the S logits rows, so the logits
+ * tail stays eager) become pieces; every other unit runs eagerly on its own.
+ */
+export function pieceSegments(graph: Graph, units: readonly ExecStep[]): Segment[] {
+  const hasS = (id: ValueId): boolean => graph.nodes[id]?.shape.includes("S") ?? false;
+  const tokenOnly = (u: ExecStep): boolean => {
+    if (u.kind === "fused") return u.kernel.rows !== "S" && u.kernel.buffers.every((b) => !b.shape.includes("S"));
+    const n = graph.nodes[u.node]!;
+    return !isCustomOp(n) && !hasS(n.id) && !nodeInputs(n).some(hasS);
+  };
+  const segments: Segment[] = [];
+  let i = 0;
+  while (i < units.length) {
+    const piece = tokenOnly(units[i]!);
+    let j = i + 1;
+    if (piece) while (j < units.length && tokenOnly(units[j]!)) j++;
+    segments.push({ from: i, to: j, piece });
+    i = j;
+  }
+  return segments;
 }

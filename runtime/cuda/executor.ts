@@ -30,7 +30,7 @@
  * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
  * GEMMs stay f32.
  */
-import { assertNever, isCustomOp, nodeInputs, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import { assertNever, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
 import type { BufferSpec } from "../../compiler/program.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
@@ -44,7 +44,7 @@ import type { CudaBackend } from "./backend.ts";
 import type { CudaGraph, DevicePtr } from "./device.ts";
 import { launchFused, planProgram, type ExecStep } from "./fused_plan.ts";
 import { arenaSizes, nodeStepUses, planStepUses, type StepUses } from "./activation_plan.ts";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep } from "./decode_graphs.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments, type Segment } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
@@ -103,12 +103,6 @@ export interface GraphStats {
   readonly pieceGraphs: number;
 }
 
-/** A run of plan units [from, to): captured as one CUDA-graph piece, or run eagerly every step. */
-interface Segment {
-  readonly from: number;
-  readonly to: number;
-  readonly piece: boolean;
-}
 
 interface DecodeGraph {
   readonly graph: CudaGraph;
@@ -684,29 +678,4 @@ export class CudaExecutor implements StepExecutor {
     this.owned.length = 0;
     this.weights.clear();
   }
-}
-
-/**
- * The units grouped for piecewise graphs: maximal runs that depend on the step's token count
- * alone (no custom op: attention and the stateful mixers read block tables, sequence lengths and
- * state slots that change from step to step; nothing sized by the S logits rows, so the logits
- * tail stays eager) become pieces; every other unit runs eagerly on its own.
- */
-export function pieceSegments(graph: Graph, units: readonly ExecStep[]): Segment[] {
-  const hasS = (id: ValueId): boolean => graph.nodes[id]?.shape.includes("S") ?? false;
-  const tokenOnly = (u: ExecStep): boolean => {
-    if (u.kind === "fused") return u.kernel.rows !== "S" && u.kernel.buffers.every((b) => !b.shape.includes("S"));
-    const n = graph.nodes[u.node]!;
-    return !isCustomOp(n) && !hasS(n.id) && !nodeInputs(n).some(hasS);
-  };
-  const segments: Segment[] = [];
-  let i = 0;
-  while (i < units.length) {
-    const piece = tokenOnly(units[i]!);
-    let j = i + 1;
-    if (piece) while (j < units.length && tokenOnly(units[j]!)) j++;
-    segments.push({ from: i, to: j, piece });
-    i = j;
-  }
-  return segments;
 }

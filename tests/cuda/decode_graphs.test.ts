@@ -5,7 +5,9 @@
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep } from "../../runtime/cuda/decode_graphs.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/cuda/decode_graphs.ts";
+import type { ExecStep } from "../../runtime/cuda/fused_plan.ts";
+import { isCustomOp } from "../../compiler/ir.ts";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
@@ -55,6 +57,30 @@ describe("decode-graph padding", () => {
     expect(p.attn.blockTables[16]).toBe(99);
     expect(() => padDecodeStep(decode, { rows: 1, tableWidth: 8, blockSize: 16, block: 99, stateSlot: 5 })).toThrow(/does not fit/);
     expect(() => padDecodeStep(decode, { rows: 2, tableWidth: 8, blockSize: 16, block: 99, stateSlot: undefined })).toThrow(/padding slot/);
+  });
+
+  it("cuts the units into pieces at every custom op and before the logits rows", async () => {
+    for (const name of ["llama", "bamba"] as const) {
+      const { graph } = await loadModel(fixture(name));
+      const units = graph.nodes.flatMap((n): ExecStep[] => (n.kind === "input" || n.kind === "param" ? [] : [{ kind: "node", node: n.id }]));
+      const segments = pieceSegments(graph, units);
+      // contiguous, covering every unit once
+      expect(segments[0]!.from).toBe(0);
+      expect(segments.at(-1)!.to).toBe(units.length);
+      segments.forEach((g, i) => i > 0 && expect(g.from).toBe(segments[i - 1]!.to));
+      const kinds = (g: (typeof segments)[number]) => units.slice(g.from, g.to).map((u) => graph.nodes[(u as { node: number }).node]!);
+      for (const g of segments.filter((x) => x.piece)) {
+        for (const n of kinds(g)) {
+          expect(isCustomOp(n), `${name}: ${n.kind} inside a piece`).toBe(false);
+          expect(n.shape.includes("S"), `${name}: an S-sized value inside a piece`).toBe(false);
+        }
+      }
+      const attention = graph.nodes.filter((n) => n.kind === "attention").length;
+      const mixers = graph.nodes.filter((n) => isCustomOp(n) && n.kind !== "attention").length;
+      expect(segments.filter((g) => !g.piece && kinds(g).some(isCustomOp)).length).toBe(attention + mixers);
+      expect(segments.filter((g) => g.piece).length).toBeGreaterThanOrEqual(attention + mixers);
+      expect(segments.at(-1)!.piece).toBe(false); // the logits tail
+    }
   });
 
   it("pads a mixed step's tokens with one-token sequences that ask for no logits, leaving its own sequences as they were", () => {
