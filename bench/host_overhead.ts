@@ -109,12 +109,13 @@ function nullExecutor(numBlocks: number): StepExecutor {
       pack(step);
       return new Float32Array(step.logitsIndices.length * V);
     },
-    sample(step, rows) {
+    launchSample(step, rows) {
       pack(step);
       const t0 = performance.now();
       packSamplingRows(rows, V);
       times.pack += performance.now() - t0;
-      return new Int32Array(rows.length).fill(11);
+      const ids = new Int32Array(rows.length).fill(11);
+      return () => ids;
     },
     dispose() {},
   };

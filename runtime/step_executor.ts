@@ -22,6 +22,12 @@ export interface StepExecutor {
    * CPU) leave sampling to the host.
    */
   readonly sample?: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
+  /**
+   * `sample` in two halves: queues the step on the device and returns at once; the collector it
+   * returns waits for the device and gives the S token ids. The host may do other work in
+   * between, but must not run another step before collecting.
+   */
+  readonly launchSample?: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
   /** releases backend resources (device memory, modules); the CPU backend has none */
   dispose(): void;
 }

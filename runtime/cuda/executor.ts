@@ -159,6 +159,8 @@ export class CudaExecutor implements StepExecutor {
   private samplingParams: { readonly ptr: DevicePtr; readonly words: number } | undefined = undefined;
   /** Runs one step and samples each row on the device (absent with deviceSampling: false). */
   readonly sample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
+  /** Queues a step sampled on the device; the returned collector waits for its token ids. */
+  readonly launchSample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
 
   /** the graph the executor runs: the compiler's optimized graph when fused kernels are on */
   readonly graph: Graph;
@@ -204,7 +206,8 @@ export class CudaExecutor implements StepExecutor {
         throw new KilnError("INVALID_ARGUMENT", `${n.scope}: SSM state size ${n.stateSize} exceeds the CUDA scan kernels' ${MAMBA_SCAN_MAX_STATE}`);
       }
     }
-    this.sample = opts.deviceSampling === false ? undefined : (step, rows) => this.sampleRows(step, rows);
+    this.launchSample = opts.deviceSampling === false ? undefined : (step, rows) => this.launchSampleRows(step, rows);
+    this.sample = opts.deviceSampling === false ? undefined : (step, rows) => this.launchSampleRows(step, rows)();
     this.captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
     if (!this.captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
       throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${this.captureSizes.join(", ")})`);
@@ -633,16 +636,20 @@ export class CudaExecutor implements StepExecutor {
   }
 
   /**
-   * Runs one step and samples row s of its logits with rows[s] (kiln_sample_rows, which adjusts
-   * the logits in place); only the S token ids come back to the host.
+   * Queues one step and the sampling of row s of its logits with rows[s] (kiln_sample_rows, which
+   * adjusts the logits in place); returns the collector that waits for the device and brings the
+   * S token ids back. Nothing is copied to the device after the step's kernels, so the host is
+   * free until it collects.
    */
-  private sampleRows(step: StepInputs, rows: readonly DeviceSamplingRow[]): Int32Array {
+  private launchSampleRows(step: StepInputs, rows: readonly DeviceSamplingRow[]): () => Int32Array {
     const S = step.logitsIndices.length;
     if (rows.length !== S) throw new Error(`${rows.length} sampling rows for a step of ${S} logits rows`);
-    const { packed, arena, logits } = this.forward(step);
     const ids = new Int32Array(S);
-    if (S === 0) return ids;
-    const V = this.vocabOf(packed);
+    if (S === 0) {
+      this.forward(step);
+      return () => ids;
+    }
+    const V = this.logitsWidth();
     const params = packSamplingRows(rows, V);
     const dev = this.backend.device;
     if (this.samplingParams === undefined || this.samplingParams.words < params.length) {
@@ -654,10 +661,21 @@ export class CudaExecutor implements StepExecutor {
       }
       this.samplingParams = { ptr: dev.alloc(words * 4), words };
     }
+    // host→device copies wait for queued kernels: the params go up before the step's kernels
     dev.upload(this.samplingParams.ptr, params);
+    const { arena, logits } = this.forward(step);
     this.backend.kernels.launch("kiln_sample_rows", [S, 1, 1], [SAMPLE_THREADS, 1, 1], [arena.tokens, logits, this.samplingParams.ptr, S, V]);
-    dev.download(ids, arena.tokens);
-    return ids;
+    return () => {
+      if (this.disposed) throw new Error("the CUDA executor has been disposed");
+      dev.download(ids, arena.tokens);
+      return ids;
+    };
+  }
+
+  /** Columns of the logits: the vocabulary the model scores. */
+  private logitsWidth(): number {
+    const out = this.graph.nodes[this.graph.outputs.logits];
+    return out === undefined ? 0 : numel(out.shape.slice(1), { T: 1, S: 1 });
   }
 
   private vocabOf(packed: PackedStep): number {

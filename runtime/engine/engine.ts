@@ -1,8 +1,11 @@
 /**
  * The engine's public face: requests in as prompts (text or token ids) with sampling params,
  * deltas out as async iterators; the core steps on setImmediate, so Node's event loop gets a
- * turn between steps and never waits longer than one step. Text, stop strings and per-request
- * timing live here; scheduling, KV blocks and sampling in the core.
+ * turn between steps and never waits longer than one step. When the runner samples on the device,
+ * a step is queued there and collected on the next turn, and the next step is queued before the
+ * collected tokens reach their consumers: detokenizing and writing them to sockets overlaps the
+ * device's work. Text, stop strings and per-request timing live here; scheduling, KV blocks and
+ * sampling in the core.
  *
  *   const stream = engine.generate({ prompt: "You will", params: { maxTokens: 16 }, signal });
  *   for await (const d of stream) process.stdout.write(d.text);
@@ -11,7 +14,7 @@ import type { TokenDecoder } from "../detokenizer.ts";
 import { KilnError } from "../errors.ts";
 import { CompletionText } from "./completion_text.ts";
 import { DeltaStream } from "./delta_stream.ts";
-import { EngineCore, type CoreStats, type EngineCoreOptions, type SequenceUpdate, type StepResult } from "./engine_core.ts";
+import { EngineCore, type CoreStats, type EngineCoreOptions, type PendingStep, type SequenceUpdate, type StepResult } from "./engine_core.ts";
 import { collectResult, type CompletionDelta, type RequestMetrics, type RequestResult, type Usage } from "./request_output.ts";
 import { resolveSamplingParams, type SamplingParamsInput } from "./sampling_params.ts";
 import type { FinishReason, Sequence } from "./sequence.ts";
@@ -78,6 +81,8 @@ export class Engine {
   private readonly maxLogprobs: number;
   private readonly live = new Map<string, LiveRequest>();
   private loopPending = false;
+  /** a step is queued on the device and not collected yet: no other may begin */
+  private stepOnDevice = false;
   private closed = false;
   private nextId = 0;
   private numFinished = 0;
@@ -178,7 +183,7 @@ export class Engine {
   }
 
   private wake(): void {
-    if (this.loopPending || !this.core.hasUnfinished) return;
+    if (this.loopPending || this.stepOnDevice || !this.core.hasUnfinished) return;
     this.loopPending = true;
     setImmediate(() => {
       this.loopPending = false;
@@ -188,21 +193,57 @@ export class Engine {
   }
 
   private runStep(): void {
-    let result: StepResult;
     // a request's queue time ends when the step that first schedules it starts
     const started = epochMs();
+    let begun: ReturnType<EngineCore["beginStep"]>;
     try {
-      result = this.core.step();
+      begun = this.core.beginStep();
     } catch (error) {
-      // the runner failed: every live request fails with the error, and the pool is freed
-      for (const req of [...this.live.values()]) {
-        this.core.abortRequest(req.id);
-        this.live.delete(req.id);
-        req.detach();
-        req.stream.fail(error);
-      }
+      this.failAll(error);
       return;
     }
+    if (begun.kind === "done") {
+      this.complete(begun.result, started);
+      return;
+    }
+    // the step is on the device; the next turn of the event loop collects it
+    this.stepOnDevice = true;
+    const pending = begun.step;
+    setImmediate(() => this.collect(pending, started));
+  }
+
+  /**
+   * Collects a step from the device and delivers its tokens, then begins the next step before
+   * returning: the consumers of these tokens (promise callbacks, socket writes) run after this
+   * callback, while that next step is on the device.
+   */
+  private collect(step: PendingStep, started: number): void {
+    let result: StepResult;
+    try {
+      result = this.core.finishStep(step);
+    } catch (error) {
+      this.stepOnDevice = false;
+      this.failAll(error);
+      this.wake();
+      return;
+    }
+    this.stepOnDevice = false;
+    this.complete(result, started);
+    if (this.core.hasUnfinished) this.runStep();
+    this.wake();
+  }
+
+  /** The runner failed: every live request fails with the error, and the pool is freed. */
+  private failAll(error: unknown): void {
+    for (const req of [...this.live.values()]) {
+      this.core.abortRequest(req.id);
+      this.live.delete(req.id);
+      req.detach();
+      req.stream.fail(error);
+    }
+  }
+
+  private complete(result: StepResult, started: number): void {
     const now = epochMs();
     for (const { seq } of result.scheduled.chunks) {
       const req = this.live.get(seq.requestId);

@@ -2,7 +2,7 @@
  * The synchronous heart of the engine (vLLM V1's EngineCore): requests in, one step at a time
  * out. A step is schedule → run the model on the scheduled chunks → commit what was computed →
  * sample for every sequence whose chunk reached its last token → finish sequences that hit a
- * stop token or a length limit. When the runner samples on the device (StepRunner.sample) and
+ * stop token or a length limit. When the runner samples on the device (StepRunner.launchSample) and
  * no sequence of the step wants logprobs, the logits stay there and only token ids come back.
  * Text (detokenization, stop strings) is the caller's side
  * (engine.ts); it ends sequences that hit a stop string through finishSequence.
@@ -39,6 +39,14 @@ export interface SequenceUpdate {
   /** the sequence ended on this token (stop token or length) */
   readonly finishReason: FinishReason | undefined;
   readonly stoppedByToken: boolean;
+}
+
+/** A step queued on the device whose sampled tokens are not collected yet. */
+export interface PendingStep {
+  readonly scheduled: SchedulerStep;
+  /** the sequences of the step's logits rows, in row order */
+  readonly sampled: readonly Sequence[];
+  readonly collect: () => Int32Array;
 }
 
 export interface StepResult {
@@ -148,17 +156,46 @@ export class EngineCore {
     return [...this.requests.values()].flat().filter((s) => !s.isFinished);
   }
 
+  /** Runs one step whole. */
   step(): StepResult {
+    const begun = this.beginStep();
+    return begun.kind === "done" ? begun.result : this.finishStep(begun.step);
+  }
+
+  /**
+   * Starts one step. When its tokens are sampled on the device, the step is only queued there and
+   * comes back pending: the host is free until finishStep collects it (the engine streams the
+   * previous step's outputs meanwhile). Requests aborted in between get no token. Otherwise the
+   * step runs whole. No other step may begin before a pending one is finished.
+   */
+  beginStep(): { readonly kind: "done"; readonly result: StepResult } | { readonly kind: "pending"; readonly step: PendingStep } {
     const scheduled = this.scheduler.schedule();
     if (scheduled.chunks.length === 0) {
       // the pool always fits one sequence, so unfinished work always schedules something
       if (this.hasUnfinished) throw new Error(`the scheduler made no progress with ${this.scheduler.waiting.size} sequences waiting`);
-      return { scheduled, updates: [] };
+      return { kind: "done", result: { scheduled, updates: [] } };
     }
     this.steps++;
     const chunks = scheduled.chunks.map((c) => toSeqChunk(c));
-    const onDevice = this.deviceSampled(scheduled, chunks);
-    if (onDevice !== undefined) return { scheduled, updates: onDevice };
+    const pending = this.deviceSampled(scheduled, chunks);
+    if (pending !== undefined) return { kind: "pending", step: pending };
+    return { kind: "done", result: this.runOnHost(scheduled, chunks) };
+  }
+
+  /** Collects a pending step's tokens: commit, then each sampled sequence that is still live takes its token. */
+  finishStep(p: PendingStep): StepResult {
+    const ids = p.collect();
+    if (ids.length !== p.sampled.length) throw new Error(`the runner sampled ${ids.length} tokens for ${p.sampled.length} rows`);
+    this.scheduler.commit(p.scheduled);
+    this.computedTokens += p.scheduled.numBatchedTokens;
+    const updates: SequenceUpdate[] = [];
+    p.sampled.forEach((seq, r) => {
+      if (!seq.isFinished) updates.push(this.accept(seq, ids[r]!, undefined));
+    });
+    return { scheduled: p.scheduled, updates };
+  }
+
+  private runOnHost(scheduled: SchedulerStep, chunks: readonly SeqChunk[]): StepResult {
     const logits = this.runner.execute(chunks);
     const V = this.runner.vocabSize;
     const rows = chunks.reduce((n, c) => n + logitRows(c), 0);
@@ -217,9 +254,9 @@ export class EngineCore {
    * nothing has run. Each row's uniform comes from its sequence's generator, drawn exactly when
    * sampleToken would draw it, so the tokens are the host path's.
    */
-  private deviceSampled(scheduled: SchedulerStep, chunks: readonly SeqChunk[]): SequenceUpdate[] | undefined {
-    const sample = this.runner.sample;
-    if (sample === undefined) return undefined;
+  private deviceSampled(scheduled: SchedulerStep, chunks: readonly SeqChunk[]): PendingStep | undefined {
+    const launch = this.runner.launchSample;
+    if (launch === undefined) return undefined;
     const sampled: Sequence[] = [];
     for (const [k, c] of scheduled.chunks.entries()) {
       const chunk = chunks[k]!;
@@ -231,11 +268,7 @@ export class EngineCore {
       sampled.push(c.seq);
     }
     const rows: DeviceSamplingRow[] = sampled.map((seq) => samplingRow(seq));
-    const ids = sample.call(this.runner, chunks, rows);
-    if (ids.length !== rows.length) throw new Error(`the runner sampled ${ids.length} tokens for ${rows.length} rows`);
-    this.scheduler.commit(scheduled);
-    this.computedTokens += scheduled.numBatchedTokens;
-    return sampled.map((seq, r) => this.accept(seq, ids[r]!, undefined));
+    return { scheduled, sampled, collect: launch.call(this.runner, chunks, rows) };
   }
 
   private sample(seq: Sequence, row: Float32Array): SequenceUpdate {

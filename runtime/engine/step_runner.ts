@@ -19,10 +19,11 @@ export interface StepRunner {
    */
   execute(chunks: readonly SeqChunk[]): Float32Array;
   /**
-   * Runs the step like `execute` and samples each logits row on the device with rows[s],
-   * returning the token ids; absent where sampling stays on the host.
+   * Queues the step like `execute` with each logits row sampled on the device with rows[s], and
+   * returns at once; the collector it returns waits for the device and gives the token ids.
+   * Absent where sampling stays on the host.
    */
-  readonly sample?: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
+  readonly launchSample?: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
 }
 
 /** Rows of logits a chunk gets back (see StepRunner.execute). */

@@ -59,6 +59,49 @@ describe.skipIf(missing !== undefined)(`device sampling on the emulated device${
     expect(new Set(device.map((t) => t.join(","))).size).toBeGreaterThan(PROMPTS.length);
   }, 600_000);
 
+  it("aborts while a step is on the device: the others generate as alone, every block comes back", async () => {
+    const cuda = registerCudaBackend();
+    const { engine, runner } = await createEngine({ backend: "cuda", maxModelLen: 128, kvCacheBytes: 64 * 98304 });
+    try {
+      const params = { temperature: 0, maxTokens: 8, ignoreEos: true };
+      const alone = await Promise.all(PROMPTS.map(async (p) => (await engine.generateBatch([p], params))[0]!.completions[0]!.tokenIds));
+      // each doomed request is aborted from its own consumer after its second token, which runs
+      // while the step after it is queued on the device
+      const runs = PROMPTS.flatMap((p, k) => [
+        { prompt: p, doomed: false, k },
+        { prompt: p, doomed: true, k },
+      ]);
+      const got = await Promise.all(
+        runs.map(async (r) => {
+          const controller = new AbortController();
+          const tokens: number[] = [];
+          let finish: string | undefined;
+          for await (const d of engine.generate({ prompt: r.prompt, params, signal: controller.signal })) {
+            tokens.push(...d.tokenIds);
+            if (d.finishReason !== undefined) finish = d.finishReason;
+            if (r.doomed && tokens.length >= 2 && finish === undefined) controller.abort();
+          }
+          return { ...r, tokens, finish };
+        }),
+      );
+      for (const g of got) {
+        if (g.doomed) {
+          expect(g.finish).toBe("abort");
+          expect(g.tokens).toEqual(alone[g.k]!.slice(0, g.tokens.length));
+        } else {
+          expect(g.finish).toBe("length");
+          expect(g.tokens).toEqual(alone[g.k]);
+        }
+      }
+      engine.core.checkInvariants();
+      expect(engine.stats().numFreeBlocks).toBe(engine.stats().numBlocks);
+    } finally {
+      engine.close();
+      runner.dispose();
+      cuda.dispose();
+    }
+  }, 300_000);
+
   it("steps with logprobs take the logits to the host", async () => {
     const run = vi.spyOn(CudaExecutor.prototype, "run");
     const cuda = registerCudaBackend();

@@ -1,6 +1,7 @@
-// The engine's device-sampling path (StepRunner.sample) on a fake runner that samples with the
-// CUDA kernel's CPU twin: the same tokens as host sampling for every kind of request, the
-// generators drawn alike, and steps with logprobs left on the host path.
+// The engine's device-sampling path (StepRunner.launchSample) on a fake runner that samples with
+// the CUDA kernel's CPU twin: the same tokens as host sampling for every kind of request, the
+// generators drawn alike, steps with logprobs left on the host path, and requests aborted while
+// a step is on the device.
 import { describe, expect, it } from "vitest";
 import { packSamplingRows, type DeviceSamplingRow } from "../../runtime/device_sampling.ts";
 import { EngineCore } from "../../runtime/engine/engine_core.ts";
@@ -20,10 +21,11 @@ class SamplingKvRunner extends FakeKvRunner {
     return super.execute(chunks);
   }
 
-  readonly sample = (chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]): Int32Array => {
+  readonly launchSample = (chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]): (() => Int32Array) => {
     this.sampledSteps++;
     const logits = super.execute(chunks);
-    return sampleRows(logits, packSamplingRows(rows, this.vocabSize), rows.length, this.vocabSize);
+    const ids = sampleRows(logits, packSamplingRows(rows, this.vocabSize), rows.length, this.vocabSize);
+    return () => ids;
   };
 }
 
@@ -49,6 +51,23 @@ describe("device sampling in the engine", () => {
     expect(device.executed).toBe(0);
     expect(device.sampledSteps).toBeGreaterThan(0);
     expect(got).toEqual(run(new FakeKvRunner(32, 4, V)));
+  });
+
+  it("a request aborted while its step is on the device gets no token from it, and its blocks come back", () => {
+    const core = new EngineCore(new SamplingKvRunner(32, 4, V), { maxModelLen: 64, eosTokenIds: [2] });
+    addRequest(core, "keep", [3, 9, 27, 40, 11], { temperature: 0, maxTokens: 6, ignoreEos: true });
+    addRequest(core, "drop", [4, 9, 27, 41, 11], { temperature: 0, maxTokens: 6, ignoreEos: true });
+    const first = core.beginStep(); // the prefill of both
+    expect(first.kind).toBe("pending");
+    if (first.kind !== "pending") return;
+    expect(core.abortRequest("drop")).toBe(true);
+    const result = core.finishStep(first.step);
+    expect(result.updates.map((u) => u.seq.requestId)).toEqual(["keep"]);
+    core.checkInvariants();
+    let steps = 0;
+    while (core.hasUnfinished && steps++ < 20) core.step();
+    core.checkInvariants();
+    expect(core.stats().numFreeBlocks).toBe(core.stats().numBlocks);
   });
 
   it("steps where a sequence wants logprobs run on the host path", () => {
