@@ -617,20 +617,20 @@ export class CudaExecutor implements StepExecutor {
 
   /** Runs one step; returns the logits [S, vocab] (row-major) on the host. */
   run(step: StepInputs): Float32Array {
-    const { packed, logits } = this.forward(step);
+    const { logits } = this.forward(step);
     const S = step.logitsIndices.length; // a graph's padding rows come after the step's own
-    const host = new Float32Array(S * this.vocabOf(packed));
+    const host = new Float32Array(S * this.logitsWidth());
     this.backend.device.download(host, logits);
     return host;
   }
 
   /** Runs one step and picks each row's greedy token on the device; returns the S token ids. */
   runGreedy(step: StepInputs): Int32Array {
-    const { packed, arena, logits } = this.forward(step);
+    const { arena, logits } = this.forward(step);
     const S = step.logitsIndices.length;
     const ids = new Int32Array(S);
     if (S === 0) return ids;
-    this.backend.kernels.launch("kiln_argmax_rows", [S, 1, 1], [256, 1, 1], [arena.tokens, logits, S, this.vocabOf(packed)]);
+    this.backend.kernels.launch("kiln_argmax_rows", [S, 1, 1], [256, 1, 1], [arena.tokens, logits, S, this.logitsWidth()]);
     this.backend.device.download(ids, arena.tokens);
     return ids;
   }
@@ -676,11 +676,6 @@ export class CudaExecutor implements StepExecutor {
   private logitsWidth(): number {
     const out = this.graph.nodes[this.graph.outputs.logits];
     return out === undefined ? 0 : numel(out.shape.slice(1), { T: 1, S: 1 });
-  }
-
-  private vocabOf(packed: PackedStep): number {
-    const out = this.graph.nodes[this.graph.outputs.logits];
-    return out === undefined ? 0 : numel(out.shape.slice(1), { T: packed.T, S: packed.S });
   }
 
   dispose(): void {
