@@ -38,6 +38,8 @@ export interface ThroughputOptions {
   readonly log: (msg: string) => void;
   /** the engine's device: its downloads are watched for the host's share of the run */
   readonly device?: CudaDevice;
+  /** stream outputs while the device runs the next step (the engine's default, true) */
+  readonly overlapOutput?: boolean;
 }
 
 export interface ThroughputResult {
@@ -87,7 +89,7 @@ export async function offlineThroughput(o: ThroughputOptions): Promise<Throughpu
   const plannedOutputTokens = requests.reduce((n, r) => n + r.maxTokens, 0);
 
   const runner = new ModelRunner(o.graph, o.weights, o.vocabSize, { numBlocks: plan.numBlocks, blockSize: o.blockSize, backend: "cuda" });
-  const engine = new Engine(runner, { maxModelLen, maxNumSeqs: o.maxNumSeqs, maxNumBatchedTokens: o.maxNumBatchedTokens });
+  const engine = new Engine(runner, { maxModelLen, maxNumSeqs: o.maxNumSeqs, maxNumBatchedTokens: o.maxNumBatchedTokens, overlapOutput: o.overlapOutput !== false });
   try {
     // warm-up: plans, activation buffers, the JIT
     await engine.generateBatch([requests[0]!.prompt.slice(0, 16)], { temperature: 0, maxTokens: 4, ignoreEos: true });

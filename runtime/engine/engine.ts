@@ -29,6 +29,11 @@ export interface EngineOptions extends EngineCoreOptions {
   readonly tokenizer?: EngineTokenizer;
   /** the most logprobs / promptLogprobs a request may ask for (default 20, as vLLM) */
   readonly maxLogprobs?: number;
+  /**
+   * stream a step's outputs while the device runs the next step (default true; false, as vLLM's
+   * disable_async_output_proc, collects each step where it begins)
+   */
+  readonly overlapOutput?: boolean;
 }
 
 /** A prompt: text (tokenized with the model's special tokens) or token ids. */
@@ -81,6 +86,7 @@ export class Engine {
   private readonly maxLogprobs: number;
   private readonly live = new Map<string, LiveRequest>();
   private loopPending = false;
+  private readonly overlapOutput: boolean;
   /** a step is queued on the device and not collected yet: no other may begin */
   private stepOnDevice = false;
   private closed = false;
@@ -95,6 +101,7 @@ export class Engine {
     this.core = new EngineCore(runner, options);
     this.tokenizer = options.tokenizer;
     this.maxLogprobs = options.maxLogprobs ?? 20;
+    this.overlapOutput = options.overlapOutput !== false;
   }
 
   /** Starts a request; throws a KilnError at once for a bad prompt or bad params. */
@@ -206,9 +213,20 @@ export class Engine {
       this.complete(begun.result, started);
       return;
     }
+    const pending = begun.step;
+    if (!this.overlapOutput) {
+      let result: StepResult;
+      try {
+        result = this.core.finishStep(pending);
+      } catch (error) {
+        this.failAll(error);
+        return;
+      }
+      this.complete(result, started);
+      return;
+    }
     // the step is on the device; the next turn of the event loop collects it
     this.stepOnDevice = true;
-    const pending = begun.step;
     setImmediate(() => this.collect(pending, started));
   }
 

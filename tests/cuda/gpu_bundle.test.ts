@@ -83,6 +83,11 @@ describe("GPU check bundle", () => {
       expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, unfused`))).toMatch(/"captures":0/);
       expect(timing(new RegExp(`^${shape} \\(toy\\) offline throughput \\(16 prompts, bf16\\)$`))).toMatch(/output tokens\/s: .* 16\/16 requests finished; KV pool \d+ blocks/);
     }
+    // the rows added for the KV dtype, graph pieces and the output overlap
+    expect(timing(/^Llama-3\.2-1B \(toy\) decode b=4 ctx \d+ \(bf16 KV\)$/)).toMatch(/ms\/step, .* of it/);
+    expect(timing(/^Llama-3\.2-1B \(toy\) decode b=4 ctx \d+ \(f32 KV\)$/)).toMatch(/ms\/step, .* of it/);
+    expect(timing(/^Llama-3\.2-1B \(toy\) prefill 16 tokens \(bf16, fused, graphs, GEMV\)$/)).toMatch(/tokens\/s/);
+    expect(timing(/^Llama-3\.2-1B \(toy\) offline throughput \(16 prompts, bf16, output not overlapped\)$/)).toMatch(/16\/16 requests finished; .* host busy \d+% of the run/);
   }, 420_000);
 
   it("check.sh is valid bash and refuses to start without .device", async () => {

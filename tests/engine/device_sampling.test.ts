@@ -4,6 +4,7 @@
 // a step is on the device.
 import { describe, expect, it } from "vitest";
 import { packSamplingRows, type DeviceSamplingRow } from "../../runtime/device_sampling.ts";
+import { Engine } from "../../runtime/engine/engine.ts";
 import { EngineCore } from "../../runtime/engine/engine_core.ts";
 import type { SamplingParamsInput } from "../../runtime/engine/sampling_params.ts";
 import type { SeqChunk } from "../../runtime/kv_cache.ts";
@@ -68,6 +69,21 @@ describe("device sampling in the engine", () => {
     while (core.hasUnfinished && steps++ < 20) core.step();
     core.checkInvariants();
     expect(core.stats().numFreeBlocks).toBe(core.stats().numBlocks);
+  });
+
+  it("the engine streams the same tokens whether it overlaps output with the next step or not", async () => {
+    const outputs = async (overlapOutput: boolean): Promise<number[][]> => {
+      const engine = new Engine(new SamplingKvRunner(32, 4, V), { maxModelLen: 64, eosTokenIds: [2], overlapOutput });
+      try {
+        const results = await Promise.all(MIXES.map((p, k) => engine.generateBatch([[3 + k, 9, 27, 40 + k, 11]], p)));
+        return results.flatMap((r) => r.flatMap((req) => req.completions.map((c) => [...c.tokenIds])));
+      } finally {
+        engine.close();
+      }
+    };
+    const overlapped = await outputs(true);
+    expect(overlapped.every((t) => t.length > 0)).toBe(true);
+    expect(overlapped).toEqual(await outputs(false));
   });
 
   it("steps where a sequence wants logprobs run on the host path", () => {
