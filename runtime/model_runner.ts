@@ -32,8 +32,6 @@ export const KV_PLANNERS = new Map<BackendName, KvPlanner>();
 
 export class ModelRunner {
   private readonly executor: StepExecutor;
-  /** Runs one step and samples its logits rows on the device; absent when the backend cannot. */
-  readonly sample: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
   /** Queues a step sampled on the device; the collector waits for its token ids. Absent when the backend cannot. */
   readonly launchSample: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
 
@@ -47,8 +45,6 @@ export class ModelRunner {
     const factory = EXECUTOR_FACTORIES.get(backend);
     if (!factory) throw new KilnError("INVALID_ARGUMENT", `backend '${backend}' is not available`);
     const executor = (this.executor = factory(graph, weights, opts));
-    const sample = executor.sample;
-    this.sample = sample === undefined ? undefined : (chunks, rows) => sample.call(executor, packStep(chunks, executor.blockSize), rows);
     const launch = executor.launchSample;
     this.launchSample = launch === undefined ? undefined : (chunks, rows) => launch.call(executor, packStep(chunks, executor.blockSize), rows);
   }

@@ -17,15 +17,11 @@ export interface StepExecutor {
   /** logits [S, vocab], row-major, for the rows in step.logitsIndices */
   run(step: StepInputs): Float32Array;
   /**
-   * Runs the step and samples row s of its logits with rows[s] on the device, as the host
-   * sampler would with the same uniform; returns the S token ids. Backends without it (the
-   * CPU) leave sampling to the host.
-   */
-  readonly sample?: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
-  /**
-   * `sample` in two halves: queues the step on the device and returns at once; the collector it
-   * returns waits for the device and gives the S token ids. The host may do other work in
-   * between, but must not run another step before collecting.
+   * Queues the step on the device with row s of its logits sampled there with rows[s], as the
+   * host sampler would with the same uniform, and returns at once; the collector it returns
+   * waits for the device and gives the S token ids. The host may do other work in between, but
+   * must not run another step before collecting. Backends without it (the CPU) leave sampling
+   * to the host.
    */
   readonly launchSample?: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
   /** releases backend resources (device memory, modules); the CPU backend has none */

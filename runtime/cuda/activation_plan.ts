@@ -35,9 +35,9 @@ const isActivation = (graph: Graph, id: ValueId): boolean => {
   return n !== undefined && n.kind !== "input" && n.kind !== "param";
 };
 
-/** Uses of running every node of `graph` on its own, in graph order. */
-export function nodeStepUses(graph: Graph): StepUses {
-  return graph.nodes.filter((n) => n.kind !== "input" && n.kind !== "param").map((n) => [n.id, ...nodeInputs(n).filter((id) => isActivation(graph, id))]);
+/** The units of running every computed node of `graph` on its own, in graph order. */
+export function nodeUnits(graph: Graph): { readonly kind: "node"; readonly node: ValueId }[] {
+  return graph.nodes.flatMap((n) => (n.kind === "input" || n.kind === "param" ? [] : [{ kind: "node" as const, node: n.id }]));
 }
 
 /** A plan step as far as memory goes: a fused kernel's buffers, or a node run on its own. */
@@ -67,7 +67,7 @@ export function executorActivations(
   traced: Graph,
   o: { readonly fusedKernels: boolean; readonly arch: string; readonly kvDtype: KvCacheDtype; readonly paramDtype: (name: string) => "f32" | "bf16" },
 ): ExecutorActivations {
-  if (!o.fusedKernels) return { graph: traced, uses: nodeStepUses(traced) };
+  if (!o.fusedKernels) return { graph: traced, uses: planStepUses(traced, nodeUnits(traced)) };
   const compiled = compileGraph(traced, { target: { kind: "cuda", arch: o.arch }, dtype: "f32", kvDtype: o.kvDtype });
   return { graph: compiled.graph, uses: planStepUses(compiled.graph, planSteps(compiled.program, o.paramDtype, o.kvDtype)) };
 }

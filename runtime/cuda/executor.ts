@@ -30,9 +30,8 @@
  * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
  * GEMMs stay f32.
  */
-import { assertNever, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
+import { numel, type Graph, type ValueId } from "../../compiler/ir.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
-import type { BufferSpec } from "../../compiler/program.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
@@ -42,8 +41,11 @@ import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "..
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { CudaGraph, DevicePtr } from "./device.ts";
-import { launchFused, planProgram, type ExecStep } from "./fused_plan.ts";
-import { arenaSizes, nodeStepUses, planStepUses, type StepUses } from "./activation_plan.ts";
+import { planProgram, type ExecStep } from "./fused_plan.ts";
+import { arenaSizes, nodeUnits, planStepUses, type StepUses } from "./activation_plan.ts";
+import { allocArena, releaseArena, type Arena } from "./arena.ts";
+import { matrixParams } from "./memory_budget.ts";
+import { stepLauncher, type StepLauncher } from "./step_launch.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments, type Segment } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import {
@@ -60,7 +62,6 @@ import {
   type AttentionTuning,
   type KvCacheDtype,
   type KvPoolLayer,
-  type StepFrame,
 } from "./node_kernels.ts";
 import { packStepInputs, type PackedStep } from "./step_inputs.ts";
 
@@ -110,21 +111,6 @@ interface DecodeGraph {
   readonly inputs: DevicePtr;
 }
 
-/** Activation buffers for steps of up to T tokens and S logits rows. */
-interface Arena {
-  readonly T: number;
-  readonly S: number;
-  /** the one allocation every activation lives in */
-  readonly base: DevicePtr;
-  /** each value's address in it (values computed inside a fused kernel have none) */
-  readonly values: ReadonlyMap<ValueId, DevicePtr>;
-  readonly scratch: DevicePtr;
-  readonly cast: DevicePtr; // bf16 copy of a GEMM's input activations (bf16 weights only)
-  readonly tokens: DevicePtr; // [S] i32, greedy picks
-  readonly inputs: DevicePtr;
-  readonly inputCapacity: number; // i32 elements
-  readonly bytes: number;
-}
 
 /** threads per row of kiln_sample_rows (KILN_SAMPLE_THREADS) */
 const SAMPLE_THREADS = 256;
@@ -157,9 +143,7 @@ export class CudaExecutor implements StepExecutor {
   readonly statePool: DeviceStatePool | undefined;
   /** the packed sampling params of a step (grown by doubling) */
   private samplingParams: { readonly ptr: DevicePtr; readonly words: number } | undefined = undefined;
-  /** Runs one step and samples each row on the device (absent with deviceSampling: false). */
-  readonly sample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => Int32Array) | undefined;
-  /** Queues a step sampled on the device; the returned collector waits for its token ids. */
+  /** Queues a step sampled on the device; the returned collector waits for its token ids (absent with deviceSampling: false). */
   readonly launchSample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
 
   /** the graph the executor runs: the compiler's optimized graph when fused kernels are on */
@@ -207,7 +191,6 @@ export class CudaExecutor implements StepExecutor {
       }
     }
     this.launchSample = opts.deviceSampling === false ? undefined : (step, rows) => this.launchSampleRows(step, rows);
-    this.sample = opts.deviceSampling === false ? undefined : (step, rows) => this.launchSampleRows(step, rows)();
     this.captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
     if (!this.captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
       throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${this.captureSizes.join(", ")})`);
@@ -268,11 +251,8 @@ export class CudaExecutor implements StepExecutor {
     try {
       this.plan =
         compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", kvDtype, this.nodes.kvWrittenByFusedKernels);
-      this.uses =
-        this.plan === undefined
-          ? nodeStepUses(graph)
-          : planStepUses(graph, this.plan.map((p) => (p.kind === "fused" ? { kind: "fused", buffers: p.kernel.buffers } : p)));
-      this.units = this.plan ?? graph.nodes.flatMap((n): ExecStep[] => (n.kind === "input" || n.kind === "param" ? [] : [{ kind: "node", node: n.id }]));
+      this.units = this.plan ?? nodeUnits(graph);
+      this.uses = planStepUses(graph, this.units.map((u) => (u.kind === "fused" ? { kind: "fused", buffers: u.kernel.buffers } : u)));
       this.segments = pieceSegments(graph, this.units);
     } catch (e) {
       this.dispose();
@@ -300,24 +280,9 @@ export class CudaExecutor implements StepExecutor {
     return p;
   }
 
-  /** Parameters read as GEMM weights or embedding tables: the ones "bf16" keeps in bf16. */
-  private matrixParams(): Set<string> {
-    const ids = new Set<ValueId>();
-    for (const n of this.graph.nodes) {
-      if (n.kind === "linear") ids.add(n.weight);
-      if (n.kind === "embedding") ids.add(n.table);
-    }
-    const names = new Set<string>();
-    for (const id of ids) {
-      const n = this.graph.nodes[id];
-      if (n?.kind === "param") names.add(n.name);
-    }
-    return names;
-  }
-
   private uploadWeights(weights: ReadonlyMap<string, WeightData>): void {
     const dev = this.backend.device;
-    const matrices = this.opts.weightDtype === "bf16" ? this.matrixParams() : new Set<string>();
+    const matrices = this.opts.weightDtype === "bf16" ? matrixParams(this.graph) : new Set<string>();
     const target = (name: string): WeightDtype => (matrices.has(name) ? "bf16" : "f32");
     // staging for the weights converted on the device (bf16 → f32, or f32 → bf16)
     let stagingBytes = 0;
@@ -358,29 +323,8 @@ export class CudaExecutor implements StepExecutor {
   }
 
   private allocArena(capT: number, capS: number, inputCapacity: number): Arena {
-    const dev = this.backend.device;
-    let bytes = 0;
-    const alloc = (n: number): DevicePtr => {
-      bytes += n;
-      return dev.alloc(n);
-    };
-    // activations share one allocation, packed by their spans over the plan's steps
-    const { layout, castBytes, scratchBytes } = arenaSizes(this.graph, this.uses, capT, capS, dev.info.multiprocessors);
-    const base = alloc(Math.max(4, layout.bytes));
-    const values = new Map<ValueId, DevicePtr>();
-    for (const [id, offset] of layout.offsets) values.set(id, base + BigInt(offset));
-    const arena = {
-      T: capT,
-      S: capS,
-      base,
-      values,
-      scratch: alloc(scratchBytes),
-      cast: alloc([...this.dtypes.values()].includes("bf16") ? castBytes : 4),
-      tokens: alloc(capS * 4),
-      inputs: alloc(inputCapacity * 4),
-      inputCapacity,
-    };
-    return { ...arena, bytes };
+    const withCast = [...this.dtypes.values()].includes("bf16");
+    return allocArena(this.backend.device, arenaSizes(this.graph, this.uses, capT, capS, this.backend.device.info.multiprocessors), { T: capT, S: capS, inputCapacity, withCast });
   }
 
   private freeArena(a: Arena): void {
@@ -389,12 +333,7 @@ export class CudaExecutor implements StepExecutor {
       this.dropPieces();
       this.pieceArena = undefined;
     }
-    dev.synchronize();
-    dev.free(a.base);
-    dev.free(a.scratch);
-    dev.free(a.cast);
-    dev.free(a.tokens);
-    dev.free(a.inputs);
+    releaseArena(dev, a);
     if (a === this.arena) this.arena = undefined;
     if (a === this.graphArena) this.graphArena = undefined;
   }
@@ -458,53 +397,8 @@ export class CudaExecutor implements StepExecutor {
   }
 
   /** Launches units [from, to) of the plan for one step's inputs and arena. */
-  private launcher(packed: PackedStep, arena: Arena, inputs: DevicePtr): { run(from: number, to: number): void; logits(): DevicePtr } {
-    const sizes: Record<SymbolicDim, number> = { T: packed.T, S: packed.S };
-    const inputAt: Readonly<Record<string, number>> = {
-      input_ids: packed.layout.inputIds,
-      positions: packed.layout.positions,
-      logits_indices: packed.layout.logitsIndices,
-    };
-    const ptr = (id: ValueId): DevicePtr => {
-      const n = this.graph.nodes[id];
-      if (n === undefined) throw new Error(`no value ${id}`);
-      if (n.kind === "input") return inputs + BigInt((inputAt[n.name] ?? 0) * 4);
-      const p = n.kind === "param" ? this.weights.get(n.name) : arena.values.get(id);
-      if (p === undefined) throw new Error(`value ${id} has no device buffer`);
-      return p;
-    };
-    const frame: StepFrame = { sizes, packed, inputs, scratch: arena.scratch, cast: arena.cast, ptr };
-    const slotMapping = inputs + BigInt(packed.layout.slotMapping * 4);
-    const address = (b: BufferSpec): DevicePtr => {
-      const role = b.role;
-      switch (role.kind) {
-        case "input":
-          return role.name === "slot_mapping" ? slotMapping : inputs + BigInt((inputAt[role.name] ?? 0) * 4);
-        case "param":
-        case "activation": {
-          const p = role.kind === "param" ? this.weights.get(role.name) : arena.values.get(role.node);
-          if (p === undefined) throw new Error(`program buffer ${b.id} has no device memory`);
-          return p;
-        }
-        case "kv_cache": {
-          const layer = this.kvPool.get(role.cacheKey);
-          if (layer === undefined) throw new Error(`no KV pool for '${role.cacheKey}'`);
-          return role.which === "k" ? layer.k : layer.v;
-        }
-        default:
-          return assertNever(role, "buffer role");
-      }
-    };
-    return {
-      run: (from, to) => {
-        for (let i = from; i < to; i++) {
-          const u = this.units[i]!;
-          if (u.kind === "node") this.nodes.run(this.graph.nodes[u.node]!, frame);
-          else launchFused(this.backend.device, u.kernel, sizes, address);
-        }
-      },
-      logits: () => ptr(this.graph.outputs.logits),
-    };
+  private launcher(packed: PackedStep, arena: Arena, inputs: DevicePtr): StepLauncher {
+    return stepLauncher({ graph: this.graph, weights: this.weights, kvPool: this.kvPool, nodes: this.nodes, units: this.units, device: this.backend.device }, packed, arena, inputs);
   }
 
   /**

@@ -31,7 +31,7 @@ export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: numbe
 }
 
 /** Names of the parameters read as GEMM weights or embedding tables (the ones bf16 mode keeps in bf16). */
-function matrixParams(graph: Graph): Set<string> {
+export function matrixParams(graph: Graph): Set<string> {
   const names = new Set<string>();
   for (const n of graph.nodes) {
     const id = n.kind === "linear" ? n.weight : n.kind === "embedding" ? n.table : undefined;

@@ -215,19 +215,25 @@ export class Engine {
     }
     const pending = begun.step;
     if (!this.overlapOutput) {
-      let result: StepResult;
-      try {
-        result = this.core.finishStep(pending);
-      } catch (error) {
-        this.failAll(error);
-        return;
-      }
-      this.complete(result, started);
+      this.finish(pending, started);
       return;
     }
     // the step is on the device; the next turn of the event loop collects it
     this.stepOnDevice = true;
     setImmediate(() => this.collect(pending, started));
+  }
+
+  /** Collects a pending step and delivers its tokens; false when the runner failed (every request then failed). */
+  private finish(step: PendingStep, started: number): boolean {
+    let result: StepResult;
+    try {
+      result = this.core.finishStep(step);
+    } catch (error) {
+      this.failAll(error);
+      return false;
+    }
+    this.complete(result, started);
+    return true;
   }
 
   /**
@@ -236,18 +242,8 @@ export class Engine {
    * callback, while that next step is on the device.
    */
   private collect(step: PendingStep, started: number): void {
-    let result: StepResult;
-    try {
-      result = this.core.finishStep(step);
-    } catch (error) {
-      this.stepOnDevice = false;
-      this.failAll(error);
-      this.wake();
-      return;
-    }
     this.stepOnDevice = false;
-    this.complete(result, started);
-    if (this.core.hasUnfinished) this.runStep();
+    if (this.finish(step, started) && this.core.hasUnfinished) this.runStep();
     this.wake();
   }
 

@@ -1,7 +1,7 @@
 /** Packing the CUDA executor's activations by their spans over the plan (runtime/cuda/activation_plan.ts). */
 import { describe, expect, it } from "vitest";
 import { numel, type Graph, type ValueId } from "../../compiler/ir.ts";
-import { ACTIVATION_ALIGN, executorActivations, layoutActivations, nodeStepUses, type StepUses } from "../../runtime/cuda/activation_plan.ts";
+import { ACTIVATION_ALIGN, executorActivations, layoutActivations, nodeUnits, planStepUses, type StepUses } from "../../runtime/cuda/activation_plan.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
@@ -55,7 +55,7 @@ describe("activation layout", () => {
       ],
       outputs: { logits: 4 },
     } as unknown as Graph;
-    const layout = layoutActivations(g, nodeStepUses(g), { T: 4, S: 4 });
+    const layout = layoutActivations(g, planStepUses(g, nodeUnits(g)), { T: 4, S: 4 });
     expect(layout.unsharedBytes).toBe(4 * 1024);
     expect(layout.bytes).toBe(2 * 1024);
     expect(layout.offsets.get(1)).not.toBe(layout.offsets.get(2));

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/cuda/decode_graphs.ts";
-import type { ExecStep } from "../../runtime/cuda/fused_plan.ts";
+import { nodeUnits } from "../../runtime/cuda/activation_plan.ts";
 import { isCustomOp } from "../../compiler/ir.ts";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
@@ -62,7 +62,7 @@ describe("decode-graph padding", () => {
   it("cuts the units into pieces at every custom op and before the logits rows", async () => {
     for (const name of ["llama", "bamba"] as const) {
       const { graph } = await loadModel(fixture(name));
-      const units = graph.nodes.flatMap((n): ExecStep[] => (n.kind === "input" || n.kind === "param" ? [] : [{ kind: "node", node: n.id }]));
+      const units = nodeUnits(graph);
       const segments = pieceSegments(graph, units);
       // contiguous, covering every unit once
       expect(segments[0]!.from).toBe(0);
