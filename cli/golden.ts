@@ -5,15 +5,15 @@
 import { Command, InvalidArgumentError } from "commander";
 import { runGolden } from "../runtime/golden_check.ts";
 import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
-import { cudaDtypeFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
+import { cudaDtypeFlag, floatFlag, registerCudaFromFlags, type CudaDtypeChoice } from "./options.ts";
 
 interface GoldenFlags {
   backend: BackendName;
   tol: number;
   ropeFreqBf16?: boolean;
   enforceEager?: boolean;
-  dtype: "auto" | "f32" | "bf16";
-  kvCacheDtype: "auto" | "f32" | "bf16";
+  dtype: CudaDtypeChoice;
+  kvCacheDtype: CudaDtypeChoice;
 }
 
 export function goldenCommand(): Command {
@@ -28,11 +28,11 @@ export function goldenCommand(): Command {
     .option("--tol <x>", "relative error allowed for logits", floatFlag("--tol", 0), 1e-4)
     .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
-    .option("--dtype <dtype>", "cuda: weight precision, float32, bfloat16 or auto (the checkpoint's)", cudaDtypeFlag("--dtype"), "f32")
-    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32 or bfloat16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
+    .option("--dtype <dtype>", "cuda: weight precision, float32, bfloat16, float16 or auto (the checkpoint's)", cudaDtypeFlag("--dtype"), "f32")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16 or float16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
     .action(async (dir: string, flags: GoldenFlags) => {
       // the CUDA backend is loaded only when asked for, and its device opened before the model
-      const cuda = await registerCudaFromFlags(flags, "f32");
+      const cuda = await registerCudaFromFlags(flags, "f32", dir);
       try {
         cuda?.backend();
         const { results, summary } = await runGolden(dir, {

@@ -1,8 +1,12 @@
 /** Parsers for CLI flags that reject what they cannot use. */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { InvalidArgumentError } from "commander";
+import { configDtype, loadConfigJson } from "../runtime/hf_config.ts";
 import { KilnError } from "../runtime/errors.ts";
 import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
 import type { CudaRegistration } from "../runtime/cuda/register.ts";
+import type { DeviceDtype } from "../runtime/cuda/device_dtype.ts";
 
 export function intFlag(name: string, min = 0): (v: string) => number {
   return (v) => {
@@ -36,8 +40,11 @@ export function gpuMemoryUtilizationFlag(v: string): number {
   return n;
 }
 
-/** --dtype / --kv-cache-dtype of the CUDA backend: auto, float32 (f32) or bfloat16 (bf16). */
-export function cudaDtypeFlag(name: string): (v: string) => "auto" | "f32" | "bf16" {
+/** A --dtype / --kv-cache-dtype value: auto, or how the device holds the tensors. */
+export type CudaDtypeChoice = "auto" | DeviceDtype;
+
+/** --dtype / --kv-cache-dtype of the CUDA backend: auto, float32 (f32), bfloat16 (bf16) or float16 (f16). */
+export function cudaDtypeFlag(name: string): (v: string) => CudaDtypeChoice {
   return (v) => {
     switch (v.trim().toLowerCase()) {
       case "auto":
@@ -50,8 +57,13 @@ export function cudaDtypeFlag(name: string): (v: string) => "auto" | "f32" | "bf
       case "bfloat16":
       case "bf16":
         return "bf16";
+      case "float16":
+      case "half":
+      case "f16":
+      case "fp16":
+        return "f16";
       default:
-        throw new InvalidArgumentError(`${name} must be auto, float32 or bfloat16 (got '${v}')`);
+        throw new InvalidArgumentError(`${name} must be auto, float32, bfloat16 or float16 (got '${v}')`);
     }
   };
 }
@@ -60,16 +72,18 @@ export function cudaDtypeFlag(name: string): (v: string) => "auto" | "f32" | "bf
 export interface CudaFlags {
   readonly backend: BackendName;
   readonly enforceEager?: boolean;
-  readonly dtype: "auto" | "f32" | "bf16";
-  readonly kvCacheDtype: "auto" | "f32" | "bf16";
+  readonly dtype: CudaDtypeChoice;
+  readonly kvCacheDtype: CudaDtypeChoice;
 }
 
 /**
  * Registers the CUDA backend as the flags ask (loaded only for --backend cuda, nothing touched
  * otherwise). On the CPU backend a --dtype other than `cpuDtype` or a --kv-cache-dtype other than
- * auto is an INVALID_ARGUMENT error: the CPU computes in f32.
+ * auto is an INVALID_ARGUMENT error: the CPU computes in f32. `--dtype auto` on a model folder
+ * whose config.json declares float16 weights means f16: the loader widens f16 tensors to f32, so
+ * the backend's own "auto" (which looks at the loaded weights) would not see them.
  */
-export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" | "f32"): Promise<CudaRegistration | undefined> {
+export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" | "f32", modelDir?: string): Promise<CudaRegistration | undefined> {
   if (flags.backend !== "cuda") {
     if (flags.dtype !== cpuDtype || flags.kvCacheDtype !== "auto") {
       throw new KilnError("INVALID_ARGUMENT", "--dtype and --kv-cache-dtype apply to --backend cuda (the CPU backend computes in f32)");
@@ -77,5 +91,11 @@ export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" |
     return undefined;
   }
   const { registerCudaBackend } = await import("../runtime/cuda/register.ts");
-  return registerCudaBackend({ cudaGraphs: flags.enforceEager !== true, weightDtype: flags.dtype, kvCacheDtype: flags.kvCacheDtype });
+  return registerCudaBackend({ cudaGraphs: flags.enforceEager !== true, weightDtype: cudaWeightDtype(flags.dtype, modelDir), kvCacheDtype: flags.kvCacheDtype });
+}
+
+/** --dtype as the backend gets it: auto becomes f16 where the folder's config.json (if any) declares float16. */
+export function cudaWeightDtype(flag: CudaDtypeChoice, modelDir: string | undefined): CudaDtypeChoice {
+  if (flag !== "auto" || modelDir === undefined || !existsSync(join(modelDir, "config.json"))) return flag;
+  return configDtype(loadConfigJson(modelDir)) === "float16" ? "f16" : "auto";
 }

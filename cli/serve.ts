@@ -12,7 +12,7 @@ import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { buildServer } from "../runtime/server/app.ts";
 import type { BackendName } from "../runtime/step_executor.ts";
-import { backendFlag, cudaDtypeFlag, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
+import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface ServeFlags {
   host: string;
@@ -23,8 +23,8 @@ interface ServeFlags {
   kvCacheMemory?: number;
   gpuMemoryUtilization?: number;
   enforceEager?: boolean;
-  dtype: "auto" | "f32" | "bf16";
-  kvCacheDtype: "auto" | "f32" | "bf16";
+  dtype: CudaDtypeChoice;
+  kvCacheDtype: CudaDtypeChoice;
   backend: BackendName;
   blockSize: number;
   apiKey?: string;
@@ -62,8 +62,8 @@ export function serveCommand(): Command {
       gpuMemoryUtilizationFlag,
     )
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
-    .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's: bfloat16 if it stores bf16, else float32), float32 or bfloat16", cudaDtypeFlag("--dtype"), "auto")
-    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32 or bfloat16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
+    .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's: bfloat16 if it stores bf16, float16 if its config says so, else float32), float32, bfloat16 or float16", cudaDtypeFlag("--dtype"), "auto")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16 or float16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
     .option("--block-size <n>", "tokens per KV block", intFlag("--block-size", 1), 16)
     .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (also KILN_API_KEY)")
     .option("--served-model-name <name>", "the model name clients send (default: the folder name)")
@@ -73,7 +73,7 @@ export function serveCommand(): Command {
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
       const dir = dirArg ?? DEFAULT_MODEL_DIR;
       // the CUDA backend is loaded only when asked for; it lives as long as the process
-      const cuda = await registerCudaFromFlags(flags, "auto");
+      const cuda = await registerCudaFromFlags(flags, "auto", dir);
       cuda?.backend();
       const { engine, tokenizer, kvPool, maxModelLen } = await createEngine({
         modelDir: dir,

@@ -4,7 +4,8 @@
  *   1. open the CUDA backend (driver, NVRTC, kernels, cuBLASLt) and say what was found;
  *   2. every CUDA kernel against its CPU twin on random inputs of awkward sizes;
  *   3. golden parity of every supported fixture and the fortune model: fp32 within 1e-3, bf16
- *      weights within 2e-2, and fp32 with decode attention split along the keys;
+ *      weights within 2e-2, f16 weights within 2e-2 on a sample, and fp32 with decode attention
+ *      split along the keys;
  *   4. the fortune model's greedy text against the reference;
  *   5. timings (rows marked TIME, never pass or fail): the fortune model; then models of the
  *      Llama-3.2-1B and Qwen3-0.6B shapes with random bf16 weights made in-process: prefill
@@ -25,6 +26,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { deviceElementBytes } from "../../runtime/cuda/device_dtype.ts";
 import { CudaExecutor, type WeightDtype } from "../../runtime/cuda/executor.ts";
 import { deviceWeightBytes, kvBytesPerBlock } from "../../runtime/cuda/memory_budget.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
@@ -90,6 +92,9 @@ const GOLDEN: readonly [string, string, boolean][] = [
   ["jamba", "tests/fixtures/jamba", false],
   ["bamba", "tests/fixtures/bamba", false],
 ];
+/** The fixtures the f16 path is checked on: attention, sliding window, short conv and Mamba-2 hybrids. */
+const F16_SAMPLE = new Set(["llama", "qwen3", "mistral-swa", "lfm2", "bamba"]);
+
 /** bf16 rounding flips nearly tied expert choices in these tiny MoE fixtures: fp32 parity only. */
 const FP32_ONLY = new Set(["qwen3-moe", "minimax", "jamba"]);
 
@@ -120,6 +125,19 @@ async function checks(b: CudaBackend): Promise<void> {
       }
     } finally {
       bf16.dispose();
+    }
+  });
+
+  await section("golden with f16 weights and KV cache", async () => {
+    const f16 = registerCudaBackend({ weightDtype: "f16" });
+    try {
+      for (const [name, dir, ropeBf16] of GOLDEN) {
+        if (!F16_SAMPLE.has(name)) continue;
+        const { summary } = await runGolden(join(root, dir), { tolerance: 2e-2, backend: "cuda", ropeFreqBf16: ropeBf16 });
+        row(`golden ${name} (f16 weights + KV, 2e-2)`, summary.ok ? "PASS" : "FAIL", `prefill ${fmt(summary.worst_prefill_rel_err)} greedy ${fmt(summary.worst_greedy_logits_rel_err)} tokens ${summary.greedy_token_match}`);
+      }
+    } finally {
+      f16.dispose();
     }
   });
 
@@ -311,7 +329,7 @@ function decodeRows(b: CudaBackend, shape: Shape, m: RandomModel, weightDtype: W
   const prefill = quick ? 32 : 512;
   const name = `${shape.name}${quick ? " (toy)" : ""}`; // as `size` above
   // every weight read once per step, the tied LM head included
-  const floorMs = ((m.parameters * (weightDtype === "bf16" ? 2 : 4)) / bw) * 1000;
+  const floorMs = ((m.parameters * deviceElementBytes(weightDtype)) / bw) * 1000;
   // the toy run under the emulator times only the default and the baseline
   for (const [i, variant] of DECODE_VARIANTS.entries()) {
     if (quick && i === 1) continue;

@@ -1,6 +1,6 @@
 // Helpers shared by kiln's CUDA kernels. Self-contained on purpose: NVRTC compiles these files
-// with no system headers, so nothing here includes one (bf16 is converted by hand, infinity is
-// a bit pattern). Every kernel file includes this header; NVRTC receives it as an in-memory
+// with no system headers, so nothing here includes one (bf16 and f16 are converted by hand,
+// infinity is a bit pattern). Every kernel file includes this header; NVRTC receives it as an in-memory
 // header, nvcc finds it beside the .cu file.
 #pragma once
 
@@ -21,6 +21,42 @@ __device__ __forceinline__ unsigned short kiln_round_bf16(float x) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
   return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
+
+// f16 bit pattern → f32, exact. The magnitude bits shifted into f32 position read as a float
+// 2^112 too small (normal and subnormal halves alike, as f32 has the wider exponent), so one
+// multiply by 2^112 rebiases; infinities and NaNs (exponent 31) keep f32's all-ones exponent.
+__device__ __forceinline__ float kiln_widen_f16(unsigned short bits) {
+  const unsigned int mag = ((unsigned int)bits & 0x7fffu) << 13;
+  const unsigned int sign = ((unsigned int)bits & 0x8000u) << 16;
+  const unsigned int wide = mag >= (0x7c00u << 13) ? (mag | 0x7f800000u)
+                                                   : __float_as_uint(__uint_as_float(mag) * __uint_as_float(0x77800000u));
+  return __uint_as_float(sign | wide);
+}
+
+// f32 → nearest f16 bit pattern, ties to even; NaN stays a (quiet) NaN, |x| ≥ 65520 becomes
+// infinity. Below 2^-14 the result is subnormal: adding 0.5 rounds |x| to a multiple of 2^-24
+// (the f32 spacing at 0.5) in the float unit, and the f32 bits past 0.5's are the f16's.
+__device__ __forceinline__ unsigned short kiln_round_f16(float x) {
+  const unsigned int u = __float_as_uint(x);
+  const unsigned int sign = (u >> 16) & 0x8000u;
+  const unsigned int a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return (unsigned short)(sign | 0x7e00u);
+  if (a >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);
+  if (a < 0x38800000u) return (unsigned short)(sign | (__float_as_uint(__uint_as_float(a) + 0.5f) - 0x3f000000u));
+  const unsigned int r = a - 0x38000000u;  // exponent rebiased from 127 to 15
+  return (unsigned short)(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
+}
+
+// The 16-bit formats as types, for kernels templated over them: widen (exact) and round (to
+// nearest even) between the bit pattern and f32.
+struct kiln_bf16_format {
+  __device__ static __forceinline__ float widen(unsigned short bits) { return kiln_widen_bf16(bits); }
+  __device__ static __forceinline__ unsigned short round(float x) { return kiln_round_bf16(x); }
+};
+struct kiln_f16_format {
+  __device__ static __forceinline__ float widen(unsigned short bits) { return kiln_widen_f16(bits); }
+  __device__ static __forceinline__ unsigned short round(float x) { return kiln_round_f16(x); }
+};
 
 // Butterfly reductions over the 32 lanes of a warp; every lane gets the result. All lanes must
 // call them (full mask).

@@ -5,11 +5,13 @@
 // kiln_gemv_bf16: W [N, K] bf16 bit patterns. Each x element is rounded to bf16 (ties to even,
 //   as kiln_f32_to_bf16 does) before it multiplies, so the result is the bf16 GEMM's:
 //   out[m, n] = Σ_k bf16(x[m, k]) · W[n, k], the products exact in f32.
+// kiln_gemv_f16: the same with W [N, K] f16 bit patterns and x rounded to f16 (ties to even, as
+//   kiln_f32_to_f16 does): the f16 GEMM's result.
 // kiln_gemv_f32: W [N, K] f32; out[m, n] = Σ_k x[m, k] · W[n, k].
 //   Both: x [M, K] f32, out [M, N] f32; bias [N] added when hasBias != 0 (pass any device pointer
 //   otherwise). A warp computes C = 8 / R columns for all M rows, R = M rounded up to a power of
 //   two (M = 1: 8 columns, M = 2: 4, M = 3..4: 2, M = 5..8: 1), so its 8 accumulators reduce
-//   together with 9 shuffles. W rows are read with 16-byte loads (8 bf16 / 4 f32) when K is a
+//   together with 9 shuffles. W rows are read with 16-byte loads (8 bf16 or f16 / 4 f32) when K is a
 //   multiple of that and W and x start 16-byte aligned (then every row does), else one element
 //   per lane. The M rows of x are re-read from L1/L2, each x element used for the warp's C
 //   columns. With split > 1, consecutive warps share the columns, their K chunks interleaved, and
@@ -37,18 +39,19 @@ struct alignas(16) kiln_gemv_f32x4 {
   float v[4];
 };
 
-// bf16 weights: 8 per 16-byte chunk; x rounded to bf16 and widened back
-struct kiln_gemv_bf16_weights {
+// 16-bit weights of format F (bf16 or f16): 8 per 16-byte chunk; x rounded to F and widened back
+template <class F>
+struct kiln_gemv_half_weights {
   typedef unsigned short elem;
   static constexpr int VEC = 8;
-  __device__ static __forceinline__ float widen(unsigned short bits) { return kiln_widen_bf16(bits); }
-  __device__ static __forceinline__ float input(float v) { return kiln_widen_bf16(kiln_round_bf16(v)); }
+  __device__ static __forceinline__ float widen(unsigned short bits) { return F::widen(bits); }
+  __device__ static __forceinline__ float input(float v) { return F::widen(F::round(v)); }
   // element 2i is the low half of word i (little-endian), 2i + 1 the high half
   __device__ static __forceinline__ void load(const unsigned short* __restrict__ p, float (&w)[VEC]) {
     const kiln_gemv_u32x4 q = *reinterpret_cast<const kiln_gemv_u32x4*>(p);
     for (int i = 0; i < 4; i++) {
-      w[2 * i] = __uint_as_float(q.v[i] << 16);
-      w[2 * i + 1] = __uint_as_float(q.v[i] & 0xffff0000u);
+      w[2 * i] = F::widen((unsigned short)(q.v[i] & 0xffffu));
+      w[2 * i + 1] = F::widen((unsigned short)(q.v[i] >> 16));
     }
   }
 };
@@ -187,7 +190,13 @@ __device__ __forceinline__ void kiln_gemv(float* __restrict__ out, const float* 
 extern "C" __global__ void kiln_gemv_bf16(float* __restrict__ out, const float* __restrict__ x,
                                           const unsigned short* __restrict__ w, const float* __restrict__ bias,
                                           int hasBias, int M, int N, int K, int split) {
-  kiln_gemv<kiln_gemv_bf16_weights>(out, x, w, bias, hasBias, M, N, K, split);
+  kiln_gemv<kiln_gemv_half_weights<kiln_bf16_format> >(out, x, w, bias, hasBias, M, N, K, split);
+}
+
+extern "C" __global__ void kiln_gemv_f16(float* __restrict__ out, const float* __restrict__ x,
+                                         const unsigned short* __restrict__ w, const float* __restrict__ bias,
+                                         int hasBias, int M, int N, int K, int split) {
+  kiln_gemv<kiln_gemv_half_weights<kiln_f16_format> >(out, x, w, bias, hasBias, M, N, K, split);
 }
 
 extern "C" __global__ void kiln_gemv_f32(float* __restrict__ out, const float* __restrict__ x,

@@ -16,15 +16,26 @@ extern "C" __global__ void kiln_write_kv(float* kCache, float* vCache, const flo
   }
 }
 
-// The same write into bf16 caches (bit patterns), each element rounded to nearest even.
-extern "C" __global__ void kiln_write_kv_bf16(unsigned short* kCache, unsigned short* vCache, const float* k,
-                                              const float* v, const int* slotMapping, int T, int rowWidth) {
+// The same write into 16-bit caches (bit patterns of format F), each element rounded to nearest even.
+template <class F>
+__device__ __forceinline__ void kiln_write_kv_half(unsigned short* kCache, unsigned short* vCache, const float* k,
+                                                   const float* v, const int* slotMapping, int T, int rowWidth) {
   const int t = blockIdx.x;
   if (t >= T) return;
   const long long dst = (long long)slotMapping[t] * rowWidth;
   const long long src = (long long)t * rowWidth;
   for (int j = threadIdx.x; j < rowWidth; j += blockDim.x) {
-    kCache[dst + j] = kiln_round_bf16(k[src + j]);
-    vCache[dst + j] = kiln_round_bf16(v[src + j]);
+    kCache[dst + j] = F::round(k[src + j]);
+    vCache[dst + j] = F::round(v[src + j]);
   }
+}
+
+extern "C" __global__ void kiln_write_kv_bf16(unsigned short* kCache, unsigned short* vCache, const float* k,
+                                              const float* v, const int* slotMapping, int T, int rowWidth) {
+  kiln_write_kv_half<kiln_bf16_format>(kCache, vCache, k, v, slotMapping, T, rowWidth);
+}
+
+extern "C" __global__ void kiln_write_kv_f16(unsigned short* kCache, unsigned short* vCache, const float* k,
+                                             const float* v, const int* slotMapping, int T, int rowWidth) {
+  kiln_write_kv_half<kiln_f16_format>(kCache, vCache, k, v, slotMapping, T, rowWidth);
 }

@@ -4,8 +4,8 @@
 // blockTables[seq · maxBlocksPerSeq + j / blockSize] · blockSize + j % blockSize of the caches
 // [numSlots, numKvHeads, headDim]. score = (q · k) · scale, then softcap · tanh(score / softcap)
 // in the _softcap variants. `window` ≥ every position means no sliding window (the host passes
-// 2^30). The caches hold f32 (kiln_paged_attention*) or bf16 bit patterns (*_bf16); scores, the
-// softmax and the value sums are f32 either way.
+// 2^30). The caches hold f32 (kiln_paged_attention*), bf16 (*_bf16) or f16 (*_f16) bit patterns;
+// scores, the softmax and the value sums are f32 either way.
 //
 // GQA: the G = numHeads / numKvHeads query heads of a KV head read the same keys, so a block
 // takes up to KILN_ATTN_GROUP of them and reads each key and value row once for all of them.
@@ -36,8 +36,15 @@ struct alignas(16) kiln_u4 {
   unsigned int x, y, z, w;
 };
 
+// An f16 cache element as its bit pattern; a type of its own so that overloads tell it from bf16
+// (unsigned short) at compile time
+struct kiln_f16_bits {
+  unsigned short bits;
+};
+
 __device__ __forceinline__ float kiln_kv_load(const float* p, int i) { return p[i]; }
 __device__ __forceinline__ float kiln_kv_load(const unsigned short* p, int i) { return kiln_widen_bf16(p[i]); }
+__device__ __forceinline__ float kiln_kv_load(const kiln_f16_bits* p, int i) { return kiln_widen_f16(p[i].bits); }
 
 // Four (f32) or eight (bf16) consecutive cache elements at element i, widened; vector loads
 __device__ __forceinline__ void kiln_kv_chunk(const float* p, int i, float* o) {
@@ -53,6 +60,14 @@ __device__ __forceinline__ void kiln_kv_chunk(const unsigned short* p, int i, fl
   for (int k = 0; k < 4; ++k) {
     o[2 * k] = __uint_as_float(w[k] << 16);             // the lower address holds the first element
     o[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ void kiln_kv_chunk(const kiln_f16_bits* p, int i, float* o) {
+  const kiln_u4 u = *reinterpret_cast<const kiln_u4*>(p + i);
+  const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+  for (int k = 0; k < 4; ++k) {
+    o[2 * k] = kiln_widen_f16((unsigned short)(w[k] & 0xffffu));
+    o[2 * k + 1] = kiln_widen_f16((unsigned short)(w[k] >> 16));
   }
 }
 template <typename KV>
@@ -304,6 +319,26 @@ extern "C" __global__ void kiln_paged_attention_softcap_bf16(float* out, float* 
                                       int numSplits) {
   kiln_attend<true, unsigned short>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
                         numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+}
+
+extern "C" __global__ void kiln_paged_attention_f16(float* out, float* partial, const float* q, const unsigned short* kCache,
+                                      const unsigned short* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits) {
+  kiln_attend<false, kiln_f16_bits>(out, partial, q, reinterpret_cast<const kiln_f16_bits*>(kCache),
+                        reinterpret_cast<const kiln_f16_bits*>(vCache), tokenSeq, tokenPos, blockTables, maxBlocksPerSeq,
+                        blockSize, numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+}
+
+extern "C" __global__ void kiln_paged_attention_softcap_f16(float* out, float* partial, const float* q, const unsigned short* kCache,
+                                      const unsigned short* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits) {
+  kiln_attend<true, kiln_f16_bits>(out, partial, q, reinterpret_cast<const kiln_f16_bits*>(kCache),
+                        reinterpret_cast<const kiln_f16_bits*>(vCache), tokenSeq, tokenPos, blockTables, maxBlocksPerSeq,
+                        blockSize, numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
 }
 
 // Merges the splits of kiln_paged_attention: out = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M),

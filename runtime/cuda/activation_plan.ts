@@ -13,6 +13,7 @@ import { nodeInputs, numel, type Graph, type SymbolicDim, type ValueId } from ".
 import { compileGraph } from "../../compiler/pipeline.ts";
 import type { BufferSpec } from "../../compiler/program.ts";
 import { planSteps } from "./fused_plan.ts";
+import type { DeviceDtype } from "./device_dtype.ts";
 import { attentionScratchBytes, moeScratchBytes, type KvCacheDtype } from "./node_kernels.ts";
 
 /** Offsets are multiples of this (cuBLASLt and vector loads want aligned rows). */
@@ -65,7 +66,7 @@ export interface ExecutorActivations {
  */
 export function executorActivations(
   traced: Graph,
-  o: { readonly fusedKernels: boolean; readonly arch: string; readonly kvDtype: KvCacheDtype; readonly paramDtype: (name: string) => "f32" | "bf16" },
+  o: { readonly fusedKernels: boolean; readonly arch: string; readonly kvDtype: KvCacheDtype; readonly paramDtype: (name: string) => DeviceDtype },
 ): ExecutorActivations {
   if (!o.fusedKernels) return { graph: traced, uses: planStepUses(traced, nodeUnits(traced)) };
   const compiled = compileGraph(traced, { target: { kind: "cuda", arch: o.arch }, dtype: "f32", kvDtype: o.kvDtype });
@@ -75,7 +76,7 @@ export function executorActivations(
 /** An activation arena's parts for steps of T tokens and S rows. */
 export interface ArenaSizes {
   readonly layout: ActivationLayout;
-  /** the bf16 copy of the largest GEMM input */
+  /** the 16-bit copy of the largest GEMM input */
   readonly castBytes: number;
   /** attention split partials and MoE routes, the larger */
   readonly scratchBytes: number;

@@ -1,7 +1,7 @@
 /**
  * The CUDA executor's activation arenas in device memory: for steps of up to T tokens and S
  * logits rows, one allocation for every activation (packed by activation_plan.ts), the scratch
- * of attention and the experts kernels, the bf16 copy of a GEMM's input, the greedy picks and
+ * of attention and the experts kernels, the 16-bit copy of a GEMM's input, the greedy picks and
  * the packed step inputs.
  */
 import type { ValueId } from "../../compiler/ir.ts";
@@ -17,14 +17,14 @@ export interface Arena {
   /** each value's address in it (values computed inside a fused kernel have none) */
   readonly values: ReadonlyMap<ValueId, DevicePtr>;
   readonly scratch: DevicePtr;
-  readonly cast: DevicePtr; // bf16 copy of a GEMM's input activations (bf16 weights only)
+  readonly cast: DevicePtr; // 16-bit copy of a GEMM's input activations (16-bit weights only)
   readonly tokens: DevicePtr; // [S] i32, greedy picks
   readonly inputs: DevicePtr;
   readonly inputCapacity: number; // i32 elements
   readonly bytes: number;
 }
 
-/** Allocates an arena laid out as `sizes` says; `withCast` when some GEMM weight is bf16. */
+/** Allocates an arena laid out as `sizes` says; `withCast` when some GEMM weight is bf16 or f16. */
 export function allocArena(
   dev: CudaDevice,
   sizes: ArenaSizes,

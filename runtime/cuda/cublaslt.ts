@@ -1,6 +1,7 @@
 /**
  * GEMMs through cuBLASLt: row-major Y[M,N] = X[M,K] · W[N,K]ᵀ (PyTorch Linear layout), fp32 in
- * and out with fp32 accumulation (CUBLAS_COMPUTE_32F: no TF32), or bf16 X/W with an fp32 Y.
+ * and out with fp32 accumulation (CUBLAS_COMPUTE_32F: no TF32), or bf16 (or f16) X/W with an
+ * fp32 Y.
  *
  * cuBLASLt is column-major, so the product is stated transposed: Yᵀ (N×M, ld N) = op(A)·B with
  * A = W seen as a K×N column-major matrix (ld K) and TRANSA = T, B = Xᵀ as K×M (ld K), TRANSB = N.
@@ -11,10 +12,14 @@ import * as koffi from "koffi";
 import { KilnError } from "../errors.ts";
 import { check, type StatusText } from "./check.ts";
 import type { CudaDevice, DevicePtr } from "./device.ts";
+import type { DeviceDtype } from "./device_dtype.ts";
 import { bindCublasLt, CUBLASLT, type CublasLtApi } from "./ffi/cublaslt.ts";
 import { LIBCUBLASLT, locateLibrary, SYSTEM_PROBE, type HostProbe } from "./library_locator.ts";
 
-export type GemmDtype = "f32" | "bf16";
+/** the type of X and W */
+export type GemmDtype = DeviceDtype;
+
+const INPUT_TYPES = { f32: CUBLASLT.R_32F, bf16: CUBLASLT.R_16BF, f16: CUBLASLT.R_16F } as const satisfies Record<GemmDtype, number>;
 
 interface Plan {
   readonly desc: bigint;
@@ -72,7 +77,7 @@ export class CublasLt {
 
   /**
    * y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N], f32, by cuBLASLt's bias epilogue), queued on the
-   * device's stream. f32: all three fp32. bf16: x and w bf16, y fp32. Returns whether the bias
+   * device's stream. f32: all three fp32. bf16 / f16: x and w in that format, y fp32. Returns whether the bias
    * was added: false when it was not given, or when cuBLASLt offers no algorithm with the bias
    * epilogue for this shape (then the caller adds it).
    */
@@ -109,7 +114,7 @@ export class CublasLt {
     if (cached) return cached;
     const api = this.api;
     const what = `(${dtype}, M=${M}, N=${N}, K=${K}${bias === undefined ? "" : ", bias"})`;
-    const inType = dtype === "f32" ? CUBLASLT.R_32F : CUBLASLT.R_16BF;
+    const inType = INPUT_TYPES[dtype];
     const out = this.out64;
     check(api.cublasLtMatmulDescCreate(out, CUBLASLT.COMPUTE_32F, CUBLASLT.R_32F), `cublasLtMatmulDescCreate${what}`, this.text);
     const desc = out[0] ?? 0n;

@@ -6,8 +6,8 @@
  * node; a region that reads a weight kept in bf16 (the embedding table with bf16 weights) runs
  * node by node too. With fusedKernels: false every node of the traced graph runs on its own.
  *
- * Weights are uploaded once; each attention layer's KV pool lives in device memory, in f32 or
- * bf16 (`kvCacheDtype`, default as the weights: written rounded to nearest even, read widened
+ * Weights are uploaded once; each attention layer's KV pool lives in device memory, in f32, bf16
+ * or f16 (`kvCacheDtype`, default as the weights: written rounded to nearest even, read widened
  * to f32 by the attention kernels); activations share one arena sized for the largest step seen
  * so far (grown by doubling), values whose spans over the plan do not overlap sharing bytes
  * (runtime/cuda/activation_plan.ts); a step
@@ -25,10 +25,10 @@
  * attention, the stateful mixers and the logits tail run eagerly. Larger steps run eagerly.
  *
  * Weight precision: "f32" (default) keeps every weight in f32 (a bf16 checkpoint is widened on the
- * device, exactly) and runs fp32 GEMMs. "bf16" keeps the GEMM and embedding matrices in bf16 (an
- * f32 checkpoint is rounded on the device) and runs bf16 × bf16 GEMMs with fp32 accumulation and
- * output, rounding each GEMM's input activations to bf16; norms, biases and everything between
- * GEMMs stay f32.
+ * device, exactly) and runs fp32 GEMMs. "bf16" (or "f16") keeps the GEMM and embedding matrices
+ * in that 16-bit format (converted on the device, rounded to nearest even) and runs 16-bit × 16-bit
+ * GEMMs with fp32 accumulation and output, rounding each GEMM's input activations to the same
+ * format; norms, biases and everything between GEMMs stay f32.
  */
 import { numel, type Graph, type ValueId } from "../../compiler/ir.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
@@ -48,6 +48,8 @@ import { matrixParams } from "./memory_budget.ts";
 import { stepLauncher, type StepLauncher } from "./step_launch.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments, type Segment } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
+import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
+import type { KernelName } from "./kernel_catalog.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
   GEMV_MAX_ROWS,
@@ -65,7 +67,14 @@ import {
 } from "./node_kernels.ts";
 import { packStepInputs, type PackedStep } from "./step_inputs.ts";
 
-export type WeightDtype = "f32" | "bf16";
+/** How the GEMM and embedding matrices are held on the device */
+export type WeightDtype = DeviceDtype;
+
+/** kernels converting a checkpoint's weights (f32 or bf16) to another device format, (out, in, n) */
+const WEIGHT_CONVERSIONS = {
+  f32: { f32: undefined, bf16: "kiln_f32_to_bf16", f16: "kiln_f32_to_f16" },
+  bf16: { f32: "kiln_bf16_to_f32", bf16: undefined, f16: "kiln_bf16_to_f16" },
+} as const satisfies Record<WeightData["dtype"], Record<DeviceDtype, KernelName | undefined>>;
 
 export interface CudaExecutorOptions extends ExecutorOptions {
   readonly attention?: AttentionTuning;
@@ -282,9 +291,10 @@ export class CudaExecutor implements StepExecutor {
 
   private uploadWeights(weights: ReadonlyMap<string, WeightData>): void {
     const dev = this.backend.device;
-    const matrices = this.opts.weightDtype === "bf16" ? matrixParams(this.graph) : new Set<string>();
-    const target = (name: string): WeightDtype => (matrices.has(name) ? "bf16" : "f32");
-    // staging for the weights converted on the device (bf16 → f32, or f32 → bf16)
+    const matrixDtype = this.opts.weightDtype ?? "f32";
+    const matrices = isHalf(matrixDtype) ? matrixParams(this.graph) : new Set<string>();
+    const target = (name: string): WeightDtype => (matrices.has(name) ? matrixDtype : "f32");
+    // staging for the weights converted on the device (bf16 → f32, f32 → bf16, ...)
     let stagingBytes = 0;
     for (const [name, w] of weights) if (w.dtype !== target(name)) stagingBytes = Math.max(stagingBytes, w.data.byteLength);
     const staging = stagingBytes > 0 ? dev.alloc(stagingBytes) : undefined;
@@ -295,14 +305,13 @@ export class CudaExecutor implements StepExecutor {
         if (w === undefined) continue;
         const to = target(n.name);
         const count = w.data.length;
-        const p = this.own(count * (to === "f32" ? 4 : 2));
-        if (w.dtype === to || staging === undefined) {
+        const p = this.own(count * deviceElementBytes(to));
+        const convert = WEIGHT_CONVERSIONS[w.dtype][to];
+        if (convert === undefined || staging === undefined) {
           dev.upload(p, w.data);
         } else {
           dev.upload(staging, w.data);
-          const grid = strideGrid(count);
-          if (to === "f32") this.backend.kernels.launch("kiln_bf16_to_f32", grid, [256, 1, 1], [p, staging, count]);
-          else this.backend.kernels.launch("kiln_f32_to_bf16", grid, [256, 1, 1], [p, staging, count]);
+          this.backend.kernels.launch(convert, strideGrid(count), [256, 1, 1], [p, staging, count]);
           dev.synchronize(); // the staging buffer is reused by the next weight
         }
         this.weights.set(n.name, p);
@@ -323,7 +332,7 @@ export class CudaExecutor implements StepExecutor {
   }
 
   private allocArena(capT: number, capS: number, inputCapacity: number): Arena {
-    const withCast = [...this.dtypes.values()].includes("bf16");
+    const withCast = [...this.dtypes.values()].some(isHalf);
     return allocArena(this.backend.device, arenaSizes(this.graph, this.uses, capT, capS, this.backend.device.info.multiprocessors), { T: capT, S: capS, inputCapacity, withCast });
   }
 

@@ -3,7 +3,7 @@
  * held on the device as the program declares them (activations and f32 weights in f32, the
  * step inputs in i32, the KV cache in the executor's KV dtype) is rendered to CUDA C, and all of them are
  * compiled by NVRTC as one module and launched in place of their nodes; the others (a region
- * reading a weight kept in bf16) and every GEMM and custom op run node by node. A KV layer whose
+ * reading a weight kept in bf16 or f16) and every GEMM and custom op run node by node. A KV layer whose
  * k/v a fused kernel writes into the cache is recorded, so its attention skips its own write.
  */
 import { createHash } from "node:crypto";
@@ -12,6 +12,7 @@ import type { BufferSpec, Program } from "../../compiler/program.ts";
 import { CUDA_PRELUDE, cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { CudaDevice, DevicePtr, KernelFunction } from "./device.ts";
+import type { DeviceDtype } from "./device_dtype.ts";
 import type { KernelArg } from "./kernel_args.ts";
 
 /** A fused kernel of the compiled program, loaded: launched with `rows` then its buffers' addresses. */
@@ -36,7 +37,7 @@ export type PlannedStep =
  * the program declares it. `paramDtype` says how the device holds a parameter and `kvDtype` the
  * KV cache. Pure: the memory budget plans with it before any device is touched.
  */
-export function planSteps(program: Program, paramDtype: (name: string) => "f32" | "bf16", kvDtype: "f32" | "bf16"): PlannedStep[] {
+export function planSteps(program: Program, paramDtype: (name: string) => DeviceDtype, kvDtype: DeviceDtype): PlannedStep[] {
   const onDevice = (b: BufferSpec): boolean => {
     switch (b.role.kind) {
       case "input":
@@ -69,8 +70,8 @@ export function planSteps(program: Program, paramDtype: (name: string) => "f32" 
 export function planProgram(
   program: Program,
   backend: CudaBackend,
-  paramDtype: (name: string) => "f32" | "bf16",
-  kvDtype: "f32" | "bf16",
+  paramDtype: (name: string) => DeviceDtype,
+  kvDtype: DeviceDtype,
   kvWritten: Set<string>,
 ): ExecStep[] {
   const planned = planSteps(program, paramDtype, kvDtype);

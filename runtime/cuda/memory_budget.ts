@@ -5,7 +5,7 @@
  * state of mamba-like layers and an activation reserve; the rest is KV blocks.
  *
  * Pure arithmetic over the graph: the byte counts mirror what CudaExecutor allocates (weights in
- * f32, or GEMM and embedding matrices in bf16; KV in f32 or bf16 and state in f32, each with one
+ * f32, or GEMM and embedding matrices in bf16 or f16; KV in f32, bf16 or f16 and state in f32, each with one
  * padding block or slot for captured decode batches; an activation arena for eager steps of up to
  * nextPow2(T) tokens, and another shared by the decode graphs).
  */
@@ -13,12 +13,13 @@ import { numel, type Graph, type KvLayerSpec, type StateLayerSpec } from "../../
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
+import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
 import { kvElementBytes, type KvCacheDtype } from "./node_kernels.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
 export const ACTIVATION_MARGIN_BYTES = 64 * 2 ** 20;
 
-export type DeviceWeightDtype = "f32" | "bf16";
+export type DeviceWeightDtype = DeviceDtype;
 
 export interface DeviceMemory {
   readonly free: number;
@@ -30,7 +31,7 @@ export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: numbe
   return layers.reduce((sum, l) => sum + 2 * kvElementBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
 }
 
-/** Names of the parameters read as GEMM weights or embedding tables (the ones bf16 mode keeps in bf16). */
+/** Names of the parameters read as GEMM weights or embedding tables (the ones bf16 / f16 modes keep in 16 bits). */
 export function matrixParams(graph: Graph): Set<string> {
   const names = new Set<string>();
   for (const n of graph.nodes) {
@@ -43,14 +44,14 @@ export function matrixParams(graph: Graph): Set<string> {
 
 /** Device bytes the executor holds for the graph's weights at the given precision. */
 export function deviceWeightBytes(graph: Graph, weights: ReadonlyMap<string, WeightData>, dtype: DeviceWeightDtype): number {
-  const matrices = dtype === "bf16" ? matrixParams(graph) : new Set<string>();
+  const matrices = isHalf(dtype) ? matrixParams(graph) : new Set<string>();
   const seen = new Set<string>();
   let bytes = 0;
   for (const n of graph.nodes) {
     if (n.kind !== "param" || seen.has(n.name)) continue;
     seen.add(n.name);
     const w = weights.get(n.name);
-    if (w !== undefined) bytes += w.data.length * (matrices.has(n.name) ? 2 : 4);
+    if (w !== undefined) bytes += w.data.length * (matrices.has(n.name) ? deviceElementBytes(dtype) : 4);
   }
   return bytes;
 }
@@ -83,7 +84,7 @@ export interface ActivationShape {
 
 /**
  * One activation arena for steps of T tokens and S rows, as the executor allocates it: the
- * activations packed by their spans (activation_plan.ts), the bf16 copy of a GEMM input,
+ * activations packed by their spans (activation_plan.ts), the 16-bit copy of a GEMM input,
  * attention and MoE scratch, the greedy picks.
  */
 function arenaBytes(a: ExecutorActivations, T: number, S: number, multiprocessors: number): number {
@@ -97,12 +98,12 @@ function arenaBytes(a: ExecutorActivations, T: number, S: number, multiprocessor
  * ACTIVATION_MARGIN_BYTES for step inputs, rotary tables, captured graphs and rounding.
  */
 export function activationBytes(graph: Graph, s: ActivationShape): number {
-  const matrices = s.weightDtype === "bf16" ? matrixParams(graph) : new Set<string>();
+  const matrices = isHalf(s.weightDtype) ? matrixParams(graph) : new Set<string>();
   const a = executorActivations(graph, {
     fusedKernels: s.fusedKernels !== false,
     arch: s.arch,
     kvDtype: s.kvDtype,
-    paramDtype: (name) => (matrices.has(name) ? "bf16" : "f32"),
+    paramDtype: (name) => (matrices.has(name) ? s.weightDtype : "f32"),
   });
   const eager = arenaBytes(a, nextPow2(s.maxTokens), nextPow2(Math.min(s.maxRows, s.maxTokens)), s.multiprocessors);
   const graphs = s.graphRows > 0 ? arenaBytes(a, s.graphRows, s.graphRows, s.multiprocessors) : 0;

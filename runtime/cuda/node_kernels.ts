@@ -6,6 +6,7 @@ import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDi
 import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
+import { deviceElementBytes, isHalf, ROUND_KERNELS, type DeviceDtype } from "./device_dtype.ts";
 import type { KernelName } from "./kernel_catalog.ts";
 import { strideGrid } from "./kernels.ts";
 import type { DeviceStatePool } from "./state_pool.ts";
@@ -29,8 +30,8 @@ export const MAX_ATTENTION_SPLITS = 32;
 /** query heads of one KV head that a paged-attention block serves (KILN_ATTN_GROUP) */
 export const ATTENTION_GROUP = 4;
 
-/** How the KV cache is held on the device: f32, or bf16 (rounded to nearest even when written). */
-export type KvCacheDtype = "f32" | "bf16";
+/** How the KV cache is held on the device: f32, or bf16 / f16 (rounded to nearest even when written). */
+export type KvCacheDtype = DeviceDtype;
 
 /** The paged-attention grid's x extent: each KV head's query heads in groups of ATTENTION_GROUP. */
 export function attentionHeadBlocks(numHeads: number, numKvHeads: number): number {
@@ -49,7 +50,12 @@ const GEMV_WARPS_PER_BLOCK = 8;
 const ATTENTION_KERNELS = {
   f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
   bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
+  f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
 } as const satisfies Record<KvCacheDtype, Record<"plain" | "softcap", KernelName>>;
+
+const KV_WRITE_KERNELS = { f32: "kiln_write_kv", bf16: "kiln_write_kv_bf16", f16: "kiln_write_kv_f16" } as const satisfies Record<KvCacheDtype, KernelName>;
+const EMBEDDING_KERNELS = { f32: "kiln_embedding_f32", bf16: "kiln_embedding_bf16", f16: "kiln_embedding_f16" } as const satisfies Record<DeviceDtype, KernelName>;
+const GEMV_KERNELS = { f32: "kiln_gemv_f32", bf16: "kiln_gemv_bf16", f16: "kiln_gemv_f16" } as const satisfies Record<DeviceDtype, KernelName>;
 
 /**
  * The GEMV's launch for out[M, N] = x[M, K] · W[N, K]ᵀ. A warp takes C = 8 / R columns (R = M
@@ -117,7 +123,7 @@ export function attentionScratchBytes(n: NodeOf<"attention">, T: number, multipr
 
 /** Bytes per element of a KV cache held as `dtype`. */
 export function kvElementBytes(dtype: KvCacheDtype): number {
-  return dtype === "bf16" ? 2 : 4;
+  return deviceElementBytes(dtype);
 }
 
 export interface KvPoolLayer {
@@ -133,7 +139,7 @@ export interface StepFrame {
   readonly inputs: DevicePtr;
   /** attention partials: [T, numHeads, MAX_ATTENTION_SPLITS, headDim + 2] f32 for the widest layer */
   readonly scratch: DevicePtr;
-  /** room for the largest GEMM input as bf16 */
+  /** room for the largest GEMM input as 16-bit floats */
   readonly cast: DevicePtr;
   ptr(id: ValueId): DevicePtr;
 }
@@ -150,7 +156,7 @@ export class NodeKernels {
     private readonly blockSize: number,
     private readonly tuning: AttentionTuning,
     /** how a parameter is held on the device */
-    private readonly dtypeOf: (param: ValueId) => "f32" | "bf16",
+    private readonly dtypeOf: (param: ValueId) => DeviceDtype,
     /** mamba-like layers' per-sequence state and each lightning layer's decays exp(−slope) [heads] */
     private readonly mixers: { readonly pool: DeviceStatePool | undefined; readonly decays: ReadonlyMap<ValueId, DevicePtr> },
     /** linears of at most this many rows run as GEMVs; 0 sends every linear to cuBLASLt */
@@ -179,8 +185,7 @@ export class NodeKernels {
       case "param":
         return;
       case "embedding": {
-        const name = this.dtypeOf(n.table) === "bf16" ? "kiln_embedding_bf16" : "kiln_embedding_f32";
-        return k.launch(name, [rows, 1, 1], [256, 1, 1], [f.ptr(n.id), f.ptr(n.table), f.ptr(n.ids), rows, last(n.shape)]);
+        return k.launch(EMBEDDING_KERNELS[this.dtypeOf(n.table)], [rows, 1, 1], [256, 1, 1], [f.ptr(n.id), f.ptr(n.table), f.ptr(n.ids), rows, last(n.shape)]);
       }
       case "linear": {
         const N = last(n.shape);
@@ -189,10 +194,11 @@ export class NodeKernels {
         // the bias (f32) comes in through cuBLASLt's bias epilogue where it has one for the shape
         const bias = n.bias === undefined ? undefined : f.ptr(n.bias);
         let added: boolean;
-        if (this.dtypeOf(n.weight) === "bf16") {
-          // bf16 × bf16 → fp32: the activations are rounded to bf16 first
-          k.launch("kiln_f32_to_bf16", strideGrid(rows * K), [256, 1, 1], [f.cast, f.ptr(n.x), rows * K]);
-          added = this.backend.blas.matmul("bf16", f.ptr(n.id), f.cast, f.ptr(n.weight), rows, N, K, bias);
+        const wDtype = this.dtypeOf(n.weight);
+        if (isHalf(wDtype)) {
+          // bf16 × bf16 (or f16 × f16) → fp32: the activations are rounded to the weights' format first
+          k.launch(ROUND_KERNELS[wDtype], strideGrid(rows * K), [256, 1, 1], [f.cast, f.ptr(n.x), rows * K]);
+          added = this.backend.blas.matmul(wDtype, f.ptr(n.id), f.cast, f.ptr(n.weight), rows, N, K, bias);
         } else {
           added = this.backend.blas.matmul("f32", f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, N, K, bias);
         }
@@ -243,12 +249,12 @@ export class NodeKernels {
   }
 
   /**
-   * A linear of few rows as one GEMV launch, bias fused. With bf16 weights the kernel rounds x to
-   * bf16 as it reads it, so it computes from the same inputs as the cast + bf16 GEMM path.
+   * A linear of few rows as one GEMV launch, bias fused. With 16-bit weights the kernel rounds x
+   * to their format as it reads it, so it computes from the same inputs as the cast + GEMM path.
    */
   private gemv(n: NodeOf<"linear">, f: StepFrame, M: number, N: number, K: number): void {
     const { grid, block, split } = gemvLaunch(M, N, K, this.backend.device.info.multiprocessors);
-    const name = this.dtypeOf(n.weight) === "bf16" ? "kiln_gemv_bf16" : "kiln_gemv_f32";
+    const name = GEMV_KERNELS[this.dtypeOf(n.weight)];
     const bias = n.bias === undefined ? f.ptr(n.weight) : f.ptr(n.bias);
     this.backend.kernels.launch(name, grid, block, [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), bias, n.bias === undefined ? 0 : 1, M, N, K, split]);
   }
@@ -368,8 +374,7 @@ export class NodeKernels {
     const T = packed.T;
     const at = (offset: number): DevicePtr => f.inputs + BigInt(offset * 4);
     if (!this.kvWrittenByFusedKernels.has(n.cacheKey)) {
-      const write = this.kvDtype === "bf16" ? "kiln_write_kv_bf16" : "kiln_write_kv";
-      k.launch(write, [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
+      k.launch(KV_WRITE_KERNELS[this.kvDtype], [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
     }
     const headBlocks = attentionHeadBlocks(n.numHeads, n.numKvHeads);
     const splits = attentionSplits(T, headBlocks, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);

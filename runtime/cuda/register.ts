@@ -25,7 +25,8 @@ export interface CudaBackendSettings extends BackendOpenOptions {
   readonly attention?: AttentionTuning;
   /**
    * weight precision of the executors (default f32); "auto" follows the checkpoint: bf16 when it
-   * stores any weight in bf16, else f32
+   * stores any weight in bf16, else f32 (the loader widens f16 tensors to f32, so an f16
+   * checkpoint asks for "f16" by name: `kiln serve --dtype auto` does so from its config.json)
    */
   readonly weightDtype?: WeightDtype | "auto";
   /** replay CUDA graphs for decode steps (default true); false is vLLM's enforce_eager */

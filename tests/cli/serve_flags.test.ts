@@ -4,7 +4,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { InvalidArgumentError } from "commander";
 import { describe, expect, it } from "vitest";
-import { backendFlag, cudaDtypeFlag, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
+import { backendFlag, cudaDtypeFlag, cudaWeightDtype, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
+import { copyFixture, editConfig, fixture } from "../fixture_copy.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -20,10 +21,22 @@ describe("kiln serve flags", () => {
     expect(() => backendFlag("tpu")).toThrow(/cpu or cuda/);
   });
 
-  it("--dtype and --kv-cache-dtype take auto, float32 or bfloat16 (and their short names)", () => {
+  it("--dtype and --kv-cache-dtype take auto, float32, bfloat16 or float16 (and their short names)", () => {
     const f = cudaDtypeFlag("--kv-cache-dtype");
-    expect(["auto", "float32", "FP32", "f32", "bfloat16", "bf16"].map(f)).toEqual(["auto", "f32", "f32", "f32", "bf16", "bf16"]);
-    for (const bad of ["fp8", "float16", ""]) expect(() => f(bad), bad).toThrow(/--kv-cache-dtype must be auto, float32 or bfloat16/);
+    expect(["auto", "float32", "FP32", "f32", "bfloat16", "bf16", "float16", "half", "fp16"].map(f)).toEqual(["auto", "f32", "f32", "f32", "bf16", "bf16", "f16", "f16", "f16"]);
+    for (const bad of ["fp8", "int8", ""]) expect(() => f(bad), bad).toThrow(/--kv-cache-dtype must be auto, float32, bfloat16 or float16/);
+  });
+
+  it("--dtype auto means f16 for a folder whose config declares float16 weights, and stays auto otherwise", () => {
+    const dir = copyFixture("llama");
+    editConfig(dir, (cfg) => {
+      cfg["dtype"] = "float16";
+    });
+    expect(cudaWeightDtype("auto", dir)).toBe("f16");
+    expect(cudaWeightDtype("bf16", dir)).toBe("bf16");
+    expect(cudaWeightDtype("auto", fixture("llama"))).toBe("auto"); // float32: the backend's auto decides
+    expect(cudaWeightDtype("auto", fixture("llama-bf16"))).toBe("auto");
+    expect(cudaWeightDtype("auto", undefined)).toBe("auto");
   });
 
   it("--kv-cache-dtype on the CPU backend is refused with a typed error before the model loads", async () => {

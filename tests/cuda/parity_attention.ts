@@ -2,11 +2,24 @@
  * Parity cases for the KV-cache write and paged attention: packed steps that mix decode, chunked
  * prefill over a cached prefix and fresh prefill, GQA (groups smaller than, equal to and larger
  * than a block's ATTENTION_GROUP) and MQA, awkward block and head sizes, the sliding window,
- * soft-capping, splits along the keys (some of them empty), and f32 and bf16 caches.
+ * soft-capping, splits along the keys (some of them empty), and f32, bf16 and f16 caches.
  */
 import { attentionHeadBlocks, type KvCacheDtype } from "../../runtime/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
-import { compare, fromBf16, randomF32, rng, toBf16, type ParityCase } from "./parity_support.ts";
+import type { KernelName } from "../../runtime/cuda/kernel_catalog.ts";
+import { compare, fromBf16, fromF16, randomF32, rng, toBf16, toF16, type ParityCase } from "./parity_support.ts";
+
+const KERNELS = {
+  f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
+  bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
+  f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
+} as const satisfies Record<KvCacheDtype, Record<"plain" | "softcap", KernelName>>;
+
+/** How a test puts a cache of each dtype on the device: rounded bits, and their values widened back. */
+const HALF = {
+  bf16: { round: toBf16, widen: fromBf16 },
+  f16: { round: toF16, widen: fromF16 },
+} as const;
 
 interface SeqSpec {
   /** context length after the step */
@@ -40,7 +53,7 @@ function shuffled(n: number, r: () => number): number[] {
   return a;
 }
 
-function attentionCase(c: AttentionConfig): ParityCase {
+export function attentionCase(c: AttentionConfig): ParityCase {
   return {
     name: c.name,
     run: (b, s) => {
@@ -65,18 +78,19 @@ function attentionCase(c: AttentionConfig): ParityCase {
       });
       const T = tokenSeq.length;
       const cacheLen = numBlocks * c.blockSize * c.numKvHeads * D;
-      const bf16 = c.kv === "bf16";
-      // a bf16 cache holds rounded values: the twin reads them widened back
-      const kCache = bf16 ? fromBf16(toBf16(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
-      const vCache = bf16 ? fromBf16(toBf16(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
-      const cache = (x: Float32Array) => (bf16 ? s.u16(toBf16(x)) : s.f32(x));
+      const kv = c.kv ?? "f32";
+      const half = kv === "f32" ? undefined : HALF[kv];
+      // a 16-bit cache holds rounded values: the twin reads them widened back
+      const kCache = half ? half.widen(half.round(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
+      const vCache = half ? half.widen(half.round(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
+      const cache = (x: Float32Array) => (half ? s.u16(half.round(x)) : s.f32(x));
       const q = randomF32(T * c.numHeads * D, r);
       const scale = 1 / Math.sqrt(D);
       const seqs = Int32Array.from(tokenSeq);
       const poss = Int32Array.from(tokenPos);
       const out = s.out(T * c.numHeads * D);
       const partial = s.out(Math.max(1, T * c.numHeads * c.splits * (D + 2)));
-      const kernel = c.softcap === undefined ? (bf16 ? "kiln_paged_attention_bf16" : "kiln_paged_attention") : bf16 ? "kiln_paged_attention_softcap_bf16" : "kiln_paged_attention_softcap";
+      const kernel = KERNELS[kv][c.softcap === undefined ? "plain" : "softcap"];
       b.kernels.launch(kernel, [attentionHeadBlocks(c.numHeads, c.numKvHeads), T, c.splits], [128, 1, 1], [
         out,
         partial,
@@ -142,42 +156,53 @@ const writeKvCase: ParityCase = {
   },
 };
 
-const writeKvBf16Case: ParityCase = {
-  name: "write_kv_bf16 9 tokens → 40 slots, row 24: rounded to nearest even",
-  run: (b, s) => {
-    const r = rng(72);
-    const rowWidth = 24;
-    const kCache = toBf16(randomF32(40 * rowWidth, r));
-    const vCache = toBf16(randomF32(40 * rowWidth, r));
-    const k = randomF32(9 * rowWidth, r, 3);
-    const v = randomF32(9 * rowWidth, r, 3);
-    k[5] = 1 + 2 ** -8; // a tie: rounds to even (1)
-    k[6] = 1 + 3 * 2 ** -8; // a tie: rounds to even (1 + 2^-6)
-    const slots = Int32Array.from(shuffled(40, r).slice(0, 9));
-    const dk = s.u16(kCache);
-    const dv = s.u16(vCache);
-    b.kernels.launch("kiln_write_kv_bf16", [9, 1, 1], [128, 1, 1], [dk, dv, s.f32(k), s.f32(v), s.i32(slots), 9, rowWidth]);
-    const want = new Uint16Array(80 * rowWidth);
-    want.set(kCache);
-    want.set(vCache, 40 * rowWidth);
-    const kb = toBf16(k);
-    const vb = toBf16(v);
-    slots.forEach((slot, t) => {
-      want.set(kb.subarray(t * rowWidth, (t + 1) * rowWidth), slot * rowWidth);
-      want.set(vb.subarray(t * rowWidth, (t + 1) * rowWidth), (40 + slot) * rowWidth);
-    });
-    const got = new Uint16Array(80 * rowWidth);
-    got.set(s.readU16(dk, 40 * rowWidth));
-    got.set(s.readU16(dv, 40 * rowWidth), 40 * rowWidth);
-    return compare("write_kv_bf16 9 tokens → 40 slots, row 24", got, want, 0);
-  },
-};
+/** The 16-bit cache writes: each element rounded to nearest even, ties and edge values included. */
+function writeKvHalfCase(dtype: "bf16" | "f16"): ParityCase {
+  const name = `write_kv_${dtype} 9 tokens → 40 slots, row 24: rounded to nearest even`;
+  const { round } = HALF[dtype];
+  const ulpBits = dtype === "bf16" ? 7 : 10; // mantissa bits
+  return {
+    name,
+    run: (b, s) => {
+      const r = rng(dtype === "bf16" ? 72 : 73);
+      const rowWidth = 24;
+      const kCache = round(randomF32(40 * rowWidth, r));
+      const vCache = round(randomF32(40 * rowWidth, r));
+      const k = randomF32(9 * rowWidth, r, 3);
+      const v = randomF32(9 * rowWidth, r, 3);
+      k[5] = 1 + 2 ** -(ulpBits + 1); // a tie: rounds to even (1)
+      k[6] = 1 + 3 * 2 ** -(ulpBits + 1); // a tie: rounds to even (1 + 2 ulp)
+      if (dtype === "f16") {
+        k[7] = 70000; // past the largest f16: infinity
+        v[8] = -3e-6; // a subnormal f16
+      }
+      const slots = Int32Array.from(shuffled(40, r).slice(0, 9));
+      const dk = s.u16(kCache);
+      const dv = s.u16(vCache);
+      b.kernels.launch(dtype === "bf16" ? "kiln_write_kv_bf16" : "kiln_write_kv_f16", [9, 1, 1], [128, 1, 1], [dk, dv, s.f32(k), s.f32(v), s.i32(slots), 9, rowWidth]);
+      const want = new Uint16Array(80 * rowWidth);
+      want.set(kCache);
+      want.set(vCache, 40 * rowWidth);
+      const kb = round(k);
+      const vb = round(v);
+      slots.forEach((slot, t) => {
+        want.set(kb.subarray(t * rowWidth, (t + 1) * rowWidth), slot * rowWidth);
+        want.set(vb.subarray(t * rowWidth, (t + 1) * rowWidth), (40 + slot) * rowWidth);
+      });
+      const got = new Uint16Array(80 * rowWidth);
+      got.set(s.readU16(dk, 40 * rowWidth));
+      got.set(s.readU16(dv, 40 * rowWidth), 40 * rowWidth);
+      return compare(name, got, want, 0);
+    },
+  };
+}
 
 export function attentionCases(): ParityCase[] {
   const base = { numHeads: 6, numKvHeads: 2, headDim: 40, blockSize: 5, window: undefined, softcap: undefined, splits: 1 };
   return [
     writeKvCase,
-    writeKvBf16Case,
+    writeKvHalfCase("bf16"),
+    writeKvHalfCase("f16"),
     attentionCase({ ...base, name: "attention mixed, bf16 cache, GQA 6/2", seqs: MIXED, kv: "bf16", seed: 86 }),
     attentionCase({ ...base, name: "attention mixed, bf16 cache, D=18 (no vector loads), softcap", seqs: MIXED, headDim: 18, softcap: 30, kv: "bf16", seed: 87 }),
     attentionCase({ ...base, name: "attention GQA 12/2: two head groups per KV head, the second partial", seqs: MIXED, numHeads: 12, headDim: 24, seed: 88 }),
@@ -188,6 +213,9 @@ export function attentionCases(): ParityCase[] {
     attentionCase({ ...base, name: "attention bf16 D=128 GQA 8/2 window 20", seqs: MIXED, numHeads: 8, headDim: 128, window: 20, kv: "bf16", seed: 92 }),
     attentionCase({ ...base, name: "attention f32 D=64 softcap, 3 splits", seqs: MIXED, headDim: 64, softcap: 25, splits: 3, seed: 93 }),
     attentionCase({ ...base, name: "attention bf16 D=256 GQA 4/2, 2 splits", seqs: [{ seqLen: 90, qLen: 1 }, ...MIXED], numHeads: 4, headDim: 256, splits: 2, kv: "bf16", seed: 94 }),
+    attentionCase({ ...base, name: "attention mixed, f16 cache, GQA 6/2", seqs: MIXED, kv: "f16", seed: 95 }),
+    attentionCase({ ...base, name: "attention f16 D=18 (no vector loads), window 7, softcap", seqs: MIXED, headDim: 18, window: 7, softcap: 30, kv: "f16", seed: 96 }),
+    attentionCase({ ...base, name: "attention f16 D=128 GQA 16/2, 4 splits", seqs: [{ seqLen: 300, qLen: 1 }, ...MIXED], numHeads: 16, headDim: 128, blockSize: 16, splits: 4, kv: "f16", seed: 97 }),
     attentionCase({ ...base, name: "attention mixed step GQA 6/2 D=40 block 5", seqs: MIXED, seed: 81 }),
     attentionCase({ ...base, name: "attention mixed, window 7, softcap 20, D=18", seqs: MIXED, headDim: 18, window: 7, softcap: 20, seed: 82 }),
     attentionCase({ ...base, name: "attention mixed, 4 splits (empty ones)", seqs: MIXED, splits: 4, seed: 83 }),

@@ -9,6 +9,7 @@ import { strideGrid } from "../../runtime/cuda/kernels.ts";
 import { gemvLaunch } from "../../runtime/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import { attentionCases } from "./parity_attention.ts";
+import { f16Cases } from "./parity_f16.ts";
 import { mixerCases } from "./parity_mixers.ts";
 import { samplingCases } from "./parity_sampling.ts";
 import { compare, randomF32, randomInts, rng, toBf16, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
@@ -320,6 +321,7 @@ export const PARITY_CASES: readonly ParityCase[] = [
   ...bf16GemmCases(),
   ...biasGemmCases(),
   ...gemvCases(),
+  ...f16Cases(),
   argmaxCase(),
   ...samplingCases(),
   ...attentionCases(),

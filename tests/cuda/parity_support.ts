@@ -4,6 +4,8 @@
  */
 import type { CudaBackend } from "../../runtime/cuda/backend.ts";
 import type { DevicePtr } from "../../runtime/cuda/device.ts";
+import { f32ToF16 } from "../../runtime/artifact_weights.ts";
+import { f16BitsToF32 } from "../../runtime/safetensors.ts";
 
 export interface ParityResult {
   readonly name: string;
@@ -53,6 +55,16 @@ export function randomInts(n: number, below: number, r: () => number): Int32Arra
 export function toBf16(x: Float32Array): Uint16Array {
   const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
   return Uint16Array.from(bits, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+}
+
+/** f32 values rounded to the nearest f16 bit patterns, ties to even (the host's own converter) */
+export function toF16(x: Float32Array): Uint16Array {
+  return Uint16Array.from(x, f32ToF16);
+}
+
+/** f16 bit patterns widened to f32 (exact) */
+export function fromF16(bits: Uint16Array): Float32Array {
+  return f16BitsToF32(bits);
 }
 
 /** bf16 bit patterns widened to f32 (exact) */

@@ -59,6 +59,7 @@ export const CUBLASLT = {
   STATUS_SUCCESS: 0,
   COMPUTE_32F: 68,
   R_32F: 0,
+  R_16F: 2,
   R_16BF: 14,
   OP_N: 0,
   OP_T: 1,

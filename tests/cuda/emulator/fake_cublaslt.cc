@@ -11,7 +11,7 @@
 namespace {
 
 enum : int { kOk = 0, kNotInitialized = 1, kInvalidValue = 7, kNotSupported = 15 };
-constexpr int kCompute32F = 68, kR32F = 0, kR16BF = 14;
+constexpr int kCompute32F = 68, kR32F = 0, kR16F = 2, kR16BF = 14;
 constexpr uint64_t kAlgoMagic = 0x6b696c6e616c676full;
 
 struct Desc {
@@ -33,8 +33,23 @@ int bad(const std::string& why) {
   return kInvalidValue;
 }
 
+// an f16 bit pattern widened exactly: subnormals scaled from their integer mantissa
+float widenHalf(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t bits;
+  if (e == 0) {
+    const float v = static_cast<float>(m) * (1.0f / 16777216.0f);  // m · 2^-24
+    return sign ? -v : v;
+  }
+  bits = sign | (e == 0x1f ? 0x7f800000u | (m << 13) : ((e + 112) << 23) | (m << 13));
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 float load(const void* base, int type, uint64_t index) {
   if (type == kR32F) return static_cast<const float*>(base)[index];
+  if (type == kR16F) return widenHalf(static_cast<const uint16_t*>(base)[index]);
   const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(base)[index]) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
@@ -105,7 +120,7 @@ int cublasLtMatmulDescSetAttribute(uint64_t desc, int attr, const void* buf, siz
 }
 
 int cublasLtMatrixLayoutCreate(uint64_t* layout, int type, uint64_t rows, uint64_t cols, int64_t ld) {
-  if (type != kR32F && type != kR16BF) return bad("layout type");
+  if (type != kR32F && type != kR16F && type != kR16BF) return bad("layout type");
   if (ld < static_cast<int64_t>(rows) || rows == 0 || cols == 0) return bad("layout ld < rows, or an empty matrix");
   *layout = reinterpret_cast<uint64_t>(new Layout{type, rows, cols, ld});
   return kOk;
