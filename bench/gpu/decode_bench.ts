@@ -8,6 +8,7 @@ import type { CudaDevice } from "../../runtime/cuda/device.ts";
 import type { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
 import { argmax } from "../../runtime/sampler.ts";
+import { profileByCategory } from "../../runtime/cuda/step_profile.ts";
 
 export interface DecodeTiming {
   readonly context: number;
@@ -151,4 +152,28 @@ export function batchedDecodeTiming(
   const msPerStep = (performance.now() - t0) / o.steps;
   const avgContext = o.context + 1 + (o.steps + 1) / 2;
   return { batch: o.batch, context: o.context, msPerStep, bytesPerStep: o.weightBytes + o.batch * avgContext * o.kvBytesPerToken };
+}
+
+/**
+ * One batch-1 decode step after a `context`-token prompt, timed unit by unit on the device
+ * (CudaExecutor.profileStep), summed by category: where a decode step's time goes.
+ */
+export function decodeProfile(ex: CudaExecutor, context: number, vocab: number): string {
+  const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
+  const prompt = randomTokens(context, vocab, 5);
+  ex.runGreedy(packStep([{ tokens: prompt, numCached: 0, blockTable: table }], ex.blockSize));
+  const step = packStep([{ tokens: [prompt[0] ?? 5], numCached: context, blockTable: table }], ex.blockSize);
+  ex.profileStep(step); // warm-up: plans, arena
+  const p = ex.profileStep(step);
+  const total = p.units.reduce((s, u) => s + u.ms, 0);
+  const parts = profileByCategory(p.units).map((c) => {
+    const rate = c.weightBytes > 0 && c.ms > 0 ? ` at ${(c.weightBytes / (c.ms / 1000) / 1e12).toFixed(2)} TB/s` : "";
+    return `${c.category} ${c.ms.toFixed(3)} ms ×${c.count}${rate}`;
+  });
+  const slowest = [...p.units]
+    .sort((a, b) => b.ms - a.ms)
+    .slice(0, 3)
+    .map((u) => `${u.label} ${u.ms.toFixed(3)} ms`);
+  const queued = p.queueMs > p.spinMs ? `; WARNING: queueing took ${p.queueMs.toFixed(1)} ms, longer than the ${p.spinMs} ms spin` : "";
+  return `units sum ${total.toFixed(3)} ms: ${parts.join(", ")}; slowest ${slowest.join(", ")}${queued}`;
 }

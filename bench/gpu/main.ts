@@ -34,7 +34,7 @@ import { isKilnError } from "../../runtime/errors.ts";
 import { runGolden } from "../../runtime/golden_check.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { runParityCases } from "../../tests/cuda/parity_cases.ts";
-import { batchedDecodeTiming, blocksFor, copyBandwidth, decodeTiming, prefillTokensPerSecond } from "./decode_bench.ts";
+import { batchedDecodeTiming, blocksFor, copyBandwidth, decodeProfile, decodeTiming, prefillTokensPerSecond } from "./decode_bench.ts";
 import { fortuneGreedyText } from "./fortune_text.ts";
 import type { JsonObject } from "../../runtime/hf_config.ts";
 import { offlineThroughput } from "./offline_throughput.ts";
@@ -353,6 +353,8 @@ function decodeRows(b: CudaBackend, shape: Shape, m: RandomModel, weightDtype: W
         "TIME",
         `host busy ${pct(d.hostShare)} of a step with logits to the host, ${pct(d.greedyHostShare)} with greedy on the device (the rest: blocked on the GPU); graphs ${JSON.stringify(ex.graphStats)}`,
       );
+      // where the default path's decode step goes, kernel by kernel (run back to back, as in a graph)
+      if (i === 0) row(`${name} decode b=1 ctx ${ctx} profile (${weightDtype}, ${variant.label})`, "TIME", decodeProfile(ex, ctx, m.vocabSize));
     } finally {
       ex.dispose();
     }

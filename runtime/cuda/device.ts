@@ -183,6 +183,30 @@ export class CudaDevice {
     this.check(this.api.cuStreamSynchronize(this.stream), "cuStreamSynchronize");
   }
 
+  /** A timing event (flags 0: it records a timestamp); free it with destroyEvent. */
+  createEvent(): bigint {
+    this.live();
+    this.check(this.api.cuEventCreate(this.out64, 0), "cuEventCreate");
+    return this.out64[0] ?? 0n;
+  }
+
+  /** Queues `event` on the stream: it completes, with its timestamp, when the work before it has. */
+  recordEvent(event: bigint): void {
+    this.check(this.api.cuEventRecord(event, this.stream), "cuEventRecord");
+  }
+
+  /** Milliseconds of device time between two recorded events; waits for `end` first. */
+  elapsedMs(start: bigint, end: bigint): number {
+    this.check(this.api.cuEventSynchronize(end), "cuEventSynchronize");
+    const ms = new Float32Array(1);
+    this.check(this.api.cuEventElapsedTime(ms, start, end), "cuEventElapsedTime");
+    return ms[0] ?? 0;
+  }
+
+  destroyEvent(event: bigint): void {
+    this.check(this.api.cuEventDestroy_v2(event), "cuEventDestroy");
+  }
+
   /** Loads a CUBIN; `what` names it in errors. Unloaded by dispose(). */
   loadModule(cubin: Uint8Array, what: string): bigint {
     this.live();

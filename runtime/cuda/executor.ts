@@ -46,6 +46,7 @@ import { arenaSizes, nodeUnits, planStepUses, type StepUses } from "./activation
 import { allocArena, releaseArena, type Arena } from "./arena.ts";
 import { matrixParams } from "./memory_budget.ts";
 import { stepLauncher, type StepLauncher } from "./step_launch.ts";
+import { profileUnits, type StepProfile } from "./step_profile.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments, type Segment } from "./decode_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
@@ -509,6 +510,27 @@ export class CudaExecutor implements StepExecutor {
       if (!this.decodeGraphs.has(key)) dev.free(inputs);
       throw e;
     }
+  }
+
+  /**
+   * Runs one step eagerly with every unit of the plan timed on the device (step_profile.ts), the
+   * logits left in the arena; for benchmarks.
+   */
+  profileStep(step: StepInputs, spinMs?: number): StepProfile {
+    if (this.disposed) throw new Error("the CUDA executor has been disposed");
+    const packed = packStepInputs(step, this.packLimits(false));
+    const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
+    this.backend.device.upload(arena.inputs, packed.data);
+    const paramBytes = (id: ValueId): number => {
+      const n = this.graph.nodes[id];
+      return n?.kind === "param" ? numel(n.shape, { T: 0, S: 0 }) * deviceElementBytes(this.dtypes.get(n.name) ?? "f32") : 0;
+    };
+    return profileUnits(this.backend, this.graph, this.units, this.launcher(packed, arena, arena.inputs), {
+      sizes: { T: packed.T, S: packed.S },
+      gemvMaxRows: this.opts.gemvMaxRows ?? GEMV_MAX_ROWS,
+      paramBytes,
+      ...(spinMs === undefined ? {} : { spinMs }),
+    });
   }
 
   /** The logits' address in an arena. */

@@ -20,6 +20,7 @@ export const KERNEL_FILES = [
   "linear_attention.cu",
   "mamba_scan.cu",
   "gemv.cu",
+  "profile.cu",
 ] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 
@@ -103,6 +104,8 @@ export const KERNELS = {
     file: "mamba_scan.cu",
     args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32", "f32", "f32"],
   },
+  // nanoseconds
+  kiln_spin: { file: "profile.cu", args: ["i64"] },
 } as const satisfies Record<string, KernelSpec>;
 
 export type KernelName = keyof typeof KERNELS;

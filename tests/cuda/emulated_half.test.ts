@@ -2,7 +2,6 @@
 // cuBLASLt (tests/cuda/emulator): HF goldens with f16 GEMM and embedding matrices (f16 GEMMs and
 // GEMVs, fp32 accumulation) and an f16 cache (emulated_backend.test.ts has the bf16 goldens), and
 // the device bytes bf16 and f16 take.
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { CudaExecutor, type CudaExecutorOptions } from "../../runtime/cuda/executor.ts";
@@ -12,15 +11,14 @@ import { runGolden } from "../../runtime/golden_check.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
+import { missingEmulatorTool, useEmulator } from "./emulator/build_emulator.ts";
 
-const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
 const missing = missingEmulatorTool();
 let backend: CudaBackend;
 
 beforeAll(() => {
   if (missing !== undefined) return;
-  Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
+  useEmulator();
   backend = CudaBackend.open();
 }, 120_000);
 

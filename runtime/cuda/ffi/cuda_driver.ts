@@ -69,6 +69,7 @@ export interface CudaDriverApi {
   cuEventRecord(event: bigint, stream: bigint): CuResult;
   cuEventSynchronize(event: bigint): CuResult;
   cuEventDestroy_v2(event: bigint): CuResult;
+  cuEventElapsedTime(ms: Float32Array, start: bigint, end: bigint): CuResult;
 
   cuStreamBeginCapture_v2(stream: bigint, mode: number): CuResult;
   cuStreamEndCapture(stream: bigint, graph: BigUint64Array): CuResult;
@@ -135,6 +136,8 @@ export function bindCudaDriver(lib: LibraryHandle): CudaDriverApi {
     cuEventRecord: lib.func("int cuEventRecord(uint64_t event, uint64_t stream)"),
     cuEventSynchronize: lib.func("int cuEventSynchronize(uint64_t event)"),
     cuEventDestroy_v2: lib.func("int cuEventDestroy_v2(uint64_t event)"),
+    // the original entry point: every driver exports it (CUDA 13's header renames calls to _v2)
+    cuEventElapsedTime: lib.func("int cuEventElapsedTime(float *ms, uint64_t start, uint64_t end)"),
 
     cuStreamBeginCapture_v2: lib.func("int cuStreamBeginCapture_v2(uint64_t stream, int mode)"),
     cuStreamEndCapture: lib.func("int cuStreamEndCapture(uint64_t stream, uint64_t *graph)"),

@@ -98,6 +98,13 @@ export function emulatorEnv(lib: string): Record<string, string> {
   return { KILN_LIBCUDA: lib, KILN_LIBNVRTC: lib, KILN_LIBCUBLASLT: lib };
 }
 
+const CUBIN_CACHE = fileURLToPath(new URL("../../../build/cuda-emulator/cubin-cache", import.meta.url));
+
+/** Points this process's CUDA libraries at the emulator (built if needed) and kiln's CUBIN cache into the build folder. */
+export function useEmulator(): void {
+  Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
+}
+
 /** The emulator needs g++ to build and nvcc behind its NVRTC: the first of them missing from the PATH, if any. */
 export function missingEmulatorTool(): string | undefined {
   for (const tool of ["g++", "nvcc"]) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -469,14 +470,31 @@ int cuEventCreate(uint64_t* event, unsigned int) {
   return kSuccess;
 }
 
+// an event's timestamp: host time when the stream reached it (the emulator runs work as it is queued)
+static std::map<uint64_t, std::chrono::steady_clock::time_point> eventTimes;
+
 int cuEventRecord(uint64_t event, uint64_t stream) {
   if (!events.count(event)) return fail(kInvalidHandle, "unknown event");
-  return validStream(stream) ? kSuccess : fail(kInvalidHandle, "unknown stream");
+  return kiln_fake::enqueue(stream, [event] {
+    eventTimes[event] = std::chrono::steady_clock::now();
+    return kSuccess;
+  });
+}
+
+int cuEventElapsedTime(float* ms, uint64_t start, uint64_t end) {
+  if (!events.count(start) || !events.count(end)) return fail(kInvalidHandle, "unknown event");
+  const auto a = eventTimes.find(start), b = eventTimes.find(end);
+  if (a == eventTimes.end() || b == eventTimes.end()) return fail(kInvalidValue, "CUDA_ERROR_NOT_READY: an event was never recorded");
+  *ms = std::chrono::duration<float, std::milli>(b->second - a->second).count();
+  return kSuccess;
 }
 
 int cuEventSynchronize(uint64_t event) { return events.count(event) ? kSuccess : fail(kInvalidHandle, "unknown event"); }
 
-int cuEventDestroy_v2(uint64_t event) { return events.erase(event) ? kSuccess : fail(kInvalidHandle, "unknown event"); }
+int cuEventDestroy_v2(uint64_t event) {
+  eventTimes.erase(event);
+  return events.erase(event) ? kSuccess : fail(kInvalidHandle, "unknown event");
+}
 
 int cuStreamBeginCapture_v2(uint64_t stream, int mode) {
   if (int r = ready()) return r;
