@@ -14,15 +14,9 @@
  * costs one host→device copy of its packed inputs and one device→host copy of the logits, or,
  * when the engine samples on the device (`sample`), of the S token ids only.
  *
- * Decode steps (one token per sequence) replay CUDA graphs: the first decode step of a capture
- * size runs eagerly into a separate static arena and is then captured; later steps of that size
- * only copy their padded inputs into the graph's input buffer and launch the graph, so the host
- * no longer issues every kernel (runtime/cuda/decode_graphs.ts says how steps are padded). All
- * graphs share one activation arena, sized for the largest capture size used so far; when it has
- * to grow, the graphs are dropped and captured again on demand. Prefill and mixed steps of up to
- * the largest capture size run piecewise (as vLLM's piecewise graphs): padded to a capture size,
- * the runs of launches between custom ops replay graphs captured for that many tokens, while
- * attention, the stateful mixers and the logits tail run eagerly. Larger steps run eagerly.
+ * Decode steps replay CUDA graphs and prefill and mixed steps of up to the largest capture size
+ * replay graph pieces around the custom ops (runtime/cuda/step_graphs.ts); larger steps run
+ * eagerly.
  *
  * Weight precision: "f32" (default) keeps every weight in f32 (a bf16 checkpoint is widened on the
  * device, exactly) and runs fp32 GEMMs. "bf16" (or "f16") keeps the GEMM and embedding matrices
@@ -40,14 +34,15 @@ import { packSamplingRows, type DeviceSamplingRow } from "../device_sampling.ts"
 import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
-import type { CudaGraph, DevicePtr } from "./device.ts";
+import type { DevicePtr } from "./device.ts";
 import { planProgram, type ExecStep } from "./fused_plan.ts";
 import { arenaSizes, nodeUnits, planStepUses, type StepUses } from "./activation_plan.ts";
 import { allocArena, releaseArena, type Arena } from "./arena.ts";
 import { matrixParams } from "./memory_budget.ts";
 import { stepLauncher, type StepLauncher } from "./step_launch.ts";
 import { profileUnits, type StepProfile } from "./step_profile.ts";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments, type Segment } from "./decode_graphs.ts";
+import { DEFAULT_CAPTURE_SIZES, pieceSegments } from "./decode_graphs.ts";
+import { StepGraphs, type GraphStats } from "./step_graphs.ts";
 import { strideGrid } from "./kernels.ts";
 import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
 import type { KernelName } from "./kernel_catalog.ts";
@@ -98,29 +93,7 @@ export interface CudaExecutorOptions extends ExecutorOptions {
   readonly kvCacheDtype?: KvCacheDtype;
 }
 
-/** How many steps ran which way, and how many graphs were captured. */
-export interface GraphStats {
-  /** decode graphs captured, and decode steps that replayed one */
-  readonly captures: number;
-  readonly replays: number;
-  /** steps run without any graph (a first step of a size, or one past the largest) */
-  readonly eagerSteps: number;
-  /** decode graphs held now */
-  readonly graphs: number;
-  /** sizes whose pieces were captured, and prefill/mixed steps that replayed pieces */
-  readonly pieceCaptures: number;
-  readonly pieceReplays: number;
-  /** piece graphs held now */
-  readonly pieceGraphs: number;
-}
-
-
-interface DecodeGraph {
-  readonly graph: CudaGraph;
-  /** the graph's own packed-input buffer, of exactly its layout's length */
-  readonly inputs: DevicePtr;
-}
-
+export type { GraphStats } from "./step_graphs.ts";
 
 /** threads per row of kiln_sample_rows (KILN_SAMPLE_THREADS) */
 const SAMPLE_THREADS = 256;
@@ -136,18 +109,12 @@ export class CudaExecutor implements StepExecutor {
   private readonly nodes: NodeKernels;
   private readonly vocab: number | undefined;
   private arena: Arena | undefined = undefined;
-  /** the activations every decode graph reads and writes */
-  private graphArena: Arena | undefined = undefined;
-  private readonly decodeGraphs = new Map<string, DecodeGraph>();
-  private readonly captureSizes: readonly number[];
-  private counts = { captures: 0, replays: 0, eagerSteps: 0, pieceCaptures: 0, pieceReplays: 0 };
+  /** the decode graphs and graph pieces */
+  private readonly graphs: StepGraphs;
+  /** steps run without any graph */
+  private eagerSteps = 0;
   /** the units one step launches, in order: the plan's steps, or every node */
   private readonly units: readonly ExecStep[];
-  /** the units grouped into pieces (between custom ops, before the logits rows) and eager runs */
-  private readonly segments: readonly Segment[];
-  /** capture size → its pieces' graphs, in segment order, all against pieceArena */
-  private readonly pieceGraphs = new Map<number, CudaGraph[]>();
-  private pieceArena: Arena | undefined = undefined;
   private disposed = false;
   /** per-sequence state of mamba-like layers, in device memory */
   readonly statePool: DeviceStatePool | undefined;
@@ -201,9 +168,9 @@ export class CudaExecutor implements StepExecutor {
       }
     }
     this.launchSample = opts.deviceSampling === false ? undefined : (step, rows) => this.launchSampleRows(step, rows);
-    this.captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
-    if (!this.captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
-      throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${this.captureSizes.join(", ")})`);
+    const captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
+    if (!captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
+      throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${captureSizes.join(", ")})`);
     }
     const kvPool = new Map<string, KvPoolLayer>();
     const invFreqs = new Map<ValueId, DevicePtr>();
@@ -263,7 +230,23 @@ export class CudaExecutor implements StepExecutor {
         compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", kvDtype, this.nodes.kvWrittenByFusedKernels);
       this.units = this.plan ?? nodeUnits(graph);
       this.uses = planStepUses(graph, this.units.map((u) => (u.kind === "fused" ? { kind: "fused", buffers: u.kernel.buffers } : u)));
-      this.segments = pieceSegments(graph, this.units);
+      this.graphs = new StepGraphs(
+        {
+          device: backend.device,
+          segments: pieceSegments(graph, this.units),
+          unitCount: this.units.length,
+          blockSize,
+          numBlocks,
+          paddingSlot: this.statePool?.paddingSlot,
+          pack: (step, padded) => packStepInputs(step, this.packLimits(padded)),
+          eagerArena: (T, S, inputLength) => this.arenaFor(T, S, inputLength),
+          allocArena: (T, S, inputLength) => this.allocArena(T, S, inputLength),
+          releaseArena: (a) => releaseArena(backend.device, a),
+          launcher: (packed, arena, inputs) => this.launcher(packed, arena, inputs),
+          logitsAddress: (arena) => this.logitsAddress(arena),
+        },
+        captureSizes,
+      );
     } catch (e) {
       this.dispose();
       throw e;
@@ -280,7 +263,7 @@ export class CudaExecutor implements StepExecutor {
 
   /** Device bytes this executor holds: weights, KV pool, activations. */
   get deviceBytes(): number {
-    return this.ownedBytes + (this.arena?.bytes ?? 0) + (this.graphArena?.bytes ?? 0) + (this.samplingParams?.words ?? 0) * 4;
+    return this.ownedBytes + (this.arena?.bytes ?? 0) + (this.graphs?.arenaBytes ?? 0) + (this.samplingParams?.words ?? 0) * 4;
   }
 
   private own(bytes: number): DevicePtr {
@@ -337,15 +320,11 @@ export class CudaExecutor implements StepExecutor {
     return allocArena(this.backend.device, arenaSizes(this.graph, this.uses, capT, capS, this.backend.device.info.multiprocessors), { T: capT, S: capS, inputCapacity, withCast });
   }
 
+  /** Frees the eager arena (and the graph pieces captured against it). */
   private freeArena(a: Arena): void {
-    const dev = this.backend.device;
-    if (a === this.pieceArena) {
-      this.dropPieces();
-      this.pieceArena = undefined;
-    }
-    releaseArena(dev, a);
+    this.graphs?.arenaReleased(a);
+    releaseArena(this.backend.device, a);
     if (a === this.arena) this.arena = undefined;
-    if (a === this.graphArena) this.graphArena = undefined;
   }
 
   /** Launches of one step's plan: fused kernels, and nodes run on their own (undefined: no compiled plan). */
@@ -356,21 +335,7 @@ export class CudaExecutor implements StepExecutor {
   }
 
   get graphStats(): GraphStats {
-    let pieceGraphs = 0;
-    for (const g of this.pieceGraphs.values()) pieceGraphs += g.length;
-    return { ...this.counts, graphs: this.decodeGraphs.size, pieceGraphs };
-  }
-
-  /** Drops every captured graph and the arena they share. */
-  private dropGraphs(): void {
-    const dev = this.backend.device;
-    dev.synchronize();
-    for (const g of this.decodeGraphs.values()) {
-      dev.destroyGraph(g.graph);
-      dev.free(g.inputs);
-    }
-    this.decodeGraphs.clear();
-    if (this.graphArena) this.freeArena(this.graphArena);
+    return this.graphs.stats(this.eagerSteps);
   }
 
   private packLimits(padded: boolean): Parameters<typeof packStepInputs>[1] {
@@ -388,11 +353,9 @@ export class CudaExecutor implements StepExecutor {
   /** Queues the whole graph for one step; returns the logits' device address. */
   private forward(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } {
     if (this.disposed) throw new Error("the CUDA executor has been disposed");
-    if (this.captureSizes.length > 0) {
-      const graphed = isDecodeStep(step) ? this.forwardDecodeGraph(step) : this.forwardPiecewise(step);
-      if (graphed !== undefined) return graphed;
-    }
-    this.counts.eagerSteps++;
+    const graphed = this.graphs.forward(step);
+    if (graphed !== undefined) return graphed;
+    this.eagerSteps++;
     const packed = packStepInputs(step, this.packLimits(false));
     const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
     this.backend.device.upload(arena.inputs, packed.data);
@@ -409,107 +372,6 @@ export class CudaExecutor implements StepExecutor {
   /** Launches units [from, to) of the plan for one step's inputs and arena. */
   private launcher(packed: PackedStep, arena: Arena, inputs: DevicePtr): StepLauncher {
     return stepLauncher({ graph: this.graph, weights: this.weights, kvPool: this.kvPool, nodes: this.nodes, units: this.units, device: this.backend.device }, packed, arena, inputs);
-  }
-
-  /**
-   * A prefill or mixed step of at most the largest capture size, padded to the capture size b
-   * that holds it (padMixedStep): the segments between custom ops replay the CUDA graphs
-   * captured for b tokens, the custom ops and the logits tail run eagerly. The first step of a
-   * size (or on a new arena) runs eagerly, and then its pieces are captured, without running,
-   * for the next. Undefined when the step is larger than the largest capture size.
-   */
-  private forwardPiecewise(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } | undefined {
-    const rows = captureSizeFor(step.inputIds.length, this.captureSizes);
-    if (rows === undefined || !this.segments.some((g) => g.piece)) return undefined;
-    const padded = padMixedStep(step, { rows, blockSize: this.blockSize, block: this.numBlocks, stateSlot: this.statePool?.paddingSlot });
-    const packed = packStepInputs(padded, this.packLimits(true));
-    const arena = this.arenaFor(packed.T, packed.S, packed.layout.length);
-    if (this.pieceArena !== arena) {
-      this.dropPieces();
-      this.pieceArena = arena;
-    }
-    const dev = this.backend.device;
-    dev.upload(arena.inputs, packed.data);
-    const launcher = this.launcher(packed, arena, arena.inputs);
-    const graphs = this.pieceGraphs.get(rows);
-    if (graphs === undefined) {
-      launcher.run(0, this.units.length);
-      const captured: CudaGraph[] = [];
-      try {
-        for (const g of this.segments) if (g.piece) captured.push(dev.captureGraph(() => launcher.run(g.from, g.to)));
-      } catch (e) {
-        for (const c of captured) dev.destroyGraph(c);
-        throw e;
-      }
-      this.pieceGraphs.set(rows, captured);
-      this.counts.pieceCaptures++;
-      this.counts.eagerSteps++;
-      return { packed, arena, logits: launcher.logits() };
-    }
-    let k = 0;
-    for (const g of this.segments) {
-      if (g.piece) dev.replay(graphs[k++]!);
-      else launcher.run(g.from, g.to);
-    }
-    this.counts.pieceReplays++;
-    return { packed, arena, logits: launcher.logits() };
-  }
-
-  /** Drops every captured piece (their arena is gone or replaced). */
-  private dropPieces(): void {
-    if (this.pieceGraphs.size === 0) return;
-    const dev = this.backend.device;
-    dev.synchronize();
-    for (const graphs of this.pieceGraphs.values()) for (const g of graphs) dev.destroyGraph(g);
-    this.pieceGraphs.clear();
-  }
-
-  /**
-   * A decode step through the graph of its capture size and table width: replayed when captured
-   * before, else run eagerly on the graph arena and captured for the next time. Undefined when
-   * the step has more sequences than the largest capture size.
-   */
-  private forwardDecodeGraph(step: StepInputs): { packed: PackedStep; arena: Arena; logits: DevicePtr } | undefined {
-    const rows = captureSizeFor(step.inputIds.length, this.captureSizes);
-    if (rows === undefined) return undefined;
-    const tableWidth = graphTableWidth(step.attn.maxBlocksPerSeq);
-    const padded = padDecodeStep(step, { rows, tableWidth, blockSize: this.blockSize, block: this.numBlocks, stateSlot: this.statePool?.paddingSlot });
-    const base = packStepInputs(padded, this.packLimits(true));
-    // split attention along the keys as the widest context of this table width needs, so the
-    // captured launch shape serves every step the graph will see
-    const keyBound = tableWidth * this.blockSize;
-    const packed: PackedStep = { ...base, maxKeys: (window) => (window === undefined ? keyBound : Math.min(keyBound, window)) };
-    let arena = this.graphArena;
-    if (arena === undefined || arena.T < rows) {
-      if (arena !== undefined) this.dropGraphs();
-      const largest = Math.max(...this.captureSizes);
-      const capacity = Math.min(largest, Math.max(rows, 2 * (arena?.T ?? 0)));
-      arena = this.graphArena = this.allocArena(capacity, capacity, 1);
-    }
-    const dev = this.backend.device;
-    const key = `${rows}x${tableWidth}`;
-    const known = this.decodeGraphs.get(key);
-    if (known !== undefined) {
-      dev.upload(known.inputs, packed.data);
-      dev.replay(known.graph);
-      this.counts.replays++;
-      return { packed, arena, logits: this.logitsAddress(arena) };
-    }
-    // first use: this step runs eagerly (warming every kernel and GEMM plan up), then the same
-    // launches are recorded, without running, for the next step of this shape
-    const inputs = dev.alloc(packed.data.byteLength);
-    try {
-      dev.upload(inputs, packed.data);
-      const logits = this.enqueue(packed, arena, inputs);
-      const graph = dev.captureGraph(() => void this.enqueue(packed, arena, inputs));
-      this.decodeGraphs.set(key, { graph, inputs });
-      this.counts.captures++;
-      this.counts.eagerSteps++;
-      return { packed, arena, logits };
-    } catch (e) {
-      if (!this.decodeGraphs.has(key)) dev.free(inputs);
-      throw e;
-    }
   }
 
   /**
@@ -607,7 +469,7 @@ export class CudaExecutor implements StepExecutor {
     if (this.disposed) return;
     this.disposed = true;
     const dev = this.backend.device;
-    this.dropGraphs();
+    this.graphs?.dispose();
     if (this.arena) this.freeArena(this.arena);
     dev.synchronize();
     if (this.samplingParams !== undefined) dev.free(this.samplingParams.ptr);
