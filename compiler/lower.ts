@@ -214,7 +214,10 @@ export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options
   };
 }
 
-/** Token ids index the embedding table; logits indices index the rows of the step. */
+/**
+ * Token ids index the embedding table, positions a learned position table (GPT-2, OPT); logits
+ * indices index the rows of the step.
+ */
 function inputBounds(graph: Graph): InputBound[] {
   const bounds: InputBound[] = [];
   const add = (indices: ValueId, below: Dim, what: string): void => {
@@ -223,7 +226,11 @@ function inputBounds(graph: Graph): InputBound[] {
     if (!bounds.some((b) => b.input === input.name && b.below === below)) bounds.push({ input: input.name, below, what });
   };
   for (const n of graph.nodes) {
-    if (n.kind === "embedding") add(n.ids, graph.nodes[n.table]!.shape[0]!, "the vocabulary");
+    if (n.kind === "embedding") {
+      const ids = graph.nodes[n.ids];
+      const what = ids?.kind === "input" && ids.name === "positions" ? "the learned position table" : "the vocabulary";
+      add(n.ids, graph.nodes[n.table]!.shape[0]!, what);
+    }
     if (n.kind === "gather_rows") add(n.indices, graph.nodes[n.x]!.shape[0]!, "the step's tokens");
   }
   return bounds;

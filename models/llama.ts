@@ -7,6 +7,7 @@
  *              h = h + down(silu(gate) * up)         of rmsnorm(h)
  *   logits = lm_head(rmsnorm(h[last rows]))          // [S, V]
  */
+import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
 import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
@@ -131,14 +132,20 @@ export class LlamaAttention extends Module {
   }
 }
 
-/** SwiGLU: down(silu(gate) · up), gate and up stacked as gate_up_proj. */
+/** A gated MLP: down(act(gate) · up), gate and up stacked as gate_up_proj; SwiGLU (act = silu) unless told. */
 export class LlamaMLP extends Module {
   readonly gateUpProj: MergedColumnParallelLinear;
   readonly downProj: RowParallelLinear;
-  constructor(prefix: string, cfg: Pick<LlamaConfig, "hiddenSize" | "intermediateSize"> & { readonly mlpBias?: boolean }, ctx: ModelContext) {
+  readonly act: UnaryOp;
+  constructor(
+    prefix: string,
+    cfg: Pick<LlamaConfig, "hiddenSize" | "intermediateSize"> & { readonly mlpBias?: boolean; readonly act?: UnaryOp },
+    ctx: ModelContext,
+  ) {
     super(prefix);
     const I = cfg.intermediateSize;
     const bias = cfg.mlpBias ?? false;
+    this.act = cfg.act ?? "silu";
     this.gateUpProj = new MergedColumnParallelLinear(this.join("gate_up_proj"), cfg.hiddenSize, [I, I], ctx, { bias });
     this.downProj = new RowParallelLinear(this.join("down_proj"), I, cfg.hiddenSize, ctx, { bias });
   }
@@ -147,7 +154,7 @@ export class LlamaMLP extends Module {
     return this.scoped(x.graph, () => {
       const per = this.gateUpProj.sizesPerRank[0]!;
       const [gate, up] = this.gateUpProj.forward(x).split([per, per]);
-      return this.downProj.forward(gate!.silu().mul(up!));
+      return this.downProj.forward(gate!.unary(this.act).mul(up!));
     });
   }
 }

@@ -10,10 +10,13 @@ import { KilnError } from "../runtime/errors.ts";
 import type { CausalLMClass } from "./dsl/causal_lm.ts";
 import { LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM } from "./llama.ts";
 import { BambaForCausalLM } from "./bamba.ts";
+import { Gemma2ForCausalLM, Gemma3ForCausalLM } from "./gemma.ts";
+import { GPT2LMHeadModel } from "./gpt2.ts";
 import { JambaForCausalLM } from "./jamba.ts";
 import { Lfm2ForCausalLM } from "./lfm2.ts";
 import { Mamba2ForCausalLM, MambaForCausalLM } from "./mamba.ts";
 import { MiniMaxForCausalLM } from "./minimax.ts";
+import { OPTForCausalLM } from "./opt.ts";
 import { Qwen3MoeForCausalLM } from "./qwen3_moe.ts";
 
 type Entry = { readonly kind: "class"; readonly cls: CausalLMClass } | { readonly kind: "lazy"; readonly spec: string };
@@ -93,6 +96,10 @@ export function builtinRegistry(): ModelRegistry {
   r.register("Mamba2ForCausalLM", Mamba2ForCausalLM);
   r.register("JambaForCausalLM", JambaForCausalLM);
   r.register("BambaForCausalLM", BambaForCausalLM);
+  r.register("OPTForCausalLM", OPTForCausalLM);
+  r.register("GPT2LMHeadModel", GPT2LMHeadModel);
+  r.register("Gemma2ForCausalLM", Gemma2ForCausalLM);
+  r.register("Gemma3ForCausalLM", Gemma3ForCausalLM);
   return r;
 }
 

@@ -26,6 +26,10 @@ export interface DecoderStackSizes {
   readonly normEps: number;
   /** the final norm's name under the stack (default "norm") */
   readonly normName?: string;
+  /** the final norm scales by (w + offset): Gemma's (1 + w) is 1 (default 0) */
+  readonly normWeightOffset?: number;
+  /** token embeddings are multiplied by this (Gemma: sqrt(hidden), rounded to f32) (default 1) */
+  readonly embedScale?: number;
 }
 
 /** Token embedding, the decoder layers and the final RMS norm, under one checkpoint prefix. */
@@ -33,17 +37,22 @@ export class DecoderStack<L extends DecoderLayer> extends Module {
   readonly embedTokens: VocabParallelEmbedding;
   readonly layers: L[];
   readonly norm: RMSNorm;
+  readonly embedScale: number;
 
   constructor(prefix: string, sizes: DecoderStackSizes, layer: (prefix: string, index: number) => L, ctx: ModelContext) {
     super(prefix);
     this.embedTokens = new VocabParallelEmbedding(this.join("embed_tokens"), sizes.vocabSize, sizes.hiddenSize, ctx);
     this.layers = Array.from({ length: sizes.numLayers }, (_, i) => layer(this.join(`layers.${i}`), i));
-    this.norm = new RMSNorm(this.join(sizes.normName ?? "norm"), sizes.hiddenSize, sizes.normEps);
+    this.norm = new RMSNorm(this.join(sizes.normName ?? "norm"), sizes.hiddenSize, sizes.normEps, {
+      weightOffset: sizes.normWeightOffset ?? 0,
+    });
+    this.embedScale = sizes.embedScale ?? 1;
   }
 
   /** final hidden states of the rows in `logitsIndices`: [S, H] */
   forward(inputs: ModelInputs): Tensor {
     let h = this.embedTokens.forward(inputs.inputIds);
+    if (this.embedScale !== 1) h = this.scoped(h.graph, () => h.scale(this.embedScale));
     for (const layer of this.layers) h = layer.forward(inputs.positions, h);
     return this.norm.forward(h.gatherRows(inputs.logitsIndices));
   }

@@ -1,7 +1,7 @@
 /**
- * Token embeddings and the LM head. The vocabulary is split across ranks along dim 0; at size 1
- * the rank holds all of it. `ParallelLMHead.tieTo` shares the embedding's parameter, as tied
- * checkpoints (Qwen2, the fortune model) expect.
+ * Token and learned-position embeddings, and the LM head. The vocabulary is split across ranks
+ * along dim 0; at size 1 the rank holds all of it. `ParallelLMHead.tieTo` shares the embedding's
+ * parameter, as tied checkpoints (Qwen2, the fortune model) expect.
  */
 import type { Tensor } from "../../compiler/trace.ts";
 import { Module, type ModelContext } from "./module.ts";
@@ -38,6 +38,40 @@ export class VocabParallelEmbedding extends Module {
         shape: [ids.shape[0]!, this.hiddenSize],
         dtype: "f32",
       });
+    });
+  }
+}
+
+/**
+ * Learned absolute positions (GPT-2's wpe, OPT's embed_positions): a table [numPositions, H],
+ * whole on every rank, indexed by the step's positions. `offset` leading checkpoint rows are
+ * never read (OPT keeps 2 for padding and looks up position p at row p + 2), so the loader drops
+ * them and position p reads row p here.
+ */
+export class LearnedPositionalEmbedding extends Module {
+  readonly weight: Parameter;
+
+  constructor(
+    prefix: string,
+    readonly numPositions: number,
+    readonly hiddenSize: number,
+    opts: { readonly offset?: number } = {},
+  ) {
+    super(prefix);
+    const offset = opts.offset ?? 0;
+    const load: WeightLoader = (p, src) =>
+      p.fill(src, { rowStart: 0, rows: numPositions }, { dim: 0, start: offset, size: numPositions }, "*");
+    // small beside the vocabulary (GPT-2: 1024 rows), so kept in f32 whatever the matrices' storage
+    this.weight = this.param("weight", [numPositions, hiddenSize], "f32", load);
+  }
+
+  /** positions [T] (i32) → [T, hidden] */
+  forward(positions: Tensor): Tensor {
+    return this.scoped(positions.graph, () => {
+      const g = positions.graph;
+      if (positions.dtype !== "i32" || positions.rank !== 1) g.fail("positional embedding expects a 1-D i32 tensor of positions");
+      const table = this.use(g, this.weight);
+      return g.add({ kind: "embedding", table: table.id, ids: positions.id, shape: [positions.shape[0]!, this.hiddenSize], dtype: "f32" });
     });
   }
 }

@@ -8,7 +8,8 @@ export {
   ReplicatedLinear,
   RowParallelLinear,
 } from "./linear.ts";
-export { ParallelLMHead, VocabParallelEmbedding } from "./embedding.ts";
+export { LearnedPositionalEmbedding, ParallelLMHead, VocabParallelEmbedding } from "./embedding.ts";
+export { HF_ACTIVATIONS, parseActivation, type HfActivation } from "./activation.ts";
 export { LayerNorm, RMSNorm } from "./norm.ts";
 export { RotaryEmbedding } from "./rotary.ts";
 export { Attention } from "./attention.ts";
@@ -22,7 +23,15 @@ export {
   type FusedMoEOptions,
   type SparseMoeBlockOptions,
 } from "./fused_moe.ts";
-export { LLAMA_STACKED, loadWeights, type LoadReport, type StackedParam, type WeightRules, type WeightSource } from "./load_weights.ts";
+export {
+  LLAMA_STACKED,
+  loadWeights,
+  type CheckpointRename,
+  type LoadReport,
+  type StackedParam,
+  type WeightRules,
+  type WeightSource,
+} from "./load_weights.ts";
 export { DecoderOnlyLM, DecoderStack, type DecoderLayer, type DecoderLMConfig, type DecoderStackSizes } from "./decoder_lm.ts";
 export { traceModel, type CausalLM, type CausalLMClass, type ModelArgs, type ModelInputs } from "./causal_lm.ts";
 export { Tensor, GraphBuilder } from "../../compiler/trace.ts";

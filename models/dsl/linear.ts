@@ -111,7 +111,11 @@ export interface QkvSizes {
   readonly headDim: number;
 }
 
-/** q, k and v projections stacked in one weight; shards "q", "k", "v". */
+/**
+ * q, k and v projections stacked in one weight; shards "q", "k", "v". A checkpoint that stores
+ * them fused (GPT-2's c_attn: rows [q | k | v] of the full heads) loads without a shard id and
+ * fills all three, each narrowed to this rank's heads.
+ */
 export class QKVParallelLinear extends LinearBase {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
@@ -139,12 +143,23 @@ export class QKVParallelLinear extends LinearBase {
       k: { rowStart: q, rows: kv, srcStart: kvRank * kv },
       v: { rowStart: q + kv, rows: kv, srcStart: kvRank * kv },
     };
+    // where each shard starts in a fused checkpoint tensor: [q of all heads | k | v]
+    const fusedBase: Record<string, number> = { q: 0, k: totalHeads * headDim, v: (totalHeads + totalKvHeads) * headDim };
     const load: WeightLoader = (p, src, shard) => {
-      const l = shard === undefined ? undefined : layout[shard];
-      if (shard === undefined || !l) {
-        throw new KilnError("TENSOR_UNUSED", `tensor '${src.name}' maps to '${p.name}' without a q/k/v shard id`);
+      const fill = (s: string, base: number): void => {
+        const l = layout[s];
+        if (!l) throw new KilnError("TENSOR_UNUSED", `tensor '${src.name}' maps to '${p.name}' with an unknown shard id '${s}'`);
+        p.fill(src, { rowStart: l.rowStart, rows: l.rows }, { dim: 0, start: base + l.srcStart, size: l.rows }, s);
+      };
+      if (shard !== undefined) return fill(shard, 0);
+      const fused = (totalHeads + 2 * totalKvHeads) * headDim;
+      if (src.shape[0] !== fused) {
+        throw new KilnError(
+          "TENSOR_SHAPE",
+          `tensor '${src.name}' in ${src.origin} has shape [${src.shape.join(", ")}]; parameter '${p.name}' reads it as fused q/k/v with ${fused} rows`,
+        );
       }
-      p.fill(src, { rowStart: l.rowStart, rows: l.rows }, { dim: 0, start: l.srcStart, size: l.rows }, shard);
+      for (const s of ["q", "k", "v"]) fill(s, fusedBase[s]!);
     };
     this.weight = this.param("weight", [this.outPerRank, hiddenSize], ctx.weightStorage, load, ["q", "k", "v"]);
     this.bias = opts.bias ? this.param("bias", [this.outPerRank], "f32", load, ["q", "k", "v"]) : undefined;

@@ -1,6 +1,7 @@
 /**
- * Weight loading driven by declarative data: a stacked-parameter map (checkpoint q/k/v → qkv
- * shards, gate/up → gate_up shards) and a list of checkpoint names to skip. It consumes every
+ * Weight loading driven by declarative data: renames of older checkpoint spellings, a
+ * stacked-parameter map (checkpoint q/k/v → qkv shards, gate/up → gate_up shards), tensors stored
+ * transposed (GPT-2's Conv1D) and a list of checkpoint names to skip. It consumes every
  * checkpoint tensor or fails listing each one it could not place and each parameter left empty.
  */
 import { KilnError } from "../../runtime/errors.ts";
@@ -14,10 +15,20 @@ export interface StackedParam {
   readonly shard: string;
 }
 
+/** Checkpoint names matching `from` are read as `name.replace(from, to)` (older layouts). */
+export interface CheckpointRename {
+  readonly from: RegExp;
+  readonly to: string;
+}
+
 export interface WeightRules {
   readonly stacked: readonly StackedParam[];
   /** checkpoint tensors that are not parameters here (rotary caches, a tied head's copy) */
   readonly skip?: readonly RegExp[];
+  /** applied first; `skip`, `stacked` and `transposed` see the renamed names */
+  readonly rename?: readonly CheckpointRename[];
+  /** 2-D tensors stored [in, out] (GPT-2's Conv1D) that load as the [out, in] of a Linear */
+  readonly transposed?: readonly RegExp[];
 }
 
 export interface WeightSource {
@@ -46,21 +57,22 @@ export function loadWeights(model: Module, source: WeightSource, rules: WeightRu
   const loaded = new Map<string, string>();
   const skipped: string[] = [];
   const unused: string[] = [];
-  for (const name of source.names()) {
+  for (const stored of source.names()) {
+    const name = (rules.rename ?? []).reduce((n, r) => n.replace(r.from, r.to), stored);
     if (rules.skip?.some((r) => r.test(name))) {
-      skipped.push(name);
+      skipped.push(stored);
       continue;
     }
     const stacked = rules.stacked.find((m) => name.includes(m.checkpoint) && params.has(name.replace(m.checkpoint, m.param)));
     const paramName = stacked ? name.replace(stacked.checkpoint, stacked.param) : name;
     const p = params.get(paramName);
     if (!p) {
-      unused.push(name);
+      unused.push(stored);
       continue;
     }
-    const src = source.tensor(name);
-    p.loader(p, src, stacked?.shard);
-    loaded.set(name, stacked ? `${paramName}[${stacked.shard}]` : paramName);
+    const src = source.tensor(stored);
+    p.loader(p, rules.transposed?.some((r) => r.test(name)) ? transposed(src) : src, stacked?.shard);
+    loaded.set(stored, stacked ? `${paramName}[${stacked.shard}]` : paramName);
   }
   const missing: string[] = [];
   for (const p of params.values()) {
@@ -75,4 +87,27 @@ export function loadWeights(model: Module, source: WeightSource, rules: WeightRu
     throw new KilnError(missing.length > 0 ? "TENSOR_MISSING" : "TENSOR_UNUSED", `weight loading from ${source.origin} failed; ${parts.join("; ")}`);
   }
   return { loaded, skipped };
+}
+
+/**
+ * A 2-D tensor [R, C] read as its transpose [C, R]. The data is transposed when read; shape
+ * errors then name the transposed shape, which is the one the parameter compares against.
+ */
+function transposed(src: SourceTensor): SourceTensor {
+  const [rows, cols] = src.shape;
+  if (src.shape.length !== 2 || rows === undefined || cols === undefined) {
+    throw new KilnError("TENSOR_SHAPE", `tensor '${src.name}' in ${src.origin} has shape [${src.shape.join(", ")}]; a transposed (Conv1D) weight must be 2-D`);
+  }
+  const flip = <A extends Float32Array | Uint16Array>(a: A, out: A): A => {
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c]!;
+    return out;
+  };
+  return {
+    name: src.name,
+    origin: src.origin,
+    shape: [cols, rows],
+    dtype: src.dtype,
+    f32: () => flip(src.f32(), new Float32Array(rows * cols)),
+    bf16: () => flip(src.bf16(), new Uint16Array(rows * cols)),
+  };
 }

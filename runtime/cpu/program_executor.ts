@@ -7,7 +7,7 @@
  */
 import { assertNever, numel, type Graph, type SymbolicDim } from "../../compiler/ir.ts";
 import { compileGraph } from "../../compiler/pipeline.ts";
-import type { BufferSpec, Program } from "../../compiler/program.ts";
+import type { BufferSpec, Program, ProgramInput } from "../../compiler/program.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { KvCache, type StepInputs } from "../kv_cache.ts";
@@ -74,7 +74,7 @@ export class ProgramExecutor implements StepExecutor {
 
   private checkInputs(step: StepInputs, sizes: Sizes): void {
     for (const bound of this.program.inputBounds) {
-      const values = bound.input === "input_ids" ? step.inputIds : bound.input === "logits_indices" ? step.logitsIndices : undefined;
+      const values = boundedValues(step, bound.input);
       if (values === undefined) continue;
       const below = typeof bound.below === "number" ? bound.below : sizes[bound.below];
       for (const v of values) {
@@ -212,5 +212,24 @@ export class ProgramExecutor implements StepExecutor {
       default:
         return assertNever(b.role, "buffer role");
     }
+  }
+}
+
+/**
+ * The step's values of an input that indexes a table: token ids (the vocabulary), positions (a
+ * learned position table) or logits indices (the step's rows). Slot mappings are checked apart.
+ */
+function boundedValues(step: StepInputs, input: ProgramInput): Int32Array | undefined {
+  switch (input) {
+    case "input_ids":
+      return step.inputIds;
+    case "positions":
+      return step.positions;
+    case "logits_indices":
+      return step.logitsIndices;
+    case "slot_mapping":
+      return undefined;
+    default:
+      return assertNever(input, "program input");
   }
 }

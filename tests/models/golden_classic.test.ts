@@ -1,0 +1,114 @@
+/**
+ * CPU golden parity of the learned-position and Gemma fixtures against their HF transformers
+ * references (float32): OPT (positions offset by 2, LayerNorm, ReLU, biases), GPT-2 (transposed
+ * Conv1D weights, fused c_attn, GELU tanh), Gemma 2 (alternating sliding/full attention, score
+ * and logit soft-caps, (1 + w) sandwich norms, scaled embeddings, query_pre_attn_scalar) and
+ * Gemma 3 (5 local : 1 global, q/k norms, per-layer-type rotary bases). Prefill and greedy
+ * logits within 1e-4 relative error, through the compiled program and the unfused reference
+ * executor; then the older checkpoint and config spellings real Hub models use, against the same
+ * references.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CpuExecutor } from "../../runtime/cpu/executor.ts";
+import { loadNative } from "../../runtime/cpu/native.ts";
+import { isKilnError } from "../../runtime/errors.ts";
+import { runGolden } from "../../runtime/golden_check.ts";
+import { loadModel } from "../../runtime/model_loader.ts";
+import { EXECUTOR_FACTORIES, ModelRunner } from "../../runtime/model_runner.ts";
+import { copyFixture, editConfig, editWeights, fixture } from "../fixture_copy.ts";
+
+const FIXTURES = ["opt", "gpt2", "gemma2", "gemma3"] as const;
+
+async function expectParity(dir: string): Promise<void> {
+  const { results, summary } = await runGolden(dir, { tolerance: 1e-4 });
+  expect(results.length).toBeGreaterThanOrEqual(3);
+  for (const r of results) {
+    expect(r.prefill_rel_err).toBeLessThan(1e-4);
+    expect(r.greedy_logits_rel_err).toBeLessThan(1e-4);
+    expect(r.unexplained_mismatches).toBe(0);
+  }
+  expect(summary.ok, JSON.stringify(summary)).toBe(true);
+}
+
+describe("golden parity of the learned-position and Gemma fixtures on the CPU", () => {
+  for (const name of FIXTURES) it(name, () => expectParity(fixture(name)));
+});
+
+describe("the same through the unfused reference executor", () => {
+  const program = EXECUTOR_FACTORIES.get("cpu")!;
+  beforeAll(() => void EXECUTOR_FACTORIES.set("cpu", (graph, weights, opts) => new CpuExecutor(graph, weights, loadNative(), opts)));
+  afterAll(() => void EXECUTOR_FACTORIES.set("cpu", program));
+  for (const name of FIXTURES) {
+    it(name, async () => {
+      await expectParity(fixture(name));
+      expect(EXECUTOR_FACTORIES.get("cpu")).not.toBe(program);
+    });
+  }
+});
+
+describe("older spellings load to the same function", () => {
+  it("gpt2: names without the transformer. prefix, with the causal-mask buffers (openai-community/gpt2)", async () => {
+    const dir = copyFixture("gpt2");
+    editWeights(dir, (ts) => [
+      ...ts.map((t) => ({ ...t, name: t.name.replace(/^transformer\./, "") })),
+      { name: "h.0.attn.bias", dtype: "F32", shape: [1, 1, 4, 4], data: new Float32Array(16) },
+      { name: "h.0.attn.masked_bias", dtype: "F32", shape: [], data: new Float32Array(1) },
+    ]);
+    await expectParity(dir);
+  });
+
+  it("opt: names without the model. prefix (facebook/opt-*)", async () => {
+    const dir = copyFixture("opt");
+    editWeights(dir, (ts) => ts.map((t) => ({ ...t, name: t.name.replace(/^model\./, "") })));
+    await expectParity(dir);
+  });
+
+  it("gemma2: no layer_types (local and global alternate, local first)", async () => {
+    const dir = copyFixture("gemma2");
+    editConfig(dir, (c) => void delete c["layer_types"]);
+    await expectParity(dir);
+  });
+
+  it("gemma3: rope_theta + rope_local_base_freq instead of rope_parameters, sliding_window_pattern instead of layer_types", async () => {
+    const dir = copyFixture("gemma3");
+    editConfig(dir, (c) => {
+      delete c["rope_parameters"];
+      delete c["layer_types"];
+      delete c["_sliding_window_pattern"];
+      c["rope_theta"] = 1_000_000;
+      c["rope_local_base_freq"] = 10_000;
+      c["rope_scaling"] = null;
+      c["sliding_window_pattern"] = 6;
+    });
+    await expectParity(dir);
+  });
+
+  it("gemma3: local and global rotary bases are not interchangeable (the fixture tells them apart)", async () => {
+    const dir = copyFixture("gemma3");
+    editConfig(dir, (c) => {
+      const rope = c["rope_parameters"] as Record<string, unknown>;
+      c["rope_parameters"] = { full_attention: rope["sliding_attention"], sliding_attention: rope["full_attention"] };
+    });
+    const { summary } = await runGolden(dir, { tolerance: 1e-4 });
+    expect(summary.worst_greedy_logits_rel_err).toBeGreaterThan(1e-2);
+  });
+});
+
+describe("learned positions", () => {
+  it("a position past the table (gpt2: n_positions 512) is refused, not read out of bounds", async () => {
+    const loaded = await loadModel(fixture("gpt2"));
+    const blockSize = 16;
+    const runner = new ModelRunner(loaded.graph, loaded.weights, loaded.model.vocabSize, { numBlocks: 34, blockSize });
+    const table = Array.from({ length: runner.numBlocks }, (_, i) => i);
+    try {
+      // positions 510..513: the last two are past the table
+      runner.execute([{ tokens: [5, 6, 7, 8], numCached: 510, blockTable: table }]);
+      expect.unreachable("positions past the table should be refused");
+    } catch (e) {
+      expect(isKilnError(e, "INVALID_ARGUMENT"), String(e)).toBe(true);
+      expect((e as Error).message).toContain("position table");
+    } finally {
+      runner.dispose();
+    }
+  });
+});
