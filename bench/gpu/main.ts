@@ -91,9 +91,13 @@ const GOLDEN: readonly [string, string, boolean][] = [
   ["mamba2", "tests/fixtures/mamba2", false],
   ["jamba", "tests/fixtures/jamba", false],
   ["bamba", "tests/fixtures/bamba", false],
+  ["opt", "tests/fixtures/opt", false],
+  ["gpt2", "tests/fixtures/gpt2", false],
+  ["gemma2", "tests/fixtures/gemma2", false],
+  ["gemma3", "tests/fixtures/gemma3", false],
 ];
-/** The fixtures the f16 path is checked on: attention, sliding window, short conv and Mamba-2 hybrids. */
-const F16_SAMPLE = new Set(["llama", "qwen3", "mistral-swa", "lfm2", "bamba"]);
+/** The fixtures the f16 path is checked on: attention, sliding window, soft-capping, short conv and Mamba-2 hybrids. */
+const F16_SAMPLE = new Set(["llama", "qwen3", "mistral-swa", "gemma2", "lfm2", "bamba"]);
 
 /** bf16 rounding flips nearly tied expert choices in these tiny MoE fixtures: fp32 parity only. */
 const FP32_ONLY = new Set(["qwen3-moe", "minimax", "jamba"]);

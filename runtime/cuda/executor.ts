@@ -95,6 +95,18 @@ export interface CudaExecutorOptions extends ExecutorOptions {
 
 export type { GraphStats } from "./step_graphs.ts";
 
+/** The fewest rows among the embedding tables looked up by the graph input `input` (token ids or positions). */
+function tableRows(graph: Graph, input: "input_ids" | "positions"): number | undefined {
+  let rows: number | undefined;
+  for (const n of graph.nodes) {
+    const ids = n.kind === "embedding" ? graph.nodes[n.ids] : undefined;
+    if (n.kind !== "embedding" || ids?.kind !== "input" || ids.name !== input) continue;
+    const r = graph.nodes[n.table]?.shape[0];
+    if (typeof r === "number") rows = rows === undefined ? r : Math.min(rows, r);
+  }
+  return rows;
+}
+
 /** threads per row of kiln_sample_rows (KILN_SAMPLE_THREADS) */
 const SAMPLE_THREADS = 256;
 
@@ -107,7 +119,9 @@ export class CudaExecutor implements StepExecutor {
   /** how each parameter is held on the device */
   private readonly dtypes = new Map<string, WeightDtype>();
   private readonly nodes: NodeKernels;
+  /** rows of the tables the step's token ids and positions index (undefined: nothing indexes by them) */
   private readonly vocab: number | undefined;
+  private readonly positionRows: number | undefined;
   private arena: Arena | undefined = undefined;
   /** the decode graphs and graph pieces */
   private readonly graphs: StepGraphs;
@@ -206,8 +220,8 @@ export class CudaExecutor implements StepExecutor {
       this.dispose();
       throw e;
     }
-    const vocabs = graph.nodes.flatMap((n) => (n.kind === "embedding" ? [graph.nodes[n.table]?.shape[0]] : []));
-    this.vocab = vocabs.every((v): v is number => typeof v === "number") && vocabs.length > 0 ? Math.min(...vocabs) : undefined;
+    this.vocab = tableRows(graph, "input_ids");
+    this.positionRows = tableRows(graph, "positions");
     const dtypeOf = (id: ValueId): WeightDtype => {
       const n = graph.nodes[id];
       return n?.kind === "param" ? (this.dtypes.get(n.name) ?? "f32") : "f32";
@@ -344,6 +358,7 @@ export class CudaExecutor implements StepExecutor {
     const slots = this.statePool?.numSlots;
     return {
       vocab: this.vocab,
+      positions: this.positionRows,
       numBlocks: this.numBlocks + extra,
       blockSize: this.blockSize,
       numStateSlots: slots === undefined ? undefined : slots + extra,

@@ -36,6 +36,8 @@ export interface PackedStep {
 export interface PackLimits {
   /** vocabulary of the embedding table(s) the ids index */
   readonly vocab: number | undefined;
+  /** rows of a learned position table the positions index (GPT-2, OPT); undefined: none */
+  readonly positions?: number | undefined;
   readonly numBlocks: number;
   readonly blockSize: number;
   /** the state pool's slots; a step's state slots must lie below it */
@@ -91,6 +93,12 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
     for (let t = 0; t < T; t++) {
       const id = step.inputIds[t]!;
       if (id < 0 || id >= limits.vocab) throw new KilnError("INVALID_ARGUMENT", `token id ${id} is outside the vocabulary (${limits.vocab})`);
+    }
+  }
+  if (limits.positions !== undefined) {
+    for (let t = 0; t < T; t++) {
+      const p = step.positions[t]!;
+      if (p < 0 || p >= limits.positions) throw new KilnError("INVALID_ARGUMENT", `position ${p} is outside the learned position table (${limits.positions})`);
     }
   }
   for (let s = 0; s < S; s++) {

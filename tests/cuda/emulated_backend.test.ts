@@ -142,6 +142,10 @@ describe.skipIf(missing !== undefined)(`emulated CUDA backend${missing === undef
     ["mamba", fixture("mamba"), { tolerance: 1e-5, backend: "cuda" }],
     ["mamba2", fixture("mamba2"), { tolerance: 1e-5, backend: "cuda" }],
     ["bamba", fixture("bamba"), { tolerance: 1e-5, backend: "cuda" }],
+    ["opt", fixture("opt"), { tolerance: 1e-5, backend: "cuda" }],
+    ["gpt2", fixture("gpt2"), { tolerance: 1e-5, backend: "cuda" }],
+    ["gemma2", fixture("gemma2"), { tolerance: 1e-5, backend: "cuda" }],
+    ["gemma3", fixture("gemma3"), { tolerance: 1e-5, backend: "cuda" }],
   ];
   // f32 only: rounding a MoE model's activations to bf16 flips near-tied routing decisions, which
   // moves whole rows of logits beyond any fixed bf16 tolerance

@@ -26,7 +26,7 @@ afterAll(() => backend?.dispose());
 
 describe.skipIf(missing !== undefined)(`16-bit storage on the emulated CUDA backend${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
   // MoE fixtures stay f32-only here as with bf16: rounding flips near-tied routing decisions
-  for (const name of ["llama", "qwen2", "qwen3", "mistral-swa", "lfm2", "mamba2", "bamba"]) {
+  for (const name of ["llama", "qwen2", "qwen3", "mistral-swa", "lfm2", "mamba2", "bamba", "gpt2", "gemma2"]) {
     it(`${name} with f16 weights and KV cache (f16 GEMMs, fp32 accumulation; 2e-2)`, async () => {
       const cuda = registerCudaBackend({ weightDtype: "f16" });
       try {

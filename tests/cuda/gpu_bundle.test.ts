@@ -85,7 +85,7 @@ describe("GPU check bundle", () => {
       expect(timing(new RegExp(`^${shape} \\(toy\\) decode b=1 host share \\(bf16, unfused`))).toMatch(/"captures":0/);
       expect(timing(new RegExp(`^${shape} \\(toy\\) offline throughput \\(16 prompts, bf16\\)$`))).toMatch(/output tokens\/s: .* 16\/16 requests finished; KV pool \d+ blocks/);
     }
-    for (const name of ["llama", "qwen3", "mistral-swa", "lfm2", "bamba"]) {
+    for (const name of ["llama", "qwen3", "mistral-swa", "gemma2", "lfm2", "bamba"]) {
       expect(gpu_check.rows.find((x) => x.check === `golden ${name} (f16 weights + KV, 2e-2)`)?.result, name).toBe("PASS");
     }
     // the rows added for the KV dtype, graph pieces and the output overlap
