@@ -74,9 +74,8 @@ class Gpt2Attention extends Module {
 
   forward(x: Tensor): Tensor {
     return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads, headDim } = this.cAttn.sizes;
-      const [q, k, v] = this.cAttn.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
-      return this.cProj.forward(this.attn.forward(q!, k!, v!));
+      const [q, k, v] = this.cAttn.forwardQkv(x);
+      return this.cProj.forward(this.attn.forward(q, k, v));
     });
   }
 }

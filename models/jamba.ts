@@ -103,9 +103,8 @@ class JambaAttention extends Module {
 
   forward(x: Tensor): Tensor {
     return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
-      const [q, k, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
-      return this.oProj.forward(this.attn.forward(q!, k!, v!));
+      const [q, k, v] = this.qkvProj.forwardQkv(x);
+      return this.oProj.forward(this.attn.forward(q, k, v));
     });
   }
 }

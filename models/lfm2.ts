@@ -134,11 +134,11 @@ class Lfm2Attention extends Module {
 
   forward(positions: Tensor, x: Tensor): Tensor {
     return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
-      const [q, k, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
-      const qr = this.rotary.apply(this.qLayernorm.forward(q!), positions, numHeads);
-      const kr = this.rotary.apply(this.kLayernorm.forward(k!), positions, numKvHeads);
-      return this.outProj.forward(this.attn.forward(qr, kr, v!));
+      const { numHeads, numKvHeads } = this.qkvProj.sizes;
+      const [q, k, v] = this.qkvProj.forwardQkv(x);
+      const qr = this.rotary.apply(this.qLayernorm.forward(q), positions, numHeads);
+      const kr = this.rotary.apply(this.kLayernorm.forward(k), positions, numKvHeads);
+      return this.outProj.forward(this.attn.forward(qr, kr, v));
     });
   }
 }

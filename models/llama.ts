@@ -117,17 +117,17 @@ export class LlamaAttention extends Module {
 
   forward(positions: Tensor, x: Tensor): Tensor {
     return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
-      const [q0, k0, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
-      let q = q0!;
-      let k = k0!;
+      const { numHeads, numKvHeads } = this.qkvProj.sizes;
+      const [q0, k0, v] = this.qkvProj.forwardQkv(x);
+      let q = q0;
+      let k = k0;
       if (this.qNorm && this.kNorm) {
         q = this.qNorm.forward(q);
         k = this.kNorm.forward(k);
       }
       q = this.rotary.apply(q, positions, numHeads);
       k = this.rotary.apply(k, positions, numKvHeads);
-      return this.oProj.forward(this.attn.forward(q, k, v!));
+      return this.oProj.forward(this.attn.forward(q, k, v));
     });
   }
 }

@@ -139,11 +139,11 @@ class MiniMaxFullAttention extends Module {
 
   forward(positions: Tensor, x: Tensor): Tensor {
     return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
-      const [q, k, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
-      const qr = this.rotary.apply(q!, positions, numHeads);
-      const kr = this.rotary.apply(k!, positions, numKvHeads);
-      return this.oProj.forward(this.attn.forward(qr, kr, v!));
+      const { numHeads, numKvHeads } = this.qkvProj.sizes;
+      const [q, k, v] = this.qkvProj.forwardQkv(x);
+      const qr = this.rotary.apply(q, positions, numHeads);
+      const kr = this.rotary.apply(k, positions, numKvHeads);
+      return this.oProj.forward(this.attn.forward(qr, kr, v));
     });
   }
 }

@@ -87,9 +87,8 @@ class OptAttention extends Module {
   /** x [T, H] → [T, H]; no rotary: positions entered with the embeddings */
   forward(x: Tensor): Tensor {
     return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads, headDim } = this.qkvProj.sizes;
-      const [q, k, v] = this.qkvProj.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
-      return this.outProj.forward(this.attn.forward(q!, k!, v!));
+      const [q, k, v] = this.qkvProj.forwardQkv(x);
+      return this.outProj.forward(this.attn.forward(q, k, v));
     });
   }
 }

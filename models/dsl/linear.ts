@@ -164,6 +164,13 @@ export class QKVParallelLinear extends LinearBase {
     this.weight = this.param("weight", [this.outPerRank, hiddenSize], ctx.weightStorage, load, ["q", "k", "v"]);
     this.bias = opts.bias ? this.param("bias", [this.outPerRank], "f32", load, ["q", "k", "v"]) : undefined;
   }
+
+  /** x [T, hidden] → q [T, numHeads · headDim], k and v [T, numKvHeads · headDim] (this rank's heads) */
+  forwardQkv(x: Tensor): [Tensor, Tensor, Tensor] {
+    const { numHeads, numKvHeads, headDim } = this.sizes;
+    const [q, k, v] = this.forward(x).split([numHeads * headDim, numKvHeads * headDim, numKvHeads * headDim]);
+    return [q!, k!, v!];
+  }
 }
 
 /**
