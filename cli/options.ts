@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError } from "commander";
+import { declaredArtifactDtype, isArtifactDir } from "../runtime/artifact_loader.ts";
 import { configDtype, loadConfigJson } from "../runtime/hf_config.ts";
 import { KilnError } from "../runtime/errors.ts";
 import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
@@ -94,8 +95,14 @@ export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" |
   return registerCudaBackend({ cudaGraphs: flags.enforceEager !== true, weightDtype: cudaWeightDtype(flags.dtype, modelDir), kvCacheDtype: flags.kvCacheDtype });
 }
 
-/** --dtype as the backend gets it: auto becomes f16 where the folder's config.json (if any) declares float16. */
+/**
+ * --dtype as the backend gets it: auto becomes f16 for an engine artifact stored in f16, or a
+ * model folder whose config.json declares float16 (the loaders widen f16 tensors to f32, so the
+ * backend's own "auto", which looks at the loaded weights, would not see them).
+ */
 export function cudaWeightDtype(flag: CudaDtypeChoice, modelDir: string | undefined): CudaDtypeChoice {
-  if (flag !== "auto" || modelDir === undefined || !existsSync(join(modelDir, "config.json"))) return flag;
+  if (flag !== "auto" || modelDir === undefined) return flag;
+  if (isArtifactDir(modelDir)) return declaredArtifactDtype(modelDir) === "f16" ? "f16" : "auto";
+  if (!existsSync(join(modelDir, "config.json"))) return flag;
   return configDtype(loadConfigJson(modelDir)) === "float16" ? "f16" : "auto";
 }

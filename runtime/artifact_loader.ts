@@ -59,6 +59,20 @@ export function isArtifactDir(dir: string): boolean {
   return fs.existsSync(nodePath.join(dir, MANIFEST_FILE));
 }
 
+/**
+ * The storage dtype an artifact's manifest declares, read without checking anything else
+ * (undefined when the manifest cannot say); loading checks the whole artifact.
+ */
+export function declaredArtifactDtype(dir: string): StorageDtype | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(nodePath.join(dir, MANIFEST_FILE), "utf8"));
+  } catch {
+    return undefined; // unreadable: loadArtifact reports it with the reason
+  }
+  return isJsonObject(raw) ? STORAGE_DTYPES.find((d) => d === raw["dtype"]) : undefined;
+}
+
 function fail(dir: string, msg: string, code: "CONFIG_INVALID" | "MODEL_NOT_FOUND" | "INVALID_ARGUMENT" = "CONFIG_INVALID"): never {
   throw new KilnError(code, `engine artifact ${dir}: ${msg}`);
 }

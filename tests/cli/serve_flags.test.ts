@@ -5,6 +5,10 @@ import { promisify } from "node:util";
 import { InvalidArgumentError } from "commander";
 import { describe, expect, it } from "vitest";
 import { backendFlag, cudaDtypeFlag, cudaWeightDtype, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compileArtifact, parseTarget } from "../../runtime/artifact.ts";
 import { copyFixture, editConfig, fixture } from "../fixture_copy.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -38,6 +42,15 @@ describe("kiln serve flags", () => {
     expect(cudaWeightDtype("auto", fixture("llama-bf16"))).toBe("auto");
     expect(cudaWeightDtype("auto", undefined)).toBe("auto");
   });
+
+  it("--dtype auto means f16 for an engine artifact stored in f16, whatever its config.json says", async () => {
+    const root = mkdtempSync(join(tmpdir(), "kiln-artifact-dtype-"));
+    for (const dtype of ["f16", "bf16"] as const) {
+      const out = join(root, dtype);
+      await compileArtifact({ modelDir: fixture("llama"), outDir: out, target: parseTarget("cuda:sm_90"), dtype, maxModelLen: 64 });
+      expect(cudaWeightDtype("auto", out), dtype).toBe(dtype === "f16" ? "f16" : "auto"); // bf16 weights load as bf16: the backend's auto sees them
+    }
+  }, 60_000);
 
   it("--kv-cache-dtype on the CPU backend is refused with a typed error before the model loads", async () => {
     const err = await promisify(execFile)(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--kv-cache-dtype", "bfloat16"], { cwd: ROOT }).then(
