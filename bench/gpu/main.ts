@@ -358,7 +358,15 @@ function decodeRows(b: CudaBackend, shape: Shape, m: RandomModel, weightDtype: W
         `host busy ${pct(d.hostShare)} of a step with logits to the host, ${pct(d.greedyHostShare)} with greedy on the device (the rest: blocked on the GPU); graphs ${JSON.stringify(ex.graphStats)}`,
       );
       // where the default path's decode step goes, kernel by kernel (run back to back, as in a graph)
-      if (i === 0) row(`${name} decode b=1 ctx ${ctx} profile (${weightDtype}, ${variant.label})`, "TIME", decodeProfile(ex, ctx, m.vocabSize));
+      if (i === 0) {
+        const label = `${name} decode b=1 ctx ${ctx} profile (${weightDtype}, ${variant.label})`;
+        try {
+          row(label, "TIME", decodeProfile(ex, ctx, m.vocabSize));
+        } catch (e) {
+          // a diagnostic: its failure is reported without costing the other variants' timings
+          row(label, "FAIL", (e instanceof Error ? e.message : String(e)).split("\n")[0] ?? "");
+        }
+      }
     } finally {
       ex.dispose();
     }
