@@ -53,7 +53,6 @@ export class CudaDevice {
   private readonly args = new KernelArgs();
   private readonly out64 = new BigUint64Array(1);
   private readonly outB = new BigUint64Array(1);
-  private readonly out32 = new Int32Array(1);
   private disposed = false;
 
   private constructor(

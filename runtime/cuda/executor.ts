@@ -61,7 +61,7 @@ import {
   type KvCacheDtype,
   type KvPoolLayer,
 } from "./node_kernels.ts";
-import { packStepInputs, type PackedStep } from "./step_inputs.ts";
+import { packDecodeStep, packStepInputs, type PackedStep } from "./step_inputs.ts";
 
 /** How the GEMM and embedding matrices are held on the device */
 export type WeightDtype = DeviceDtype;
@@ -253,6 +253,7 @@ export class CudaExecutor implements StepExecutor {
           numBlocks,
           paddingSlot: this.statePool?.paddingSlot,
           pack: (step, padded) => packStepInputs(step, this.packLimits(padded)),
+          packDecode: (step, pad) => packDecodeStep(step, this.packLimits(true), pad),
           eagerArena: (T, S, inputLength) => this.arenaFor(T, S, inputLength),
           allocArena: (T, S, inputLength) => this.allocArena(T, S, inputLength),
           releaseArena: (a) => releaseArena(backend.device, a),

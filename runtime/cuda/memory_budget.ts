@@ -9,7 +9,7 @@
  * padding block or slot for captured decode batches; an activation arena for eager steps of up to
  * nextPow2(T) tokens, and another shared by the decode graphs).
  */
-import { numel, type Graph, type KvLayerSpec, type StateLayerSpec } from "../../compiler/ir.ts";
+import type { Graph, KvLayerSpec, StateLayerSpec } from "../../compiler/ir.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";

@@ -15,7 +15,7 @@
  */
 import type { StepInputs } from "../kv_cache.ts";
 import type { Arena } from "./arena.ts";
-import { captureSizeFor, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, type Segment } from "./decode_graphs.ts";
+import { captureSizeFor, graphTableWidth, isDecodeStep, padMixedStep, type DecodePadding, type Segment } from "./decode_graphs.ts";
 import type { CudaDevice, CudaGraph, DevicePtr } from "./device.ts";
 import type { StepLauncher } from "./step_launch.ts";
 import type { PackedStep } from "./step_inputs.ts";
@@ -33,6 +33,8 @@ export interface GraphHost {
   readonly paddingSlot: number | undefined;
   /** packs a step's inputs; `padded` admits the padding block and slot */
   pack(step: StepInputs, padded: boolean): PackedStep;
+  /** packs a decode step padded for a graph (step_inputs.ts packDecodeStep) */
+  packDecode(step: StepInputs, pad: DecodePadding): PackedStep;
   /** the executor's eager arena, grown to hold the step (telling arenaReleased first) */
   eagerArena(T: number, S: number, inputLength: number): Arena;
   allocArena(T: number, S: number, inputLength: number): Arena;
@@ -171,8 +173,7 @@ export class StepGraphs {
     const rows = captureSizeFor(step.inputIds.length, this.captureSizes);
     if (rows === undefined) return undefined;
     const tableWidth = graphTableWidth(step.attn.maxBlocksPerSeq);
-    const padded = padDecodeStep(step, { rows, tableWidth, blockSize: h.blockSize, block: h.numBlocks, stateSlot: h.paddingSlot });
-    const base = h.pack(padded, true);
+    const base = h.packDecode(step, { rows, tableWidth, blockSize: h.blockSize, block: h.numBlocks, stateSlot: h.paddingSlot });
     // split attention along the keys as the widest context of this table width needs, so the
     // captured launch shape serves every step the graph will see
     const keyBound = tableWidth * h.blockSize;

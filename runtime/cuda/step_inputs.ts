@@ -7,6 +7,7 @@
  */
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
+import { isDecodeStep, type DecodePadding } from "./decode_graphs.ts";
 
 /** Offsets (in i32 elements) of each section of the packed array. */
 export interface PackedLayout {
@@ -44,14 +45,14 @@ export interface PackLimits {
   readonly numStateSlots: number | undefined;
 }
 
-export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep {
-  const T = step.inputIds.length;
-  const S = step.logitsIndices.length;
-  const a = step.attn;
-  const tables = a.numSeqs * a.maxBlocksPerSeq;
-  // the per-token sections first: their offsets depend on T alone, so a CUDA-graph piece
-  // captured for T tokens finds them in the same place whatever the step's S or table width
-  const layout: PackedLayout = {
+/**
+ * The sections of a step of T tokens, S logits rows and numSeqs sequences with tables `width`
+ * blocks wide. The per-token sections come first: their offsets depend on T alone, so a CUDA-graph
+ * piece captured for T tokens finds them in the same place whatever the step's S or table width.
+ */
+function stepLayout(T: number, S: number, numSeqs: number, width: number): PackedLayout {
+  const tables = numSeqs * width;
+  return {
     inputIds: 0,
     positions: T,
     slotMapping: 2 * T,
@@ -60,9 +61,17 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
     logitsIndices: 5 * T,
     blockTables: 5 * T + S,
     queryStartLoc: 5 * T + S + tables,
-    stateSlots: 5 * T + S + tables + a.numSeqs + 1,
-    length: 5 * T + S + tables + 2 * a.numSeqs + 1,
+    stateSlots: 5 * T + S + tables + numSeqs + 1,
+    length: 5 * T + S + tables + 2 * numSeqs + 1,
   };
+}
+
+export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep {
+  const T = step.inputIds.length;
+  const S = step.logitsIndices.length;
+  const a = step.attn;
+  const tables = a.numSeqs * a.maxBlocksPerSeq;
+  const layout = stepLayout(T, S, a.numSeqs, a.maxBlocksPerSeq);
   if (step.positions.length !== T || a.slotMapping.length !== T || a.queryStartLoc.length !== a.numSeqs + 1) {
     throw new KilnError("INVALID_ARGUMENT", "step inputs disagree on the number of tokens");
   }
@@ -139,4 +148,85 @@ export function packStepInputs(step: StepInputs, limits: PackLimits): PackedStep
     return m;
   };
   return { data, layout, T, S, numSeqs: a.numSeqs, maxBlocksPerSeq: a.maxBlocksPerSeq, maxKeys };
+}
+
+/**
+ * A decode step (one token per sequence) packed as the CUDA graph of `pad.rows` rows and
+ * `pad.tableWidth`-wide block tables reads it, in one pass: the same array as
+ * packStepInputs(padDecodeStep(step, pad), limits), with limits that admit the padding block and
+ * slot. Padding rows decode token 0 at position 0 of a one-token sequence in the padding block.
+ */
+export function packDecodeStep(step: StepInputs, limits: PackLimits, pad: DecodePadding): PackedStep {
+  const n = step.inputIds.length;
+  const { rows: b, tableWidth: w, blockSize } = pad;
+  if (!isDecodeStep(step)) throw new Error("only decode steps run as CUDA graphs");
+  if (n > b) throw new Error(`a decode step of ${n} sequences does not fit a graph of ${b} rows`);
+  if (blockSize !== limits.blockSize) throw new Error("the padding and the pool disagree on the block size");
+  const a = step.attn;
+  const layout = stepLayout(b, b, b, w);
+  const data = new Int32Array(layout.length);
+  const numSlots = limits.numBlocks * blockSize;
+  const { vocab, positions: positionRows } = limits;
+  for (let s = 0; s < n; s++) {
+    const id = step.inputIds[s]!;
+    if (vocab !== undefined && (id < 0 || id >= vocab)) throw new KilnError("INVALID_ARGUMENT", `token id ${id} is outside the vocabulary (${vocab})`);
+    const pos = step.positions[s]!;
+    if (positionRows !== undefined && (pos < 0 || pos >= positionRows)) {
+      throw new KilnError("INVALID_ARGUMENT", `position ${pos} is outside the learned position table (${positionRows})`);
+    }
+    const slot = a.slotMapping[s]!;
+    if (slot < 0 || slot >= numSlots) throw new KilnError("KV_EXHAUSTED", `slot ${slot} is outside the KV cache's ${numSlots} slots`);
+    const seqLen = a.seqLens[s]!;
+    if (seqLen < 1) throw new KilnError("INVALID_ARGUMENT", `sequence ${s}: bad query range or length`);
+    const used = Math.ceil(seqLen / blockSize);
+    if (used > w) throw new Error(`sequence ${s} needs ${used} blocks; the graph's tables hold ${w}`);
+    if (used > a.maxBlocksPerSeq) throw new KilnError("KV_EXHAUSTED", `sequence ${s} needs ${used} blocks; its table holds ${a.maxBlocksPerSeq}`);
+    const src = s * a.maxBlocksPerSeq;
+    const dst = layout.blockTables + s * w;
+    for (let k = 0; k < used; k++) {
+      const block = a.blockTables[src + k]!;
+      if (block < 0 || block >= limits.numBlocks) throw new KilnError("KV_EXHAUSTED", `sequence ${s}: block ${block} is outside the pool of ${limits.numBlocks}`);
+      data[dst + k] = block;
+    }
+    data[layout.inputIds + s] = id;
+    data[layout.positions + s] = pos;
+    data[layout.slotMapping + s] = slot;
+    data[layout.tokenPos + s] = seqLen - 1;
+  }
+  const padSlot = pad.block * blockSize;
+  if (pad.block < 0 || pad.block >= limits.numBlocks) throw new KilnError("KV_EXHAUSTED", `the padding block ${pad.block} is outside the pool of ${limits.numBlocks}`);
+  for (let s = n; s < b; s++) {
+    data[layout.slotMapping + s] = padSlot;
+    data[layout.blockTables + s * w] = pad.block;
+  }
+  for (let s = 0; s < b; s++) {
+    data[layout.tokenSeq + s] = s;
+    data[layout.logitsIndices + s] = s;
+    data[layout.queryStartLoc + s] = s;
+  }
+  data[layout.queryStartLoc + b] = b;
+  if (limits.numStateSlots !== undefined && step.stateSlots === undefined && n > 0) {
+    throw new KilnError("INVALID_ARGUMENT", "the model keeps per-sequence state: every sequence of the step needs a state slot");
+  }
+  if (step.stateSlots !== undefined) {
+    if (pad.stateSlot === undefined) throw new Error("a step with state slots needs a padding slot");
+    if (step.stateSlots.length !== n) throw new KilnError("INVALID_ARGUMENT", "step inputs: one state slot per sequence is needed");
+    for (let s = 0; s < b; s++) {
+      const slot = s < n ? step.stateSlots[s]! : pad.stateSlot;
+      if (limits.numStateSlots === undefined || slot < 0 || slot >= limits.numStateSlots) {
+        throw new KilnError("INVALID_ARGUMENT", `state slot ${slot} is outside the pool of ${limits.numStateSlots ?? 0}`);
+      }
+      data[layout.stateSlots + s] = slot;
+    }
+  }
+  const tokenPos = layout.tokenPos;
+  const maxKeys = (window: number | undefined): number => {
+    let m = 0;
+    for (let t = 0; t < b; t++) {
+      const p = data[tokenPos + t]!;
+      m = Math.max(m, window === undefined ? p + 1 : Math.min(p + 1, window));
+    }
+    return m;
+  };
+  return { data, layout, T: b, S: b, numSeqs: b, maxBlocksPerSeq: w, maxKeys };
 }

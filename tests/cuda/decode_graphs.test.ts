@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/cuda/decode_graphs.ts";
+import { packDecodeStep, packStepInputs } from "../../runtime/cuda/step_inputs.ts";
 import { nodeUnits } from "../../runtime/cuda/activation_plan.ts";
 import { isCustomOp } from "../../compiler/ir.ts";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
@@ -57,6 +58,26 @@ describe("decode-graph padding", () => {
     expect(p.attn.blockTables[16]).toBe(99);
     expect(() => padDecodeStep(decode, { rows: 1, tableWidth: 8, blockSize: 16, block: 99, stateSlot: 5 })).toThrow(/does not fit/);
     expect(() => padDecodeStep(decode, { rows: 2, tableWidth: 8, blockSize: 16, block: 99, stateSlot: undefined })).toThrow(/padding slot/);
+  });
+
+  it("packs a decode step for a graph in one pass exactly as padding then packing does, with the same checks", () => {
+    const limits = { vocab: 512, positions: undefined, numBlocks: 100, blockSize: 16, numStateSlots: 6 };
+    for (const [rows, tableWidth] of [[2, 2], [4, 8], [8, 16]] as const) {
+      const pad = { rows, tableWidth, blockSize: 16, block: 99, stateSlot: 5 };
+      const once = packDecodeStep(decode, limits, pad);
+      const twice = packStepInputs(padDecodeStep(decode, pad), limits);
+      expect(Array.from(once.data)).toEqual(Array.from(twice.data));
+      expect(once.layout).toEqual(twice.layout);
+      expect([once.T, once.S, once.numSeqs, once.maxBlocksPerSeq]).toEqual([twice.T, twice.S, twice.numSeqs, twice.maxBlocksPerSeq]);
+      expect([undefined, 3, 30].map(once.maxKeys)).toEqual([undefined, 3, 30].map(twice.maxKeys));
+    }
+    const pad = { rows: 4, tableWidth: 8, blockSize: 16, block: 99, stateSlot: 5 };
+    expect(() => packDecodeStep(decode, { ...limits, vocab: 8 }, pad)).toThrow(/token id 9 is outside the vocabulary \(8\)/);
+    expect(() => packDecodeStep(decode, { ...limits, positions: 20 }, pad)).toThrow(/position 20 is outside the learned position table/);
+    expect(() => packDecodeStep(decode, { ...limits, numBlocks: 3 }, pad)).toThrow(/outside the/);
+    expect(() => packDecodeStep(decode, { ...limits, numStateSlots: 2 }, pad)).toThrow(/state slot 2 is outside the pool of 2/);
+    expect(() => packDecodeStep(decode, limits, { ...pad, rows: 1 })).toThrow(/does not fit/);
+    expect(() => packDecodeStep(decode, limits, { ...pad, stateSlot: undefined })).toThrow(/padding slot/);
   });
 
   it("cuts the units into pieces at every custom op and before the logits rows", async () => {

@@ -12,7 +12,7 @@ import { CpuExecutor } from "../../runtime/cpu/executor.ts";
 import { loadNative } from "../../runtime/cpu/native.ts";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { CudaError } from "../../runtime/cuda/check.ts";
-import { CudaExecutor, type CudaExecutorOptions } from "../../runtime/cuda/executor.ts";
+import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { KERNEL_FILES } from "../../runtime/cuda/kernel_catalog.ts";
 import { strideGrid } from "../../runtime/cuda/kernels.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
