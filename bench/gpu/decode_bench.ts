@@ -167,7 +167,7 @@ export function decodeProfile(ex: CudaExecutor, context: number, vocab: number):
   const p = ex.profileStep(step);
   const total = p.units.reduce((s, u) => s + u.ms, 0);
   const parts = profileByCategory(p.units).map((c) => {
-    const rate = c.weightBytes > 0 && c.ms > 0 ? ` at ${(c.weightBytes / (c.ms / 1000) / 1e12).toFixed(2)} TB/s` : "";
+    const rate = c.weightBytes > 0 && c.ms > 0 ? ` at ${(c.weightBytes / (c.ms / 1000) / 1e9).toFixed(c.weightBytes / c.ms > 1e8 ? 0 : 3)} GB/s` : "";
     return `${c.category} ${c.ms.toFixed(3)} ms ×${c.count}${rate}`;
   });
   const slowest = [...p.units]
