@@ -80,9 +80,7 @@ export interface CudaFlags {
 /**
  * Registers the CUDA backend as the flags ask (loaded only for --backend cuda, nothing touched
  * otherwise). On the CPU backend a --dtype other than `cpuDtype` or a --kv-cache-dtype other than
- * auto is an INVALID_ARGUMENT error: the CPU computes in f32. `--dtype auto` on a model folder
- * whose config.json declares float16 weights means f16: the loader widens f16 tensors to f32, so
- * the backend's own "auto" (which looks at the loaded weights) would not see them.
+ * auto is an INVALID_ARGUMENT error: the CPU computes in f32. --dtype goes through cudaWeightDtype.
  */
 export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" | "f32", modelDir?: string): Promise<CudaRegistration | undefined> {
   if (flags.backend !== "cuda") {

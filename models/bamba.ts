@@ -15,7 +15,7 @@ import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "
 import { Mamba2Mixer, timeStepLimit, type Mamba2MixerOptions } from "./dsl/mamba.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
-import { LlamaAttention, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
+import { LlamaAttention, llamaAttentionSpec, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
 
 export interface BambaConfig extends LlamaConfig {
   readonly mamba: Mamba2MixerOptions;
@@ -58,7 +58,7 @@ class BambaDecoderLayer extends Module {
   constructor(prefix: string, cfg: BambaConfig, layer: number, ctx: ModelContext) {
     super(prefix);
     this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
-    this.mixer = cfg.attentionLayers[layer] ? new LlamaAttention(this.join("self_attn"), cfg, layer, ctx) : new Mamba2Mixer(this.join("mamba"), cfg.mamba, ctx);
+    this.mixer = cfg.attentionLayers[layer] ? new LlamaAttention(this.join("self_attn"), llamaAttentionSpec(cfg, layer), ctx) : new Mamba2Mixer(this.join("mamba"), cfg.mamba, ctx);
     this.preFfLayernorm = new RMSNorm(this.join("pre_ff_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
     this.feedForward = new LlamaMLP(this.join("feed_forward"), cfg, ctx);
   }

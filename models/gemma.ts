@@ -18,15 +18,12 @@ import { KilnError } from "../runtime/errors.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
-import { Attention } from "./dsl/attention.ts";
 import type { ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
-import { QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
-import { RotaryEmbedding } from "./dsl/rotary.ts";
-import { LlamaMLP } from "./llama.ts";
+import { LlamaAttention, LlamaMLP, type LlamaAttentionSpec } from "./llama.ts";
 
 /** Gemma's RMS norms scale by (1 + w). */
 const GEMMA_NORM = { weightOffset: 1 } as const;
@@ -135,51 +132,28 @@ export function parseGemmaConfig(c: ConfigReader, variant: GemmaVariant): GemmaC
   };
 }
 
-class GemmaAttention extends Module {
-  readonly qkvProj: QKVParallelLinear;
-  readonly oProj: RowParallelLinear;
-  readonly qNorm: RMSNorm | undefined;
-  readonly kNorm: RMSNorm | undefined;
-  readonly rotary: RotaryEmbedding;
-  readonly attn: Attention;
-
-  constructor(prefix: string, cfg: GemmaConfig, layer: GemmaLayerSpec, ctx: ModelContext) {
-    super(prefix);
-    const D = cfg.headDim;
-    const bias = { bias: cfg.attentionBias };
-    this.qkvProj = new QKVParallelLinear(this.join("qkv_proj"), cfg.hiddenSize, D, cfg.numHeads, cfg.numKvHeads, ctx, bias);
-    this.oProj = new RowParallelLinear(this.join("o_proj"), cfg.numHeads * D, cfg.hiddenSize, ctx, bias);
-    this.qNorm = cfg.qkNorm ? new RMSNorm(this.join("q_norm"), D, cfg.rmsNormEps, GEMMA_NORM) : undefined;
-    this.kNorm = cfg.qkNorm ? new RMSNorm(this.join("k_norm"), D, cfg.rmsNormEps, GEMMA_NORM) : undefined;
-    this.rotary = new RotaryEmbedding(D, D, layer.rope);
-    const { numHeads, numKvHeads } = this.qkvProj.sizes;
-    this.attn = new Attention(this.join("attn"), numHeads, D, cfg.queryPreAttnScalar ** -0.5, numKvHeads, {
-      slidingWindow: layer.slidingWindow,
-      softcap: cfg.attnSoftcap,
-    });
-  }
-
-  forward(positions: Tensor, x: Tensor): Tensor {
-    return this.scoped(x.graph, () => {
-      const { numHeads, numKvHeads } = this.qkvProj.sizes;
-      const [q0, k0, v] = this.qkvProj.forwardQkv(x);
-      let q = q0;
-      let k = k0;
-      if (this.qNorm && this.kNorm) {
-        q = this.qNorm.forward(q);
-        k = this.kNorm.forward(k);
-      }
-      q = this.rotary.apply(q, positions, numHeads);
-      k = this.rotary.apply(k, positions, numKvHeads);
-      return this.oProj.forward(this.attn.forward(q, k, v));
-    });
-  }
+/** A layer's attention: Llama's, with Gemma's (1 + w) q/k norms, query_pre_attn_scalar, soft-cap, and the layer's window and rotary. */
+function gemmaAttentionSpec(cfg: GemmaConfig, layer: GemmaLayerSpec): LlamaAttentionSpec {
+  return {
+    hiddenSize: cfg.hiddenSize,
+    numHeads: cfg.numHeads,
+    numKvHeads: cfg.numKvHeads,
+    headDim: cfg.headDim,
+    qkvBias: cfg.attentionBias,
+    oBias: cfg.attentionBias,
+    qkNorm: cfg.qkNorm ? { eps: cfg.rmsNormEps, weightOffset: GEMMA_NORM.weightOffset } : undefined,
+    rope: layer.rope,
+    rotaryDim: cfg.headDim,
+    scale: cfg.queryPreAttnScalar ** -0.5,
+    slidingWindow: layer.slidingWindow,
+    softcap: cfg.attnSoftcap,
+  };
 }
 
 /** Sandwich norms: each sublayer's output is normalized again before the residual add. */
 class GemmaDecoderLayer extends Module {
   readonly inputLayernorm: RMSNorm;
-  readonly selfAttn: GemmaAttention;
+  readonly selfAttn: LlamaAttention;
   readonly postAttentionLayernorm: RMSNorm;
   readonly preFeedforwardLayernorm: RMSNorm;
   readonly mlp: LlamaMLP;
@@ -189,7 +163,7 @@ class GemmaDecoderLayer extends Module {
     super(prefix);
     const norm = (name: string): RMSNorm => new RMSNorm(this.join(name), cfg.hiddenSize, cfg.rmsNormEps, GEMMA_NORM);
     this.inputLayernorm = norm("input_layernorm");
-    this.selfAttn = new GemmaAttention(this.join("self_attn"), cfg, layer, ctx);
+    this.selfAttn = new LlamaAttention(this.join("self_attn"), gemmaAttentionSpec(cfg, layer), ctx);
     this.postAttentionLayernorm = norm("post_attention_layernorm");
     this.preFeedforwardLayernorm = norm("pre_feedforward_layernorm");
     this.mlp = new LlamaMLP(this.join("mlp"), cfg, ctx);

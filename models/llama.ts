@@ -91,6 +91,42 @@ export function parseLlamaConfig(c: ConfigReader, variant: LlamaVariant): LlamaC
   };
 }
 
+/** One attention layer of the Llama shape, as plain sizes and switches (Gemma builds one too). */
+export interface LlamaAttentionSpec {
+  readonly hiddenSize: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly qkvBias: boolean;
+  readonly oBias: boolean;
+  /** per-head RMS norms of q and k (Qwen3, Gemma 3): their eps, and the offset their weights scale by */
+  readonly qkNorm: { readonly eps: number; readonly weightOffset: number } | undefined;
+  readonly rope: RopeConfig;
+  /** the leading dims of each head the rotary turns (partial rotary when < headDim) */
+  readonly rotaryDim: number;
+  readonly scale: number;
+  readonly slidingWindow: number | undefined;
+  readonly softcap: number | undefined;
+}
+
+/** Layer `layer`'s attention in a Llama-family config. */
+export function llamaAttentionSpec(cfg: LlamaConfig, layer: number): LlamaAttentionSpec {
+  return {
+    hiddenSize: cfg.hiddenSize,
+    numHeads: cfg.numHeads,
+    numKvHeads: cfg.numKvHeads,
+    headDim: cfg.headDim,
+    qkvBias: cfg.qkvBias,
+    oBias: cfg.oBias,
+    qkNorm: cfg.qkNorm ? { eps: cfg.rmsNormEps, weightOffset: 0 } : undefined,
+    rope: cfg.rope,
+    rotaryDim: rotaryDimOf(cfg.rope, cfg.headDim),
+    scale: cfg.headDim ** -0.5,
+    slidingWindow: cfg.slidingWindows[layer],
+    softcap: undefined,
+  };
+}
+
 export class LlamaAttention extends Module {
   readonly qkvProj: QKVParallelLinear;
   readonly oProj: RowParallelLinear;
@@ -99,19 +135,21 @@ export class LlamaAttention extends Module {
   readonly rotary: RotaryEmbedding;
   readonly attn: Attention;
 
-  constructor(prefix: string, cfg: LlamaConfig, layer: number, ctx: ModelContext) {
+  constructor(prefix: string, spec: LlamaAttentionSpec, ctx: ModelContext) {
     super(prefix);
-    const D = cfg.headDim;
-    this.qkvProj = new QKVParallelLinear(this.join("qkv_proj"), cfg.hiddenSize, D, cfg.numHeads, cfg.numKvHeads, ctx, {
-      bias: cfg.qkvBias,
+    const D = spec.headDim;
+    this.qkvProj = new QKVParallelLinear(this.join("qkv_proj"), spec.hiddenSize, D, spec.numHeads, spec.numKvHeads, ctx, {
+      bias: spec.qkvBias,
     });
     const { numHeads, numKvHeads } = this.qkvProj.sizes;
-    this.oProj = new RowParallelLinear(this.join("o_proj"), cfg.numHeads * D, cfg.hiddenSize, ctx, { bias: cfg.oBias });
-    this.qNorm = cfg.qkNorm ? new RMSNorm(this.join("q_norm"), D, cfg.rmsNormEps) : undefined;
-    this.kNorm = cfg.qkNorm ? new RMSNorm(this.join("k_norm"), D, cfg.rmsNormEps) : undefined;
-    this.rotary = new RotaryEmbedding(D, rotaryDimOf(cfg.rope, D), cfg.rope); // partial rotary: only the first dims turn
-    this.attn = new Attention(this.join("attn"), numHeads, D, D ** -0.5, numKvHeads, {
-      slidingWindow: cfg.slidingWindows[layer],
+    this.oProj = new RowParallelLinear(this.join("o_proj"), spec.numHeads * D, spec.hiddenSize, ctx, { bias: spec.oBias });
+    const norm = spec.qkNorm;
+    this.qNorm = norm ? new RMSNorm(this.join("q_norm"), D, norm.eps, { weightOffset: norm.weightOffset }) : undefined;
+    this.kNorm = norm ? new RMSNorm(this.join("k_norm"), D, norm.eps, { weightOffset: norm.weightOffset }) : undefined;
+    this.rotary = new RotaryEmbedding(D, spec.rotaryDim, spec.rope); // partial rotary: only the first dims turn
+    this.attn = new Attention(this.join("attn"), numHeads, D, spec.scale, numKvHeads, {
+      slidingWindow: spec.slidingWindow,
+      softcap: spec.softcap,
     });
   }
 
@@ -167,7 +205,7 @@ class LlamaDecoderLayer extends Module {
   constructor(prefix: string, cfg: LlamaConfig, layer: number, ctx: ModelContext) {
     super(prefix);
     this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
-    this.selfAttn = new LlamaAttention(this.join("self_attn"), cfg, layer, ctx);
+    this.selfAttn = new LlamaAttention(this.join("self_attn"), llamaAttentionSpec(cfg, layer), ctx);
     this.postAttentionLayernorm = new RMSNorm(this.join("post_attention_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
     this.mlp = new LlamaMLP(this.join("mlp"), cfg, ctx);
   }

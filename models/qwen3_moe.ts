@@ -15,7 +15,7 @@ import { FusedMoE, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
-import { LlamaAttention, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
+import { LlamaAttention, llamaAttentionSpec, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
 
 export interface Qwen3MoeConfig extends LlamaConfig {
   readonly moe: FusedMoEOptions;
@@ -50,7 +50,7 @@ class Qwen3MoeDecoderLayer extends Module {
   constructor(prefix: string, cfg: Qwen3MoeConfig, layer: number, ctx: ModelContext) {
     super(prefix);
     this.inputLayernorm = new RMSNorm(this.join("input_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
-    this.selfAttn = new LlamaAttention(this.join("self_attn"), cfg, layer, ctx);
+    this.selfAttn = new LlamaAttention(this.join("self_attn"), llamaAttentionSpec(cfg, layer), ctx);
     this.postAttentionLayernorm = new RMSNorm(this.join("post_attention_layernorm"), cfg.hiddenSize, cfg.rmsNormEps);
     this.mlp = cfg.sparseLayers[layer] ? new SparseMoeBlock(this.join("mlp"), cfg.moe, ctx) : new LlamaMLP(this.join("mlp"), cfg, ctx);
   }

@@ -36,17 +36,18 @@ struct alignas(16) kiln_u4 {
   unsigned int x, y, z, w;
 };
 
-// An f16 cache element as its bit pattern; a type of its own so that overloads tell it from bf16
-// (unsigned short) at compile time
-struct kiln_f16_bits {
+// A 16-bit cache element of format F (kiln_bf16_format or kiln_f16_format) as its bit pattern;
+// a type per format, so the overloads below tell the formats apart at compile time
+template <class F>
+struct kiln_half_bits {
   unsigned short bits;
 };
 
 __device__ __forceinline__ float kiln_kv_load(const float* p, int i) { return p[i]; }
-__device__ __forceinline__ float kiln_kv_load(const unsigned short* p, int i) { return kiln_widen_bf16(p[i]); }
-__device__ __forceinline__ float kiln_kv_load(const kiln_f16_bits* p, int i) { return kiln_widen_f16(p[i].bits); }
+template <class F>
+__device__ __forceinline__ float kiln_kv_load(const kiln_half_bits<F>* p, int i) { return F::widen(p[i].bits); }
 
-// Four (f32) or eight (bf16) consecutive cache elements at element i, widened; vector loads
+// Four (f32) or eight (16-bit) consecutive cache elements at element i, widened; vector loads
 __device__ __forceinline__ void kiln_kv_chunk(const float* p, int i, float* o) {
   const kiln_f4 u = *reinterpret_cast<const kiln_f4*>(p + i);
   o[0] = u.x;
@@ -54,20 +55,13 @@ __device__ __forceinline__ void kiln_kv_chunk(const float* p, int i, float* o) {
   o[2] = u.z;
   o[3] = u.w;
 }
-__device__ __forceinline__ void kiln_kv_chunk(const unsigned short* p, int i, float* o) {
+template <class F>
+__device__ __forceinline__ void kiln_kv_chunk(const kiln_half_bits<F>* p, int i, float* o) {
   const kiln_u4 u = *reinterpret_cast<const kiln_u4*>(p + i);
   const unsigned int w[4] = {u.x, u.y, u.z, u.w};
   for (int k = 0; k < 4; ++k) {
-    o[2 * k] = __uint_as_float(w[k] << 16);             // the lower address holds the first element
-    o[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ void kiln_kv_chunk(const kiln_f16_bits* p, int i, float* o) {
-  const kiln_u4 u = *reinterpret_cast<const kiln_u4*>(p + i);
-  const unsigned int w[4] = {u.x, u.y, u.z, u.w};
-  for (int k = 0; k < 4; ++k) {
-    o[2 * k] = kiln_widen_f16((unsigned short)(w[k] & 0xffffu));
-    o[2 * k + 1] = kiln_widen_f16((unsigned short)(w[k] >> 16));
+    o[2 * k] = F::widen((unsigned short)(w[k] & 0xffffu));  // the lower address holds the first element
+    o[2 * k + 1] = F::widen((unsigned short)(w[k] >> 16));
   }
 }
 template <typename KV>
@@ -308,8 +302,10 @@ extern "C" __global__ void kiln_paged_attention_bf16(float* out, float* partial,
                                       const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
                                       int numKvHeads, int headDim, float scale, int window, float softcap,
                                       int numSplits) {
-  kiln_attend<false, unsigned short>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
-                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+  typedef kiln_half_bits<kiln_bf16_format> KV;
+  kiln_attend<false, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
+                         tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+                         softcap, numSplits);
 }
 
 extern "C" __global__ void kiln_paged_attention_softcap_bf16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -317,8 +313,10 @@ extern "C" __global__ void kiln_paged_attention_softcap_bf16(float* out, float* 
                                       const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
                                       int numKvHeads, int headDim, float scale, int window, float softcap,
                                       int numSplits) {
-  kiln_attend<true, unsigned short>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
-                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+  typedef kiln_half_bits<kiln_bf16_format> KV;
+  kiln_attend<true, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
+                        tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+                        softcap, numSplits);
 }
 
 extern "C" __global__ void kiln_paged_attention_f16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -326,9 +324,10 @@ extern "C" __global__ void kiln_paged_attention_f16(float* out, float* partial, 
                                       const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
                                       int numKvHeads, int headDim, float scale, int window, float softcap,
                                       int numSplits) {
-  kiln_attend<false, kiln_f16_bits>(out, partial, q, reinterpret_cast<const kiln_f16_bits*>(kCache),
-                        reinterpret_cast<const kiln_f16_bits*>(vCache), tokenSeq, tokenPos, blockTables, maxBlocksPerSeq,
-                        blockSize, numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+  typedef kiln_half_bits<kiln_f16_format> KV;
+  kiln_attend<false, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
+                         tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+                         softcap, numSplits);
 }
 
 extern "C" __global__ void kiln_paged_attention_softcap_f16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -336,9 +335,10 @@ extern "C" __global__ void kiln_paged_attention_softcap_f16(float* out, float* p
                                       const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
                                       int numKvHeads, int headDim, float scale, int window, float softcap,
                                       int numSplits) {
-  kiln_attend<true, kiln_f16_bits>(out, partial, q, reinterpret_cast<const kiln_f16_bits*>(kCache),
-                        reinterpret_cast<const kiln_f16_bits*>(vCache), tokenSeq, tokenPos, blockTables, maxBlocksPerSeq,
-                        blockSize, numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+  typedef kiln_half_bits<kiln_f16_format> KV;
+  kiln_attend<true, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
+                        tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+                        softcap, numSplits);
 }
 
 // Merges the splits of kiln_paged_attention: out = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M),

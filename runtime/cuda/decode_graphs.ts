@@ -55,7 +55,11 @@ export interface DecodePadding {
   readonly stateSlot: number | undefined;
 }
 
-/** The decode step `step` as a graph of `pad.rows` rows and `pad.tableWidth`-wide block tables reads it. */
+/**
+ * The decode step `step` as a graph of `pad.rows` rows and `pad.tableWidth`-wide block tables
+ * reads it, as plain StepInputs: the statement of the padding rules. The executor packs decode
+ * steps with step_inputs.ts packDecodeStep, in one pass, tested to give what packing this gives.
+ */
 export function padDecodeStep(step: StepInputs, pad: DecodePadding): StepInputs {
   const n = step.inputIds.length;
   const { rows: b, tableWidth: w } = pad;

@@ -21,6 +21,3 @@ export function deviceElementBytes(d: DeviceDtype): 2 | 4 {
 
 /** The kernel that rounds f32 values to each 16-bit format, (out, in, n). */
 export const ROUND_KERNELS = { bf16: "kiln_f32_to_bf16", f16: "kiln_f32_to_f16" } as const satisfies Record<HalfDtype, KernelName>;
-
-/** The kernel that widens each 16-bit format to f32, (out, in, n). */
-export const WIDEN_KERNELS = { bf16: "kiln_bf16_to_f32", f16: "kiln_f16_to_f32" } as const satisfies Record<HalfDtype, KernelName>;

@@ -49,7 +49,6 @@ import type { KernelName } from "./kernel_catalog.ts";
 import {
   DEFAULT_ATTENTION_TUNING,
   GEMV_MAX_ROWS,
-  kvElementBytes,
   LINEAR_ATTENTION_MAX_HEAD_DIM,
   MAMBA_SCAN_MAX_STATE,
   MAX_HEAD_DIM,
@@ -202,7 +201,7 @@ export class CudaExecutor implements StepExecutor {
       }
       // one block more than the engine's pool: the padding rows of decode graphs write there
       for (const spec of graph.kvLayers) {
-        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * kvElementBytes(kvDtype);
+        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * deviceElementBytes(kvDtype);
         const layer = { k: this.own(bytes), v: this.own(bytes) };
         backend.device.zero(layer.k, bytes);
         backend.device.zero(layer.v, bytes);

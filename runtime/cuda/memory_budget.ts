@@ -14,12 +14,10 @@ import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
 import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
-import { kvElementBytes, type KvCacheDtype } from "./node_kernels.ts";
+import type { KvCacheDtype } from "./node_kernels.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
 export const ACTIVATION_MARGIN_BYTES = 64 * 2 ** 20;
-
-export type DeviceWeightDtype = DeviceDtype;
 
 export interface DeviceMemory {
   readonly free: number;
@@ -28,7 +26,7 @@ export interface DeviceMemory {
 
 /** Bytes of K and V for one block across every attention layer, the cache held as `dtype`. */
 export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number, dtype: KvCacheDtype): number {
-  return layers.reduce((sum, l) => sum + 2 * kvElementBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
+  return layers.reduce((sum, l) => sum + 2 * deviceElementBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
 }
 
 /** Names of the parameters read as GEMM weights or embedding tables (the ones bf16 / f16 modes keep in 16 bits). */
@@ -43,7 +41,7 @@ export function matrixParams(graph: Graph): Set<string> {
 }
 
 /** Device bytes the executor holds for the graph's weights at the given precision. */
-export function deviceWeightBytes(graph: Graph, weights: ReadonlyMap<string, WeightData>, dtype: DeviceWeightDtype): number {
+export function deviceWeightBytes(graph: Graph, weights: ReadonlyMap<string, WeightData>, dtype: DeviceDtype): number {
   const matrices = isHalf(dtype) ? matrixParams(graph) : new Set<string>();
   const seen = new Set<string>();
   let bytes = 0;
@@ -76,7 +74,7 @@ export interface ActivationShape {
   readonly graphRows: number;
   /** the executor's settings that decide which activations get memory */
   readonly arch: string;
-  readonly weightDtype: DeviceWeightDtype;
+  readonly weightDtype: DeviceDtype;
   readonly kvDtype: KvCacheDtype;
   /** the compiled program's fused kernels (default true) */
   readonly fusedKernels?: boolean;

@@ -6,7 +6,7 @@ import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDi
 import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
-import { deviceElementBytes, isHalf, ROUND_KERNELS, type DeviceDtype } from "./device_dtype.ts";
+import { isHalf, ROUND_KERNELS, type DeviceDtype } from "./device_dtype.ts";
 import type { KernelName } from "./kernel_catalog.ts";
 import { strideGrid } from "./kernels.ts";
 import type { DeviceStatePool } from "./state_pool.ts";
@@ -119,11 +119,6 @@ export function attentionSplits(T: number, headBlocks: number, maxKeys: number, 
 export function attentionScratchBytes(n: NodeOf<"attention">, T: number, multiprocessors: number): number {
   const rows = Math.min(T, Math.ceil((2 * multiprocessors) / attentionHeadBlocks(n.numHeads, n.numKvHeads)));
   return rows * n.numHeads * MAX_ATTENTION_SPLITS * (n.headDim + 2) * 4;
-}
-
-/** Bytes per element of a KV cache held as `dtype`. */
-export function kvElementBytes(dtype: KvCacheDtype): number {
-  return deviceElementBytes(dtype);
 }
 
 export interface KvPoolLayer {

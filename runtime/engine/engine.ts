@@ -167,7 +167,7 @@ export class Engine {
     if (!req) return false;
     this.core.abortRequest(requestId);
     const now = epochMs();
-    req.seqs.forEach((seq, i) => {
+    req.seqs.forEach((_, i) => {
       if (!req.reported[i]) this.emit(req, { requestId, index: i, tokenIds: [], text: req.texts[i]!.takeDelta(true), finishReason: "abort" }, now);
     });
     return true;

@@ -2,9 +2,7 @@
 // libcuda (which records captured launches and replays them), an executor that replays graphs
 // against one that runs every step eagerly, over decode batches of changing sizes with KV caches
 // and mamba-like state.
-import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { describe, expect, it } from "vitest";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/cuda/decode_graphs.ts";
 import { packDecodeStep, packStepInputs } from "../../runtime/cuda/step_inputs.ts";
 import { nodeUnits } from "../../runtime/cuda/activation_plan.ts";
@@ -13,10 +11,8 @@ import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
+import { emulatedSuite } from "./emulated_suite.ts";
 import { compare } from "./parity_support.ts";
-
-const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
 
 describe("decode-graph padding", () => {
   const decode = packStep(
@@ -127,25 +123,15 @@ describe("decode-graph padding", () => {
   });
 });
 
-const missing = missingEmulatorTool();
-let backend: CudaBackend;
 
-beforeAll(() => {
-  if (missing !== undefined) return;
-  Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
-  backend = CudaBackend.open();
-}, 120_000);
-
-afterAll(() => backend?.dispose());
-
-describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+emulatedSuite("decode graphs on the emulated device", (backend) => {
   // lfm2: attention with a KV cache and short convs with state; mamba: state only
   for (const name of ["lfm2", "mamba", "llama"] as const) {
     it(`${name}: replayed graphs give the eager executor's logits over changing batch sizes`, async () => {
       const { graph, weights } = await loadModel(fixture(name));
       const opts = { numBlocks: 32, blockSize: 4, numStateSlots: 6 };
-      const eager = new CudaExecutor(graph, weights, backend, { ...opts, cudaGraphs: false });
-      const graphed = new CudaExecutor(graph, weights, backend, { ...opts, captureSizes: [1, 2, 4, 8] });
+      const eager = new CudaExecutor(graph, weights, backend(), { ...opts, cudaGraphs: false });
+      const graphed = new CudaExecutor(graph, weights, backend(), { ...opts, captureSizes: [1, 2, 4, 8] });
       try {
         const numSeqs = 6;
         const slots = Array.from({ length: numSeqs }, () => [eager.statePool?.allocate(), graphed.statePool?.allocate()] as const);
@@ -192,8 +178,8 @@ describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${mi
     it(`${name}: prefill and mixed steps replay graph pieces and give the eager executor's logits`, async () => {
       const { graph, weights } = await loadModel(fixture(name));
       const opts = { numBlocks: 32, blockSize: 4, numStateSlots: 4 };
-      const eager = new CudaExecutor(graph, weights, backend, { ...opts, cudaGraphs: false });
-      const graphed = new CudaExecutor(graph, weights, backend, { ...opts, captureSizes: [1, 2, 4, 8] });
+      const eager = new CudaExecutor(graph, weights, backend(), { ...opts, cudaGraphs: false });
+      const graphed = new CudaExecutor(graph, weights, backend(), { ...opts, captureSizes: [1, 2, 4, 8] });
       try {
         const numSeqs = 4;
         const slots = Array.from({ length: numSeqs }, () => [eager.statePool?.allocate(), graphed.statePool?.allocate()] as const);
@@ -250,8 +236,8 @@ describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${mi
 
   it("runs decode batches past the largest capture size eagerly, and frees every graph on dispose", async () => {
     const { graph, weights } = await loadModel(fixture("llama"));
-    const before = backend.device.allocatedBytes;
-    const ex = new CudaExecutor(graph, weights, backend, { numBlocks: 8, blockSize: 16, captureSizes: [1, 2] });
+    const before = backend().device.allocatedBytes;
+    const ex = new CudaExecutor(graph, weights, backend(), { numBlocks: 8, blockSize: 16, captureSizes: [1, 2] });
     const decode = (n: number): void => {
       ex.run(packStep(Array.from({ length: n }, (_, s) => ({ tokens: [5 + s], numCached: 3, blockTable: [s] })), 16));
     };
@@ -261,34 +247,34 @@ describe.skipIf(missing !== undefined)(`decode graphs on the emulated device${mi
     decode(2);
     expect(ex.graphStats).toMatchObject({ captures: 1, replays: 1, graphs: 1 });
     ex.dispose();
-    expect(backend.device.allocatedBytes).toBe(before);
+    expect(backend().device.allocatedBytes).toBe(before);
   });
-});
 
-describe.skipIf(missing !== undefined)(`the compiler's fused kernels on the emulated device${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
-  for (const name of ["llama", "qwen3", "lfm2"] as const) {
-    it(`${name}: the fused program runs fewer launches and gives the node-by-node logits`, async () => {
-      const { graph, weights } = await loadModel(fixture(name));
-      const opts = { numBlocks: 16, blockSize: 4, numStateSlots: 2, cudaGraphs: false };
-      const fused = new CudaExecutor(graph, weights, backend, opts);
-      const plain = new CudaExecutor(graph, weights, backend, { ...opts, fusedKernels: false });
-      try {
-        const summary = fused.planSummary!;
-        expect(plain.planSummary).toBeUndefined();
-        expect(summary.fusedKernels).toBeGreaterThan(0);
-        const nodeLaunches = plain.graph.nodes.filter((n) => n.kind !== "input" && n.kind !== "param").length;
-        expect(summary.fusedKernels + summary.nodes).toBeLessThanOrEqual(nodeLaunches / 2);
-        const slot = [fused.statePool?.allocate(), plain.statePool?.allocate()] as const;
-        const step = (which: 0 | 1, tokens: number[], numCached: number) =>
-          packStep([{ tokens, numCached, blockTable: [0, 1, 2, 3, 4], ...(slot[which] === undefined ? {} : { stateSlot: slot[which] }) }], 4);
-        const prompt = [5, 17, 301, 44, 9, 8, 7];
-        // two float orderings of the same function (each within 1e-5 of the HF reference in the goldens)
-        expect(compare(`${name} prefill`, fused.run(step(0, prompt, 0)), plain.run(step(1, prompt, 0)), 5e-5).maxErr).toBeLessThan(5e-5);
-        expect(compare(`${name} decode`, fused.run(step(0, [12], 7)), plain.run(step(1, [12], 7)), 5e-5).maxErr).toBeLessThan(5e-5);
-      } finally {
-        fused.dispose();
-        plain.dispose();
-      }
-    });
-  }
+  describe("the compiler's fused kernels", () => {
+    for (const name of ["llama", "qwen3", "lfm2"] as const) {
+      it(`${name}: the fused program runs fewer launches and gives the node-by-node logits`, async () => {
+        const { graph, weights } = await loadModel(fixture(name));
+        const opts = { numBlocks: 16, blockSize: 4, numStateSlots: 2, cudaGraphs: false };
+        const fused = new CudaExecutor(graph, weights, backend(), opts);
+        const plain = new CudaExecutor(graph, weights, backend(), { ...opts, fusedKernels: false });
+        try {
+          const summary = fused.planSummary!;
+          expect(plain.planSummary).toBeUndefined();
+          expect(summary.fusedKernels).toBeGreaterThan(0);
+          const nodeLaunches = plain.graph.nodes.filter((n) => n.kind !== "input" && n.kind !== "param").length;
+          expect(summary.fusedKernels + summary.nodes).toBeLessThanOrEqual(nodeLaunches / 2);
+          const slot = [fused.statePool?.allocate(), plain.statePool?.allocate()] as const;
+          const step = (which: 0 | 1, tokens: number[], numCached: number) =>
+            packStep([{ tokens, numCached, blockTable: [0, 1, 2, 3, 4], ...(slot[which] === undefined ? {} : { stateSlot: slot[which] }) }], 4);
+          const prompt = [5, 17, 301, 44, 9, 8, 7];
+          // two float orderings of the same function (each within 1e-5 of the HF reference in the goldens)
+          expect(compare(`${name} prefill`, fused.run(step(0, prompt, 0)), plain.run(step(1, prompt, 0)), 5e-5).maxErr).toBeLessThan(5e-5);
+          expect(compare(`${name} decode`, fused.run(step(0, [12], 7)), plain.run(step(1, [12], 7)), 5e-5).maxErr).toBeLessThan(5e-5);
+        } finally {
+          fused.dispose();
+          plain.dispose();
+        }
+      });
+    }
+  });
 });

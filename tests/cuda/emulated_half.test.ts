@@ -2,8 +2,7 @@
 // cuBLASLt (tests/cuda/emulator): HF goldens with f16 GEMM and embedding matrices (f16 GEMMs and
 // GEMVs, fp32 accumulation) and an f16 cache (emulated_backend.test.ts has the bf16 goldens), and
 // the device bytes bf16 and f16 take.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { expect, it } from "vitest";
 import { CudaExecutor, type CudaExecutorOptions } from "../../runtime/cuda/executor.ts";
 import { deviceWeightBytes } from "../../runtime/cuda/memory_budget.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
@@ -11,20 +10,9 @@ import { runGolden } from "../../runtime/golden_check.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { missingEmulatorTool, useEmulator } from "./emulator/build_emulator.ts";
+import { emulatedSuite } from "./emulated_suite.ts";
 
-const missing = missingEmulatorTool();
-let backend: CudaBackend;
-
-beforeAll(() => {
-  if (missing !== undefined) return;
-  useEmulator();
-  backend = CudaBackend.open();
-}, 120_000);
-
-afterAll(() => backend?.dispose());
-
-describe.skipIf(missing !== undefined)(`16-bit storage on the emulated CUDA backend${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+emulatedSuite("16-bit storage on the emulated CUDA backend", (backend) => {
   // MoE fixtures stay f32-only here as with bf16: rounding flips near-tied routing decisions
   for (const name of ["llama", "qwen2", "qwen3", "mistral-swa", "lfm2", "mamba2", "bamba", "gpt2", "gemma2"]) {
     it(`${name} with f16 weights and KV cache (f16 GEMMs, fp32 accumulation; 2e-2)`, async () => {
@@ -59,7 +47,7 @@ describe.skipIf(missing !== undefined)(`16-bit storage on the emulated CUDA back
       const table = Array.from({ length: 12 }, (_, i) => i);
       const prompt = Array.from({ length: 40 }, (_, i) => 5 + ((i * 29) % 500));
       const run = (opts: Partial<CudaExecutorOptions>): { logits: Float32Array; bytes: number } => {
-        const ex = new CudaExecutor(loaded.graph, loaded.weights, backend, { numBlocks: 12, blockSize: 16, cudaGraphs: false, ...opts });
+        const ex = new CudaExecutor(loaded.graph, loaded.weights, backend(), { numBlocks: 12, blockSize: 16, cudaGraphs: false, ...opts });
         try {
           ex.run(packStep([{ tokens: prompt.slice(0, 33), numCached: 0, blockTable: table }], 16));
           // 7 tokens: the GEMMs of this step run as GEMVs (≤ 8 rows); the prefill's through cuBLASLt

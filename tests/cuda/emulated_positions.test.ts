@@ -1,27 +1,15 @@
 // Learned position tables on the CUDA backend (CPU emulator): token ids are bounded by the
 // vocabulary alone, positions by the position table, each checked on the host before a kernel
 // reads a row.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { expect, it } from "vitest";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { isKilnError } from "../../runtime/errors.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { copyFixture, editConfig, editWeights } from "../fixture_copy.ts";
-import { missingEmulatorTool, useEmulator } from "./emulator/build_emulator.ts";
+import { emulatedSuite } from "./emulated_suite.ts";
 
-const missing = missingEmulatorTool();
-let backend: CudaBackend;
-
-beforeAll(() => {
-  if (missing !== undefined) return;
-  useEmulator();
-  backend = CudaBackend.open();
-}, 120_000);
-
-afterAll(() => backend?.dispose());
-
-describe.skipIf(missing !== undefined)(`learned positions on the emulated CUDA backend${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+emulatedSuite("learned positions on the emulated CUDA backend", (backend) => {
   it("a GPT-2 with 64 positions and 512 tokens takes token ids past 64 and refuses position 64", async () => {
     const dir = copyFixture("gpt2");
     editConfig(dir, (cfg) => {
@@ -31,7 +19,7 @@ describe.skipIf(missing !== undefined)(`learned positions on the emulated CUDA b
       ts.map((t) => (t.name === "transformer.wpe.weight" ? { ...t, shape: [64, t.shape[1]!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, 64 * t.shape[1]! * 4) } : t)),
     );
     const { graph, weights } = await loadModel(dir);
-    const ex = new CudaExecutor(graph, weights, backend, { numBlocks: 8, blockSize: 16 });
+    const ex = new CudaExecutor(graph, weights, backend(), { numBlocks: 8, blockSize: 16 });
     try {
       const table = Array.from({ length: 8 }, (_, i) => i);
       const tokens = Array.from({ length: 63 }, (_, i) => 100 + ((i * 7) % 400)); // every id past the position table's 64 rows

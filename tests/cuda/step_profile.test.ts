@@ -1,32 +1,20 @@
 // CudaExecutor.profileStep on the CPU emulator: every unit of the plan timed once, categorised,
 // with the weight bytes of its GEMVs, and the step's logits the same as an unprofiled run's.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { expect, it } from "vitest";
 import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { deviceWeightBytes } from "../../runtime/cuda/memory_budget.ts";
 import { profileByCategory } from "../../runtime/cuda/step_profile.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { missingEmulatorTool, useEmulator } from "./emulator/build_emulator.ts";
+import { emulatedSuite } from "./emulated_suite.ts";
 
-const missing = missingEmulatorTool();
-let backend: CudaBackend;
-
-beforeAll(() => {
-  if (missing !== undefined) return;
-  useEmulator();
-  backend = CudaBackend.open();
-}, 120_000);
-
-afterAll(() => backend?.dispose());
-
-describe.skipIf(missing !== undefined)(`step profile on the emulated CUDA backend${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+emulatedSuite("step profile on the emulated CUDA backend", (backend) => {
   it("times every unit of a decode step once and leaves the step's logits as an unprofiled run does", async () => {
     const { graph, weights } = await loadModel(fixture("qwen3"));
     const table = Array.from({ length: 4 }, (_, i) => i);
     const prompt = Array.from({ length: 20 }, (_, i) => 5 + ((i * 31) % 500));
-    const ex = new CudaExecutor(graph, weights, backend, { numBlocks: 4, blockSize: 16, weightDtype: "bf16", cudaGraphs: false });
+    const ex = new CudaExecutor(graph, weights, backend(), { numBlocks: 4, blockSize: 16, weightDtype: "bf16", cudaGraphs: false });
     try {
       ex.run(packStep([{ tokens: prompt, numCached: 0, blockTable: table }], 16));
       const step = packStep([{ tokens: [7], numCached: 20, blockTable: table }], 16);

@@ -8,43 +8,21 @@
  * executor; then the older checkpoint and config spellings real Hub models use, against the same
  * references.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CpuExecutor } from "../../runtime/cpu/executor.ts";
-import { loadNative } from "../../runtime/cpu/native.ts";
+import { describe, expect, it } from "vitest";
 import { isKilnError } from "../../runtime/errors.ts";
 import { runGolden } from "../../runtime/golden_check.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
-import { EXECUTOR_FACTORIES, ModelRunner } from "../../runtime/model_runner.ts";
+import { ModelRunner } from "../../runtime/model_runner.ts";
 import { copyFixture, editConfig, editWeights, fixture } from "../fixture_copy.ts";
+import { describeOnUnfusedExecutor, expectGoldenParity } from "./golden_support.ts";
 
 const FIXTURES = ["opt", "gpt2", "gemma2", "gemma3"] as const;
 
-async function expectParity(dir: string): Promise<void> {
-  const { results, summary } = await runGolden(dir, { tolerance: 1e-4 });
-  expect(results.length).toBeGreaterThanOrEqual(3);
-  for (const r of results) {
-    expect(r.prefill_rel_err).toBeLessThan(1e-4);
-    expect(r.greedy_logits_rel_err).toBeLessThan(1e-4);
-    expect(r.unexplained_mismatches).toBe(0);
-  }
-  expect(summary.ok, JSON.stringify(summary)).toBe(true);
-}
-
 describe("golden parity of the learned-position and Gemma fixtures on the CPU", () => {
-  for (const name of FIXTURES) it(name, () => expectParity(fixture(name)));
+  for (const name of FIXTURES) it(name, () => expectGoldenParity(fixture(name)));
 });
 
-describe("the same through the unfused reference executor", () => {
-  const program = EXECUTOR_FACTORIES.get("cpu")!;
-  beforeAll(() => void EXECUTOR_FACTORIES.set("cpu", (graph, weights, opts) => new CpuExecutor(graph, weights, loadNative(), opts)));
-  afterAll(() => void EXECUTOR_FACTORIES.set("cpu", program));
-  for (const name of FIXTURES) {
-    it(name, async () => {
-      await expectParity(fixture(name));
-      expect(EXECUTOR_FACTORIES.get("cpu")).not.toBe(program);
-    });
-  }
-});
+describeOnUnfusedExecutor(FIXTURES);
 
 describe("older spellings load to the same function", () => {
   it("gpt2: names without the transformer. prefix, with the causal-mask buffers (openai-community/gpt2)", async () => {
@@ -54,19 +32,19 @@ describe("older spellings load to the same function", () => {
       { name: "h.0.attn.bias", dtype: "F32", shape: [1, 1, 4, 4], data: new Float32Array(16) },
       { name: "h.0.attn.masked_bias", dtype: "F32", shape: [], data: new Float32Array(1) },
     ]);
-    await expectParity(dir);
+    await expectGoldenParity(dir);
   });
 
   it("opt: names without the model. prefix (facebook/opt-*)", async () => {
     const dir = copyFixture("opt");
     editWeights(dir, (ts) => ts.map((t) => ({ ...t, name: t.name.replace(/^model\./, "") })));
-    await expectParity(dir);
+    await expectGoldenParity(dir);
   });
 
   it("gemma2: no layer_types (local and global alternate, local first)", async () => {
     const dir = copyFixture("gemma2");
     editConfig(dir, (c) => void delete c["layer_types"]);
-    await expectParity(dir);
+    await expectGoldenParity(dir);
   });
 
   it("gemma3: rope_theta + rope_local_base_freq instead of rope_parameters, sliding_window_pattern instead of layer_types", async () => {
@@ -80,7 +58,7 @@ describe("older spellings load to the same function", () => {
       c["rope_scaling"] = null;
       c["sliding_window_pattern"] = 6;
     });
-    await expectParity(dir);
+    await expectGoldenParity(dir);
   });
 
   it("gemma3: local and global rotary bases are not interchangeable (the fixture tells them apart)", async () => {

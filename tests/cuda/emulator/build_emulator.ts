@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 const EMULATOR_DIR = fileURLToPath(new URL(".", import.meta.url));
 export const KERNELS_DIR = fileURLToPath(new URL("../../../kernels/cuda/", import.meta.url));
 const BUILD_ROOT = fileURLToPath(new URL("../../../build/cuda-emulator/", import.meta.url));
-const SOURCES = ["fibers.cc", "fake_cuda.cc", "fake_nvrtc.cc", "fake_cublaslt.cc"];
+const SOURCES = ["fibers.cc", "fake_cuda.cc", "fake_streams.cc", "fake_nvrtc.cc", "fake_cublaslt.cc"];
 const HEADERS = ["gpu_emu.h", "fibers.h", "kernel_registry.h", "fake_state.h", "include/cuda_bf16.h", "include/cuda_fp16.h"];
 // the kernels carry device-compiler pragmas (#pragma unroll) a host compiler does not know
 const CXX_FLAGS = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unknown-pragmas"];

@@ -1,7 +1,7 @@
 // A fake libcuda for tests on machines without a GPU: device memory is host memory (each
-// allocation ends at a PROT_NONE guard page, so overruns fault), kernels are kiln's own .cu files
-// compiled as host C++ and run by the fiber emulator, streams are synchronous, and stream capture
-// records work for replay. A module compiled from a generated program (see fake_nvrtc.cc) brings
+// allocation ends at a PROT_NONE guard page, so overruns fault) and kernels are kiln's own .cu
+// files compiled as host C++ and run by the fiber emulator; streams, events and graph capture are
+// in fake_streams.cc. A module compiled from a generated program (see fake_nvrtc.cc) brings
 // its kernels in a host object, loaded with the module. Calls are checked the way the driver checks them (initialised,
 // context current, pointers inside live allocations, no host copies while capturing), and a
 // refused call explains itself through cuGetErrorString.
@@ -10,14 +10,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -27,30 +24,14 @@
 
 namespace {
 
-constexpr int kSuccess = 0;
-constexpr int kInvalidValue = 1;
-constexpr int kOutOfMemory = 2;
-constexpr int kNotInitialized = 3;
-constexpr int kNoDevice = 100;
-constexpr int kInvalidDevice = 101;
-constexpr int kInvalidImage = 200;
-constexpr int kInvalidContext = 201;
-constexpr int kInvalidHandle = 400;
-constexpr int kNotFound = 500;
-constexpr int kIllegalAddress = 700;
-constexpr int kLaunchFailed = 719;
-constexpr int kCaptureUnsupported = 900;
-constexpr int kCaptureInvalidated = 901;
+using namespace kiln_fake::cu;
+
 constexpr unsigned int kMaxDynamicShared = 48 * 1024;
 
 struct Allocation {
   void* mapping;
   size_t mappingBytes;
   size_t bytes;
-};
-
-struct Graph {
-  std::vector<std::function<int()>> ops;
 };
 
 bool initialised = false;
@@ -62,12 +43,7 @@ std::map<uint64_t, std::vector<unsigned char>> modules;
 // the kernels of a module's host object, for modules that have one
 std::map<uint64_t, const std::vector<kiln_emu::KernelEntry>*> moduleKernels;
 std::map<uint64_t, const kiln_emu::KernelEntry*> functions;
-std::set<uint64_t> streams, events;
-std::map<uint64_t, std::shared_ptr<Graph>> graphs, execs;
 uint64_t nextHandle = 0x1000;
-uint64_t capturing = 0;  // the stream being captured, 0 when none
-bool captureBroken = false;
-std::vector<std::function<int()>> captured;
 int lastCode = 0;
 std::string lastDetail;
 std::string errorText;
@@ -100,20 +76,6 @@ const char* codeName(int code) {
   }
 }
 
-int ready() {
-  if (!initialised) return kNotInitialized;
-  if (!contextCurrent) return kInvalidContext;
-  return kSuccess;
-}
-
-bool validStream(uint64_t s) { return s == 0 || streams.count(s) > 0; }
-
-int hostCopyAllowed() {
-  if (capturing == 0) return kSuccess;
-  captureBroken = true;
-  return kiln_fake::fail(kCaptureUnsupported, "a synchronous host copy while a stream is being captured");
-}
-
 }  // namespace
 
 namespace kiln_fake {
@@ -125,14 +87,13 @@ bool isDeviceRange(uintptr_t p, size_t n) {
   return p >= it->first && p + n <= it->first + it->second.bytes;
 }
 
-int enqueue(uint64_t stream, const std::function<int()>& op) {
-  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
-  if (capturing != 0 && stream == capturing) {
-    captured.push_back(op);
-    return kSuccess;
-  }
-  return op();
+int ready() {
+  if (!initialised) return kNotInitialized;
+  if (!contextCurrent) return kInvalidContext;
+  return kSuccess;
 }
+
+uint64_t newHandle() { return nextHandle++; }
 
 int fail(int code, const std::string& detail) {
   lastCode = code;
@@ -144,6 +105,9 @@ int fail(int code, const std::string& detail) {
 }  // namespace kiln_fake
 
 using kiln_fake::fail;
+using kiln_fake::hostCopyAllowed;
+using kiln_fake::ready;
+using kiln_fake::validStream;
 
 extern "C" {
 
@@ -241,7 +205,7 @@ int cuMemGetInfo_v2(size_t* freeBytes, size_t* total) {
 int cuMemAlloc_v2(uint64_t* ptr, size_t bytes) {
   if (int r = ready()) return r;
   if (bytes == 0) return fail(kInvalidValue, "cuMemAlloc of 0 bytes");
-  if (capturing) return fail(kCaptureUnsupported, "cuMemAlloc while capturing");
+  if (kiln_fake::isCapturing()) return fail(kCaptureUnsupported, "cuMemAlloc while capturing");
   const size_t rounded = (bytes + 15) & ~size_t{15};
   const size_t pages = (rounded + kPage - 1) / kPage;
   const size_t mappingBytes = (pages + 1) * kPage;
@@ -443,104 +407,5 @@ int cuLaunchKernel(uint64_t fn, unsigned int gx, unsigned int gy, unsigned int g
     return kSuccess;
   });
 }
-
-int cuStreamCreate(uint64_t* stream, unsigned int) {
-  if (int r = ready()) return r;
-  *stream = nextHandle++;
-  streams.insert(*stream);
-  return kSuccess;
-}
-
-int cuStreamDestroy_v2(uint64_t stream) {
-  if (streams.erase(stream) == 0) return fail(kInvalidHandle, "unknown stream");
-  return kSuccess;
-}
-
-int cuStreamSynchronize(uint64_t stream) {
-  if (int r = ready()) return r;
-  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
-  if (capturing != 0 && stream == capturing) return fail(kCaptureUnsupported, "synchronising a capturing stream");
-  return kSuccess;
-}
-
-int cuEventCreate(uint64_t* event, unsigned int) {
-  if (int r = ready()) return r;
-  *event = nextHandle++;
-  events.insert(*event);
-  return kSuccess;
-}
-
-// an event's timestamp: host time when the stream reached it (the emulator runs work as it is queued)
-static std::map<uint64_t, std::chrono::steady_clock::time_point> eventTimes;
-
-int cuEventRecord(uint64_t event, uint64_t stream) {
-  if (!events.count(event)) return fail(kInvalidHandle, "unknown event");
-  return kiln_fake::enqueue(stream, [event] {
-    eventTimes[event] = std::chrono::steady_clock::now();
-    return kSuccess;
-  });
-}
-
-int cuEventElapsedTime(float* ms, uint64_t start, uint64_t end) {
-  if (!events.count(start) || !events.count(end)) return fail(kInvalidHandle, "unknown event");
-  const auto a = eventTimes.find(start), b = eventTimes.find(end);
-  if (a == eventTimes.end() || b == eventTimes.end()) return fail(kInvalidValue, "CUDA_ERROR_NOT_READY: an event was never recorded");
-  *ms = std::chrono::duration<float, std::milli>(b->second - a->second).count();
-  return kSuccess;
-}
-
-int cuEventSynchronize(uint64_t event) { return events.count(event) ? kSuccess : fail(kInvalidHandle, "unknown event"); }
-
-int cuEventDestroy_v2(uint64_t event) {
-  eventTimes.erase(event);
-  return events.erase(event) ? kSuccess : fail(kInvalidHandle, "unknown event");
-}
-
-int cuStreamBeginCapture_v2(uint64_t stream, int mode) {
-  if (int r = ready()) return r;
-  if (stream == 0 || !streams.count(stream)) return fail(kCaptureUnsupported, "only created streams can be captured");
-  if (mode < 0 || mode > 2) return fail(kInvalidValue, "capture mode");
-  if (capturing != 0) return fail(kInvalidValue, "a capture is already in progress");
-  capturing = stream;
-  captureBroken = false;
-  captured.clear();
-  return kSuccess;
-}
-
-int cuStreamEndCapture(uint64_t stream, uint64_t* graph) {
-  if (capturing == 0 || stream != capturing) return fail(kInvalidValue, "the stream is not being captured");
-  capturing = 0;
-  if (captureBroken) {
-    *graph = 0;
-    return fail(kCaptureInvalidated, "the capture was invalidated by an unsupported call");
-  }
-  auto g = std::make_shared<Graph>();
-  g->ops.swap(captured);
-  *graph = nextHandle++;
-  graphs[*graph] = g;
-  return kSuccess;
-}
-
-int cuGraphInstantiateWithFlags(uint64_t* exec, uint64_t graph, unsigned long long) {
-  auto g = graphs.find(graph);
-  if (g == graphs.end()) return fail(kInvalidHandle, "unknown graph");
-  *exec = nextHandle++;
-  execs[*exec] = std::make_shared<Graph>(*g->second);
-  return kSuccess;
-}
-
-int cuGraphLaunch(uint64_t exec, uint64_t stream) {
-  auto e = execs.find(exec);
-  if (e == execs.end()) return fail(kInvalidHandle, "unknown graph exec");
-  if (!validStream(stream)) return fail(kInvalidHandle, "unknown stream");
-  for (auto& op : e->second->ops) {
-    if (int r = op()) return r;
-  }
-  return kSuccess;
-}
-
-int cuGraphExecDestroy(uint64_t exec) { return execs.erase(exec) ? kSuccess : fail(kInvalidHandle, "unknown graph exec"); }
-
-int cuGraphDestroy(uint64_t graph) { return graphs.erase(graph) ? kSuccess : fail(kInvalidHandle, "unknown graph"); }
 
 }  // extern "C"
