@@ -20,6 +20,8 @@ export const ERROR_CODES = [
   "KV_EXHAUSTED", // the KV pool cannot hold the request
   "INVALID_ARGUMENT", // a bad argument to a public API or CLI flag
   "SAMPLING_PARAMS_INVALID", // a sampling parameter out of range or of the wrong type
+  "SAMPLING_FAILED", // a row of logits with no distribution to draw from (NaN or +inf), or a sampled id outside the vocabulary
+  "LISTEN_FAILED", // the server cannot listen on the address it was given (in use, no permission)
   "ENGINE_CLOSED", // a request sent to an engine that has been closed
   "CUDA_UNAVAILABLE", // no usable CUDA driver, NVRTC or cuBLASLt library (the message names every path tried)
   "CUDA_ERROR", // a CUDA driver, NVRTC or cuBLASLt call failed (the message carries the library's own text)

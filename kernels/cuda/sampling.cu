@@ -324,6 +324,14 @@ __device__ int kiln_sample_draw(const float* row, int V, const int* h) {
   return last < 0.0 ? 0 : (int)last;
 }
 
+// A penalised finite logit stays finite, as sampler.ts's holdFinite: a tiny repetition penalty
+// would divide it to +inf, and softmax over +inf is NaN. A masked (infinite) logit keeps its value.
+__device__ __forceinline__ float kiln_hold_finite(float x, double y) {
+  const double fmax = 3.4028234663852886e38;
+  if (!(x > -kiln_inf() && x < kiln_inf()) || (y <= fmax && y >= -fmax)) return (float)y;
+  return y > 0.0 ? (float)fmax : (float)-fmax;
+}
+
 extern "C" __global__ void kiln_sample_rows(int* out, float* logits, const int* params, int S, int V) {
   const int s = blockIdx.x;
   if (s >= S) return;
@@ -343,7 +351,7 @@ extern "C" __global__ void kiln_sample_rows(int* out, float* logits, const int* 
     if (ef & 4) x = (float)__dadd_rn((double)x, kiln_f64_at(en + 3));
     if ((flags & 2) && ((ef & 2) || count > 0)) {
       const double r = kiln_f64_at(h + 10);
-      x = x > 0.0f ? (float)((double)x / r) : (float)__dmul_rn((double)x, r);
+      x = kiln_hold_finite(x, x > 0.0f ? (double)x / r : __dmul_rn((double)x, r));
     }
     if ((flags & 4) && count > 0) {
       x = (float)__dsub_rn((double)x, __dmul_rn(kiln_f64_at(h + 12), (double)count));

@@ -62,6 +62,8 @@ export interface EngineStats extends CoreStats {
   readonly numRequests: number;
   readonly numFinishedRequests: number;
   readonly numAbortedRequests: number;
+  /** requests that ended with an error of their own while others went on */
+  readonly numFailedRequests: number;
 }
 
 interface LiveRequest {
@@ -93,6 +95,7 @@ export class Engine {
   private nextId = 0;
   private numFinished = 0;
   private numAborted = 0;
+  private numFailed = 0;
 
   constructor(
     readonly runner: StepRunner,
@@ -180,7 +183,13 @@ export class Engine {
   }
 
   stats(): EngineStats {
-    return { ...this.core.stats(), numRequests: this.live.size, numFinishedRequests: this.numFinished, numAbortedRequests: this.numAborted };
+    return {
+      ...this.core.stats(),
+      numRequests: this.live.size,
+      numFinishedRequests: this.numFinished,
+      numAbortedRequests: this.numAborted,
+      numFailedRequests: this.numFailed,
+    };
   }
 
   private tokenize(prompt: Prompt): number[] {
@@ -257,13 +266,33 @@ export class Engine {
     }
   }
 
+  /** One request failed on its own: it ends with the error, and every other request goes on. */
+  private failRequest(requestId: string, error: unknown): void {
+    const req = this.live.get(requestId);
+    if (!req) return;
+    this.core.abortRequest(requestId);
+    this.live.delete(requestId);
+    this.numFailed++;
+    req.detach();
+    req.stream.fail(error);
+  }
+
   private complete(result: StepResult, started: number): void {
     const now = epochMs();
     for (const { seq } of result.scheduled.chunks) {
       const req = this.live.get(seq.requestId);
       if (req && req.firstScheduledTime === undefined) req.firstScheduledTime = started;
     }
-    for (const u of result.updates) this.deliver(u, now);
+    for (const f of result.failures) this.failRequest(f.requestId, f.error);
+    for (const u of result.updates) {
+      // a failure while turning one request's token into text (its detokenizer, its stop
+      // strings) is that request's alone
+      try {
+        this.deliver(u, now);
+      } catch (error) {
+        this.failRequest(u.seq.requestId, error);
+      }
+    }
   }
 
   private deliver(u: SequenceUpdate, now: number): void {

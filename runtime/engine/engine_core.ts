@@ -49,9 +49,17 @@ export interface PendingStep {
   readonly collect: () => Int32Array;
 }
 
+/** A request that failed on its own during a step; its sequences are already finished. */
+export interface RequestFailure {
+  readonly requestId: string;
+  readonly error: unknown;
+}
+
 export interface StepResult {
   readonly scheduled: SchedulerStep;
   readonly updates: readonly SequenceUpdate[];
+  /** requests that failed alone (a row that could not be sampled); the rest of the batch goes on */
+  readonly failures: readonly RequestFailure[];
 }
 
 export interface CoreStats {
@@ -173,7 +181,7 @@ export class EngineCore {
     if (scheduled.chunks.length === 0) {
       // the pool always fits one sequence, so unfinished work always schedules something
       if (this.hasUnfinished) throw new Error(`the scheduler made no progress with ${this.scheduler.waiting.size} sequences waiting`);
-      return { kind: "done", result: { scheduled, updates: [] } };
+      return { kind: "done", result: { scheduled, updates: [], failures: [] } };
     }
     this.steps++;
     const chunks = scheduled.chunks.map((c) => toSeqChunk(c));
@@ -189,10 +197,15 @@ export class EngineCore {
     this.scheduler.commit(p.scheduled);
     this.computedTokens += p.scheduled.numBatchedTokens;
     const updates: SequenceUpdate[] = [];
+    const failures: RequestFailure[] = [];
+    const V = this.runner.vocabSize;
     p.sampled.forEach((seq, r) => {
-      if (!seq.isFinished) updates.push(this.accept(seq, ids[r]!, undefined));
+      if (seq.isFinished) return;
+      const id = ids[r]!;
+      if (id >= 0 && id < V) updates.push(this.accept(seq, id, undefined));
+      else failures.push(this.fail(seq, new KilnError("SAMPLING_FAILED", `the device sampled token id ${id}, outside the vocabulary (0..${V - 1})`)));
     });
-    return { scheduled: p.scheduled, updates };
+    return { scheduled: p.scheduled, updates, failures };
   }
 
   private runOnHost(scheduled: SchedulerStep, chunks: readonly SeqChunk[]): StepResult {
@@ -204,16 +217,23 @@ export class EngineCore {
     this.computedTokens += scheduled.numBatchedTokens;
 
     const updates: SequenceUpdate[] = [];
+    const failures: RequestFailure[] = [];
     let row = 0;
     scheduled.chunks.forEach((c, k) => {
       const chunk = chunks[k]!;
       const n = logitRows(chunk);
       const rowAt = (r: number): Float32Array => logits.subarray((row + r) * V, (row + r + 1) * V);
       if (chunk.allLogits) this.recordPromptLogprobs(c.seq, chunk.numCached, n, rowAt);
-      if (c.seq.numComputed === c.seq.numTokens) updates.push(this.sample(c.seq, rowAt(n - 1)));
+      if (c.seq.numComputed === c.seq.numTokens && !c.seq.isFinished) {
+        try {
+          updates.push(this.sample(c.seq, rowAt(n - 1)));
+        } catch (error) {
+          failures.push(this.fail(c.seq, error));
+        }
+      }
       row += n;
     });
-    return { scheduled, updates };
+    return { scheduled, updates, failures };
   }
 
   stats(): CoreStats {
@@ -275,6 +295,12 @@ export class EngineCore {
     const tokenId = sampleToken(row, seq);
     const logprobs = seq.params.logprobs === undefined ? undefined : positionLogprobs(row, tokenId, seq.params.logprobs);
     return this.accept(seq, tokenId, logprobs);
+  }
+
+  /** One sequence could not go on: its whole request ends (its blocks and slots return) with the error. */
+  private fail(seq: Sequence, error: unknown): RequestFailure {
+    this.abortRequest(seq.requestId);
+    return { requestId: seq.requestId, error };
   }
 
   /** Appends a sampled token and finishes the sequence on a stop token or a length limit. */

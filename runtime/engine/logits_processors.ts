@@ -25,6 +25,19 @@ export function hasPenalties(p: SamplingParams): boolean {
   return p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
 }
 
+/** The largest finite f32. */
+export const F32_MAX = 3.4028234663852886e38;
+
+/**
+ * A penalised finite logit stays finite: a tiny repetition penalty (1e-300) would otherwise divide
+ * it to +inf, and softmax over an infinite logit is NaN. An infinite logit (a masked token) keeps
+ * its value. The CUDA sampler holds values the same way.
+ */
+function holdFinite(x: number, y: number): number {
+  if (!Number.isFinite(x) || Math.abs(y) <= F32_MAX) return y;
+  return y > 0 ? F32_MAX : -F32_MAX;
+}
+
 /**
  * repetition (HF / vLLM, CTRL paper): a token seen in prompt or output has a positive logit
  * divided by the penalty, a negative one multiplied; frequency: logit -= penalty × count in the
@@ -35,7 +48,7 @@ export function applyPenalties(row: Float32Array, p: SamplingParams, ctx: Penalt
     const r = p.repetitionPenalty;
     const penalise = (id: number): void => {
       const x = row[id]!;
-      row[id] = x > 0 ? x / r : x * r;
+      row[id] = holdFinite(x, x > 0 ? x / r : x * r);
     };
     const prompt = ctx.promptTokens();
     for (const id of prompt) penalise(id);

@@ -8,6 +8,7 @@
  * quickselect, and top-p sorts only the smallest head of the distribution that holds its mass.
  * The CUDA backend's kiln_sample_rows (kernels/cuda/sampling.cu) samples the same way on the device.
  */
+import { KilnError } from "../errors.ts";
 import type { Rng } from "../rng.ts";
 import { applyLogitBias, applyMinTokens, applyPenalties, hasPenalties, type PenaltyContext } from "./logits_processors.ts";
 import { isGreedy, type SamplingParams } from "./sampling_params.ts";
@@ -89,8 +90,21 @@ export function sampleToken(raw: Float32Array, ctx: SamplingContext): number {
   applyMinTokens(row, ctx.stopTokenIds, ctx.numOutputTokens, p.minTokens);
   if (p.logitBias.size > 0) applyLogitBias(row, p.logitBias);
   if (hasPenalties(p)) applyPenalties(row, p, ctx);
+  checkSampleable(row);
   if (isGreedy(p)) return argmax(row);
   return drawFromLogits(row, p, ctx.rng.next());
+}
+
+/**
+ * A row with a NaN or +inf logit has no distribution to draw from (softmax is NaN everywhere):
+ * the model produced it, so the request fails with SAMPLING_FAILED rather than getting a
+ * made-up token. -inf (a masked token) is fine.
+ */
+function checkSampleable(row: Float32Array): void {
+  for (let i = 0; i < row.length; i++) {
+    const x = row[i]!;
+    if (x !== x || x === Infinity) throw new KilnError("SAMPLING_FAILED", `the logits hold ${x} at token ${i}: there is no distribution to sample from`);
+  }
 }
 
 function filter(row: Float32Array, p: FilterParams): Filtered {

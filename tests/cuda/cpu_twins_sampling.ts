@@ -4,6 +4,7 @@
  * block. The adjustments are applied to a copy; the logits are left as they are.
  */
 import { SAMPLING_ENTRY_WORDS, SAMPLING_HEADER_WORDS } from "../../runtime/device_sampling.ts";
+import { F32_MAX } from "../../runtime/engine/logits_processors.ts";
 
 const bits = new DataView(new ArrayBuffer(8));
 
@@ -59,7 +60,9 @@ export function sampleRows(logits: Float32Array, params: Int32Array, S: number, 
       if (flags & 2 && (ef & 2 || count > 0)) {
         const r = f64At(params, h + 10);
         const x = row[t]!;
-        row[t] = x > 0 ? x / r : x * r;
+        const y = x > 0 ? x / r : x * r;
+        // a finite logit stays finite (the kernel's kiln_hold_finite)
+        row[t] = Number.isFinite(x) && Math.abs(y) > F32_MAX ? Math.sign(y) * F32_MAX : y;
       }
       if (flags & 4 && count > 0) {
         row[t] = row[t]! - f64At(params, h + 12) * count;

@@ -63,6 +63,9 @@ function paramMixes(V: number, r: () => number): Partial<SamplingParams>[] {
     { temperature: 0.5, topK: 40, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1, frequencyPenalty: 0.2, logitBias: bias, minTokens: 3 },
     { temperature: 1.5, topK: 1 },
     { temperature: 2, topP: 0.999 },
+    // a hostile penalty: penalised logits are held at the largest f32, never +inf
+    { temperature: 0, repetitionPenalty: 1e-300 },
+    { temperature: 0.8, topP: 0.9, repetitionPenalty: 1e-300 },
   ];
 }
 
