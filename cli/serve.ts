@@ -10,7 +10,8 @@ import { Command, InvalidArgumentError } from "commander";
 import { createEngine } from "../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
-import { buildServer } from "../runtime/server/app.ts";
+import { KilnError } from "../runtime/errors.ts";
+import { buildServer, DEFAULT_LIMITS } from "../runtime/server/app.ts";
 import type { BackendName } from "../runtime/step_executor.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
@@ -30,6 +31,11 @@ interface ServeFlags {
   apiKey?: string;
   servedModelName?: string;
   maxPendingRequests: number;
+  requestTimeout: number;
+  headersTimeout: number;
+  maxConnections: number;
+  maxPromptChars?: number;
+  maxBodySize: number;
   gracePeriod: number;
   logLevel: string;
 }
@@ -43,6 +49,19 @@ export function parseBytes(v: string): number {
   const n = m ? Number(m[1]) * (unit ?? NaN) : NaN;
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${v}' is not a size (e.g. 512MiB, 2GiB)`);
   return Math.floor(n);
+}
+
+/** A failure to listen (port taken, no permission, no such address) as a typed error naming the address. */
+function listenError(e: unknown, host: string, port: number): unknown {
+  const code = (e as { code?: unknown }).code;
+  const why: Record<string, string> = {
+    EADDRINUSE: "is already in use (another server listens there; pick another --port)",
+    EACCES: "needs privileges this process lacks (pick a --port above 1023)",
+    EADDRNOTAVAIL: "is not an address of this machine (check --host)",
+  };
+  const reason = typeof code === "string" ? why[code] : undefined;
+  if (reason === undefined) return e;
+  return new KilnError("LISTEN_FAILED", `cannot listen on ${host}:${port}: the address ${reason}`, { cause: e });
 }
 
 export function serveCommand(): Command {
@@ -68,6 +87,15 @@ export function serveCommand(): Command {
     .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (also KILN_API_KEY)")
     .option("--served-model-name <name>", "the model name clients send (default: the folder name)")
     .option("--max-pending-requests <n>", "running + queued requests before 503", intFlag("--max-pending-requests", 1), 1024)
+    .option("--request-timeout <s>", "seconds a client has to send a whole request, body included (408 after)", floatFlag("--request-timeout", 0.001), 30)
+    .option("--headers-timeout <s>", "seconds a client has to send a request's headers", floatFlag("--headers-timeout", 0.001), 10)
+    .option("--max-connections <n>", "open connections; more are refused", intFlag("--max-connections", 1), DEFAULT_LIMITS.maxConnections)
+    .option("--max-body-size <size>", "largest request body, e.g. 4MiB (413 past it)", parseBytes, DEFAULT_LIMITS.bodyLimit)
+    .option(
+      "--max-prompt-chars <n>",
+      "characters of prompt text a request may carry, refused before tokenizing (default: the context window times the longest vocabulary entry, doubled)",
+      intFlag("--max-prompt-chars", 1),
+    )
     .option("--grace-period <s>", "seconds in-flight requests get to finish on shutdown", floatFlag("--grace-period", 0), 10)
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
@@ -94,9 +122,19 @@ export function serveCommand(): Command {
         defaults: loadGenerationConfig(dir),
         apiKey: flags.apiKey ?? process.env["KILN_API_KEY"],
         maxPendingRequests: flags.maxPendingRequests,
+        requestTimeoutMs: Math.round(flags.requestTimeout * 1000),
+        headersTimeoutMs: Math.round(flags.headersTimeout * 1000),
+        maxConnections: flags.maxConnections,
+        bodyLimit: flags.maxBodySize,
+        ...(flags.maxPromptChars === undefined ? {} : { maxPromptChars: flags.maxPromptChars }),
         logger: { level: flags.logLevel },
       });
-      await app.listen({ host: flags.host, port: flags.port });
+      try {
+        await app.listen({ host: flags.host, port: flags.port });
+      } catch (e) {
+        engine.close();
+        throw listenError(e, flags.host, flags.port);
+      }
       const addr = app.server.address();
       const port = typeof addr === "object" && addr ? addr.port : flags.port;
       const url = `http://${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`;

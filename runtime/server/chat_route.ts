@@ -2,7 +2,7 @@
 import type { FastifyInstance } from "fastify";
 import type { PositionLogprobs } from "../engine/logprobs.ts";
 import { isKilnError } from "../errors.ts";
-import { ApiError } from "./api_error.ts";
+import { ApiError, toApiError } from "./api_error.ts";
 import { admit, checkModel, parseBody, tokenText, type ServerContext } from "./context.ts";
 import { chatLogprobs, openaiFinish, openaiUsage, responseId, unixNow } from "./openai_format.ts";
 import { RequestRunner } from "./request_runner.ts";
@@ -13,12 +13,19 @@ import type { z } from "zod";
 
 type Message = z.infer<typeof ChatMessage>;
 
-/** Renders the conversation with the model's template and tokenizes it (the template places any BOS). */
-export function chatPromptIds(ctx: ServerContext, messages: readonly Message[], addGenerationPrompt: boolean): number[] {
+/**
+ * Renders the conversation with the model's template and tokenizes it (the template places any
+ * BOS). The messages' text is held to the prompt bound before the template runs.
+ */
+export async function chatPromptIds(ctx: ServerContext, messages: readonly Message[], addGenerationPrompt: boolean): Promise<number[]> {
   const flat = messages.map((m) => ({
     role: m.role,
     content: typeof m.content === "string" ? m.content : m.content === null ? "" : m.content.map((p) => p.text).join(""),
   }));
+  ctx.prompts.checkLength(
+    flat.reduce((n, m) => n + m.content.length, 0),
+    "messages",
+  );
   let rendered: string;
   try {
     rendered = ctx.tokenizer.applyChatTemplate(flat, { addGenerationPrompt });
@@ -26,15 +33,15 @@ export function chatPromptIds(ctx: ServerContext, messages: readonly Message[], 
     if (isKilnError(e)) throw ApiError.badRequest(e.message, "messages", e.code);
     throw e;
   }
-  return ctx.tokenizer.encode(rendered, { addSpecialTokens: false });
+  return ctx.prompts.encode(rendered, { addSpecialTokens: false, param: "messages" });
 }
 
 export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
   app.post("/v1/chat/completions", async (request, reply) => {
     const body = parseBody(ChatCompletionRequest, request.body);
     checkModel(ctx, body.model);
-    const ids = chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
     admit(ctx, 1);
+    const ids = await chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
     const params = chatParams(body, ids.length, ctx.maxModelLen, ctx.defaults);
     const id = responseId("chatcmpl");
     const runner = new RequestRunner(ctx.engine, ctx.metrics);
@@ -52,26 +59,32 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
       sse.open();
       const started = new Set<number>();
       let usage: ReturnType<typeof openaiUsage> | undefined;
-      for await (const { delta } of runner.deltas()) {
-        if (!started.has(delta.index)) {
-          started.add(delta.index);
-          sse.send({ ...base, choices: [{ index: delta.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+      try {
+        for await (const { delta } of runner.deltas()) {
+          if (!started.has(delta.index)) {
+            started.add(delta.index);
+            sse.send({ ...base, choices: [{ index: delta.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+          }
+          if (delta.usage) usage = openaiUsage(delta.usage);
+          const lps = body.logprobs && delta.tokenIds.length > 0 ? chatLogprobs(delta.tokenIds, delta.logprobs ?? [], text) : null;
+          if (delta.text === "" && delta.finishReason === undefined && lps === null) continue;
+          sse.send({
+            ...base,
+            choices: [
+              {
+                index: delta.index,
+                delta: delta.text === "" ? {} : { content: delta.text },
+                logprobs: lps,
+                finish_reason: openaiFinish(delta.finishReason),
+                stop_reason: delta.stopReason ?? null,
+              },
+            ],
+          });
         }
-        if (delta.usage) usage = openaiUsage(delta.usage);
-        const lps = body.logprobs && delta.tokenIds.length > 0 ? chatLogprobs(delta.tokenIds, delta.logprobs ?? [], text) : null;
-        if (delta.text === "" && delta.finishReason === undefined && lps === null) continue;
-        sse.send({
-          ...base,
-          choices: [
-            {
-              index: delta.index,
-              delta: delta.text === "" ? {} : { content: delta.text },
-              logprobs: lps,
-              finish_reason: openaiFinish(delta.finishReason),
-              stop_reason: delta.stopReason ?? null,
-            },
-          ],
-        });
+      } catch (e) {
+        // the status line is gone: the failure travels as an event, as vLLM sends it
+        sse.fail(toApiError(e));
+        return;
       }
       if (body.stream_options?.include_usage && usage) sse.send({ ...base, choices: [], usage });
       sse.done();

@@ -1,7 +1,7 @@
 /** POST /v1/completions: text completions, whole or streamed. */
 import type { FastifyInstance } from "fastify";
 import type { PositionLogprobs } from "../engine/logprobs.ts";
-import { ApiError } from "./api_error.ts";
+import { ApiError, toApiError } from "./api_error.ts";
 import { admit, checkModel, parseBody, tokenText, type ServerContext } from "./context.ts";
 import { completionLogprobs, openaiFinish, openaiUsage, responseId, unixNow, type CompletionLogprobs } from "./openai_format.ts";
 import { RequestRunner } from "./request_runner.ts";
@@ -23,25 +23,31 @@ interface PromptInput {
   readonly text: string | undefined;
 }
 
-function prompts(ctx: ServerContext, p: CompletionRequest["prompt"]): PromptInput[] {
-  const one = (x: string | number[]): PromptInput =>
-    typeof x === "string" ? { ids: ctx.tokenizer.encode(x, { addSpecialTokens: true }), text: x } : { ids: x, text: undefined };
-  if (typeof p === "string") return [one(p)];
-  if (p.length > 0 && typeof p[0] === "number") return [one(p as number[])];
-  return (p as (string | number[])[]).map(one);
+/** The request's prompts: token-id prompts as given, text prompts tokenized (bounded, off the loop when long). */
+async function prompts(ctx: ServerContext, p: CompletionRequest["prompt"]): Promise<PromptInput[]> {
+  const items: (string | number[])[] = typeof p === "string" ? [p] : p.length > 0 && typeof p[0] === "number" ? [p as number[]] : (p as (string | number[])[]);
+  const texts = items.filter((x): x is string => typeof x === "string");
+  const encoded = await ctx.prompts.encodeMany(texts, { addSpecialTokens: true, param: "prompt" });
+  let next = 0;
+  return items.map((x) => (typeof x === "string" ? { ids: encoded[next++]!, text: x } : { ids: x, text: undefined }));
+}
+
+/** How many prompts the request holds, before anything is tokenized. */
+function promptCount(p: CompletionRequest["prompt"]): number {
+  return typeof p === "string" || (p.length > 0 && typeof p[0] === "number") ? 1 : p.length;
 }
 
 export function registerCompletions(app: FastifyInstance, ctx: ServerContext): void {
   app.post("/v1/completions", async (request, reply) => {
     const body = parseBody(CompletionRequest, request.body);
     checkModel(ctx, body.model);
-    const inputs = prompts(ctx, body.prompt);
+    admit(ctx, promptCount(body.prompt));
+    const inputs = await prompts(ctx, body.prompt);
     const ids = inputs.map((p) => p.ids);
     for (const p of ids) {
       for (const t of p) if (t >= ctx.tokenizer.vocabSize) throw ApiError.badRequest(`token id ${t} is outside the vocabulary`, "prompt");
     }
     const n = body.n ?? 1;
-    admit(ctx, ids.length);
     const params = ids.map((p) => completionParams(body, p.length, ctx.maxModelLen, ctx.defaults));
     const id = responseId("cmpl");
     const runner = new RequestRunner(ctx.engine, ctx.metrics);
@@ -69,37 +75,43 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
       const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
       const offsets = new Map<number, number>();
       const promptLps = new Map<number, readonly (PositionLogprobs | undefined)[]>();
-      for await (const { prompt, delta } of runner.deltas()) {
-        const index = prompt * n + delta.index;
-        if (delta.promptLogprobs) promptLps.set(prompt, delta.promptLogprobs);
-        let chunkText = delta.text;
-        let lps: CompletionLogprobs | null = null;
-        if (body.echo && !echoed.has(index)) {
-          echoed.add(index);
-          const e = echo(prompt, promptLps.get(prompt));
-          chunkText = e.text + chunkText;
-          if (e.lps) lps = e.lps;
-          offsets.set(index, e.text.length);
+      try {
+        for await (const { prompt, delta } of runner.deltas()) {
+          const index = prompt * n + delta.index;
+          if (delta.promptLogprobs) promptLps.set(prompt, delta.promptLogprobs);
+          let chunkText = delta.text;
+          let lps: CompletionLogprobs | null = null;
+          if (body.echo && !echoed.has(index)) {
+            echoed.add(index);
+            const e = echo(prompt, promptLps.get(prompt));
+            chunkText = e.text + chunkText;
+            if (e.lps) lps = e.lps;
+            offsets.set(index, e.text.length);
+          }
+          if (wantLogprobs) {
+            const gen = completionLogprobs(delta.tokenIds, delta.logprobs ?? [], text, offsets.get(index) ?? 0);
+            lps = lps ? mergeLogprobs(lps, gen) : gen;
+            offsets.set(index, (offsets.get(index) ?? 0) + gen.tokens.join("").length);
+          }
+          if (delta.usage) {
+            usage.prompt_tokens += delta.usage.promptTokens;
+            usage.completion_tokens += delta.usage.completionTokens;
+            usage.total_tokens += delta.usage.totalTokens;
+          }
+          if (chunkText === "" && delta.finishReason === undefined && lps === null) continue;
+          const choice: Choice = {
+            index,
+            text: chunkText,
+            logprobs: lps,
+            finish_reason: openaiFinish(delta.finishReason),
+            stop_reason: delta.stopReason ?? null,
+          };
+          sse.send({ ...base, choices: [choice], usage: null });
         }
-        if (wantLogprobs) {
-          const gen = completionLogprobs(delta.tokenIds, delta.logprobs ?? [], text, offsets.get(index) ?? 0);
-          lps = lps ? mergeLogprobs(lps, gen) : gen;
-          offsets.set(index, (offsets.get(index) ?? 0) + gen.tokens.join("").length);
-        }
-        if (delta.usage) {
-          usage.prompt_tokens += delta.usage.promptTokens;
-          usage.completion_tokens += delta.usage.completionTokens;
-          usage.total_tokens += delta.usage.totalTokens;
-        }
-        if (chunkText === "" && delta.finishReason === undefined && lps === null) continue;
-        const choice: Choice = {
-          index,
-          text: chunkText,
-          logprobs: lps,
-          finish_reason: openaiFinish(delta.finishReason),
-          stop_reason: delta.stopReason ?? null,
-        };
-        sse.send({ ...base, choices: [choice], usage: null });
+      } catch (e) {
+        // the status line is gone: the failure travels as an event, as vLLM sends it
+        sse.fail(toApiError(e));
+        return;
       }
       if (body.stream_options?.include_usage) sse.send({ ...base, choices: [], usage });
       sse.done();

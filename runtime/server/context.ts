@@ -5,10 +5,13 @@ import type { GenerationDefaults } from "../generation_config.ts";
 import type { KilnTokenizer } from "../tokenizer.ts";
 import { ApiError, fromZodError } from "./api_error.ts";
 import type { ServerMetrics } from "./metrics.ts";
+import type { PromptTokenizer } from "./prompt_tokenizer.ts";
 
 export interface ServerContext {
   readonly engine: Engine;
   readonly tokenizer: KilnTokenizer;
+  /** prompt text → ids, bounded and off the event loop when long */
+  readonly prompts: PromptTokenizer;
   readonly servedModelName: string;
   readonly maxModelLen: number;
   readonly defaults: GenerationDefaults;
@@ -29,8 +32,19 @@ export function checkModel(ctx: ServerContext, model: string | null | undefined)
   }
 }
 
-/** Refuses work past the pending-request bound (the route sets Retry-After). */
+/**
+ * Refuses work past the pending-request bound: 503 with Retry-After while the server is busy, but
+ * 400 for a request that could never fit (more prompts than the bound itself), which a client
+ * must not retry. Runs before any tokenizing.
+ */
 export function admit(ctx: ServerContext, numRequests: number): void {
+  if (numRequests > ctx.maxPendingRequests) {
+    throw ApiError.badRequest(
+      `The request has ${numRequests} prompts; this server takes at most ${ctx.maxPendingRequests} at once (--max-pending-requests).`,
+      "prompt",
+      "too_many_prompts",
+    );
+  }
   const pending = ctx.engine.stats().numRequests;
   if (pending + numRequests > ctx.maxPendingRequests) {
     throw new ApiError(

@@ -1,6 +1,7 @@
 /** The small routes: models, health, version, tokenize, detokenize, metrics. */
 import type { FastifyInstance } from "fastify";
 import { ApiError } from "./api_error.ts";
+import { PUBLIC_ROUTE } from "./auth.ts";
 import { chatPromptIds } from "./chat_route.ts";
 import { checkModel, parseBody, type ServerContext } from "./context.ts";
 import { unixNow } from "./openai_format.ts";
@@ -25,29 +26,31 @@ export function registerInfoRoutes(app: FastifyInstance, ctx: ServerContext): vo
     ],
   }));
 
-  app.get("/health", async (_req, reply) => reply.code(200).send());
-  app.get("/version", async () => ({ version: KILN_VERSION }));
+  app.get("/health", PUBLIC_ROUTE, async (_req, reply) => reply.code(200).send());
+  app.get("/version", PUBLIC_ROUTE, async () => ({ version: KILN_VERSION }));
 
   app.post("/tokenize", async (request) => {
     const body = parseBody(TokenizeRequest, request.body);
     checkModel(ctx, body.model);
     const tokens =
       "prompt" in body
-        ? ctx.tokenizer.encode(body.prompt, { addSpecialTokens: body.add_special_tokens ?? true })
-        : chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
+        ? await ctx.prompts.encode(body.prompt, { addSpecialTokens: body.add_special_tokens ?? true, param: "prompt" })
+        : await chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
     return { count: tokens.length, max_model_len: ctx.maxModelLen, tokens };
   });
 
   app.post("/detokenize", async (request) => {
     const body = parseBody(DetokenizeRequest, request.body);
     checkModel(ctx, body.model);
+    // no sequence the model can hold is longer; a bound keeps decoding off the loop short
+    if (body.tokens.length > ctx.maxModelLen) throw ApiError.badRequest(`at most ${ctx.maxModelLen} tokens (the context window)`, "tokens", "too_many_tokens");
     for (const t of body.tokens) if (t >= ctx.tokenizer.vocabSize) throw ApiError.badRequest(`token id ${t} is outside the vocabulary`, "tokens");
     return { prompt: ctx.tokenizer.decode(body.tokens, { skipSpecialTokens: false }) };
   });
 
   // engine counters are cumulative; the Prometheus counters advance by what changed since the last scrape
   const seen = { queries: 0, hits: 0, preemptions: 0 };
-  app.get("/metrics", async (_req, reply) => {
+  app.get("/metrics", PUBLIC_ROUTE, async (_req, reply) => {
     const s = ctx.engine.stats();
     const m = ctx.metrics;
     m.prefixQueries.inc(m.modelLabel, s.prefixCacheQueries - seen.queries);

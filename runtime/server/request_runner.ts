@@ -54,15 +54,23 @@ export class RequestRunner {
       pending.set(i, iters[i]!.next().then((r) => ({ i, r })));
     };
     iters.forEach((_, i) => pull(i));
-    while (pending.size > 0) {
-      const { i, r } = await Promise.race(pending.values());
-      if (r.done) {
-        pending.delete(i);
-        continue;
+    try {
+      while (pending.size > 0) {
+        const { i, r } = await Promise.race(pending.values());
+        if (r.done) {
+          pending.delete(i);
+          continue;
+        }
+        this.observe(r.value);
+        pull(i);
+        yield { prompt: i, delta: r.value };
       }
-      this.observe(r.value);
-      pull(i);
-      yield { prompt: i, delta: r.value };
+    } finally {
+      // one prompt failed or the consumer left: the request's other prompts stop too
+      if (pending.size > 0) {
+        this.controller.abort();
+        for (const p of pending.values()) p.catch(() => {});
+      }
     }
   }
 

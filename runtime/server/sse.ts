@@ -2,6 +2,7 @@
  * Server-sent events as OpenAI streams them: `data: <json>\n\n` per chunk, then `data: [DONE]`.
  */
 import type { ServerResponse } from "node:http";
+import type { ApiError } from "./api_error.ts";
 
 export class SseWriter {
   constructor(private readonly res: ServerResponse) {}
@@ -22,6 +23,12 @@ export class SseWriter {
 
   send(data: unknown): void {
     if (!this.closed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  /** A failure after the stream began: one error event in OpenAI's shape, then the end. */
+  fail(error: ApiError): void {
+    this.send(error.body());
+    this.done();
   }
 
   done(): void {
