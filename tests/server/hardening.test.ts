@@ -172,7 +172,7 @@ describe("the API key", () => {
 
   it("holds for every spelling of every path and method", async () => {
     for (const [method, url] of spellings) {
-      const res = await s.app.inject({ method, url, payload: method === "POST" ? { model: MODEL, prompt: "hi", max_tokens: 1 } : undefined });
+      const res = await s.app.inject(method === "POST" ? { method, url, payload: { model: MODEL, prompt: "hi", max_tokens: 1 } } : { method, url });
       expect({ method, url, status: res.statusCode }).toEqual({ method, url, status: 401 });
       if (method !== "HEAD") expectOpenAiError(res.body, 401);
     }
