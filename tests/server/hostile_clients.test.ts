@@ -10,6 +10,12 @@ import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FastifyInstance } from "fastify";
 import type { CreatedEngine } from "../../runtime/engine/create_engine.ts";
+import { basename } from "node:path";
+import { createEngine } from "../../runtime/engine/create_engine.ts";
+import { loadGenerationConfig } from "../../runtime/generation_config.ts";
+import { SafetensorsFile } from "../../runtime/safetensors.ts";
+import { buildServer } from "../../runtime/server/app.ts";
+import { fixture } from "../fixture_copy.ts";
 import { fortuneServer, MODEL } from "./server_fixture.ts";
 
 const refs = JSON.parse(readFileSync(new URL("../../assets/fortune-llama/reference.json", import.meta.url), "utf8")) as {
@@ -90,13 +96,13 @@ interface Case {
 
 const ENDPOINTS = ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize", "/v1/models", "/health", "/version", "/metrics"] as const;
 
-function validBody(path: string, r: () => number): Record<string, unknown> {
+function validBody(path: string, r: () => number, model: string): Record<string, unknown> {
   const small = { max_tokens: 1 + Math.floor(r() * 8), temperature: r() < 0.5 ? 0 : r() * 2 };
   switch (path) {
     case "/v1/completions":
-      return { model: MODEL, prompt: "You will", ...small };
+      return { model, prompt: "You will", ...small };
     case "/v1/chat/completions":
-      return { model: MODEL, messages: [{ role: "user", content: "Tell me a fortune" }], ...small };
+      return { model, messages: [{ role: "user", content: "Tell me a fortune" }], ...small };
     case "/tokenize":
       return { prompt: "hello there" };
     case "/detokenize":
@@ -106,13 +112,13 @@ function validBody(path: string, r: () => number): Record<string, unknown> {
   }
 }
 
-function hostileCase(i: number): Case {
+function hostileCase(i: number, model = MODEL): Case {
   const r = rng(1000 + i);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const path = pick(ENDPOINTS);
   const auth = r() < 0.85 ? { authorization: `Bearer ${KEY}` } : pick([{}, { authorization: "Bearer wrong" }, { authorization: KEY }]);
   const kind = i % 6;
-  const body = validBody(path, r);
+  const body = validBody(path, r, model);
   if (kind <= 2) {
     // one to three fields replaced by hostile values
     for (let k = 0; k <= kind; k++) body[pick(FIELDS)] = pick(HOSTILE_VALUES);
@@ -131,7 +137,7 @@ function hostileCase(i: number): Case {
   }
   // sampling parameters at the edges of what is valid
   const edge = {
-    model: MODEL,
+    model,
     prompt: pick(["You will", [1, 2, 3], ["a", "b"], [[5], [6, 7]]]),
     max_tokens: pick([1, 4, 1022, 1023]),
     temperature: pick([0, 1e-6, 2]),
@@ -311,4 +317,75 @@ describe("hostile clients on a real socket", () => {
     });
     await expectHealthy();
   }, 120_000);
+});
+
+describe("hostile clients on a hybrid model", () => {
+  it("fuzzed requests, hostile-but-legal generations and aborted streams on bamba return every KV block and state slot", async () => {
+    const dir = fixture("bamba");
+    const name = basename(dir);
+    const hybrid = await createEngine({ modelDir: dir, blockSize: 16, kvCacheBytes: 8 * 2 ** 20, maxNumBatchedTokens: 24 });
+    const server = buildServer({
+      engine: hybrid.engine,
+      tokenizer: hybrid.tokenizer,
+      servedModelName: name,
+      maxModelLen: hybrid.maxModelLen,
+      defaults: loadGenerationConfig(dir),
+      apiKey: KEY,
+    });
+    try {
+      const N = 120;
+      const cases = Array.from({ length: N }, (_, i) => hostileCase(5000 + i, name));
+      const outcomes = await inBatches(N, 8, async (i) => {
+        const c = cases[i]!;
+        const t0 = performance.now();
+        const res = await server.inject({ method: c.method as "POST", url: c.path, headers: c.headers, ...(c.body === undefined ? {} : { payload: c.body }) });
+        return { status: res.statusCode, body: res.body, ms: performance.now() - t0 };
+      });
+      outcomes.forEach((o, i) => checkOutcome(cases[i]!, o, i));
+      // valid generations with hostile-but-legal knobs, and streams whose clients leave mid-way
+      await server.listen({ host: "127.0.0.1", port: 0 });
+      const url = `http://127.0.0.1:${(server.server.address() as net.AddressInfo).port}/v1/completions`;
+      const headers = { "content-type": "application/json", authorization: `Bearer ${KEY}` };
+      const runs = await inBatches(24, 8, async (i) => {
+        const ctl = new AbortController();
+        const body = { model: name, prompt: i % 2 === 0 ? "You will" : ["a", "b"], max_tokens: 40, n: 1 + (i % 2), repetition_penalty: i % 3 === 0 ? 1e-300 : 1.2, temperature: i % 4 === 0 ? 0 : 1, stop: ["\n"], stream: true };
+        const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), signal: ctl.signal });
+        const reader = res.body!.getReader();
+        await reader.read();
+        if (i % 3 !== 2) {
+          ctl.abort();
+          await reader.read().catch(() => undefined);
+          return res.status;
+        }
+        while (!(await reader.read()).done);
+        return res.status;
+      });
+      expect(runs.every((st) => st === 200)).toBe(true);
+      const deadline = Date.now() + 10_000;
+      while (hybrid.engine.stats().numRequests > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      hybrid.engine.core.checkInvariants();
+      const ref = SafetensorsFile.open(`${dir}/reference.safetensors`);
+      const prompt = Array.from(ref.readI32("prompt_0"));
+      const greedy = Array.from(ref.readI32("greedy_tokens_0"));
+      ref.close();
+      const res = await server.inject({
+        method: "POST",
+        url: "/v1/completions",
+        headers: { authorization: `Bearer ${KEY}` },
+        payload: { model: name, prompt, max_tokens: greedy.length, temperature: 0, ignore_eos: true },
+      });
+      expect(res.statusCode).toBe(200);
+      expect((res.json() as { choices: { text: string }[] }).choices[0]!.text).toBe(hybrid.tokenizer.decode(greedy, { skipSpecialTokens: true }));
+      const stats = hybrid.engine.stats();
+      expect(stats.numRequests).toBe(0);
+      expect(stats.numFreeBlocks).toBe(stats.numBlocks);
+      const pool = hybrid.engine.runner.statePool!;
+      expect(pool.numFree).toBe(pool.numSlots);
+    } finally {
+      const closing = server.close();
+      server.server.closeAllConnections();
+      await closing;
+      hybrid.engine.close();
+    }
+  }, 180_000);
 });
