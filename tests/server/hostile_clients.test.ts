@@ -229,7 +229,12 @@ describe("hostile clients on a real socket", () => {
   it("360 hostile requests across every endpoint: no 5xx, OpenAI-shaped errors, each under 10 s", async () => {
     const N = 360;
     const cases = Array.from({ length: N }, (_, i) => hostileCase(i));
-    const outcomes = await inBatches(N, 16, (i) => send(cases[i]!, 8_000));
+    let peakRss = 0;
+    const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20);
+    const rss0 = process.memoryUsage().rss;
+    const outcomes = await inBatches(N, 16, (i) => send(cases[i]!, 8_000)).finally(() => clearInterval(sampler));
+    // the server (in this process) never grows by a gigabyte whatever it is sent
+    expect(peakRss - rss0).toBeLessThan(2 ** 30);
     outcomes.forEach((o, i) => checkOutcome(cases[i]!, o, i));
     expect(Math.max(...outcomes.map((o) => o.ms))).toBeLessThan(10_000);
     const statuses = new Map<number, number>();
