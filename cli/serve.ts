@@ -11,7 +11,7 @@ import { createEngine } from "../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { KilnError } from "../runtime/errors.ts";
-import { buildServer, DEFAULT_LIMITS } from "../runtime/server/app.ts";
+import { buildServer, DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/app.ts";
 import type { BackendName } from "../runtime/step_executor.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
@@ -37,6 +37,10 @@ interface ServeFlags {
   maxPromptChars?: number;
   maxBodySize: number;
   gracePeriod: number;
+  allowedOrigins: string[];
+  allowedMethods: string[];
+  allowedHeaders: string[];
+  allowCredentials?: boolean;
   logLevel: string;
 }
 
@@ -49,6 +53,25 @@ export function parseBytes(v: string): number {
   const n = m ? Number(m[1]) * (unit ?? NaN) : NaN;
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${v}' is not a size (e.g. 512MiB, 2GiB)`);
   return Math.floor(n);
+}
+
+/** A list flag as vLLM spells it (a JSON list of strings) or comma-separated. */
+function listFlag(name: string): (v: string) => string[] {
+  return (v) => {
+    const t = v.trim();
+    let items: unknown = t.split(",").map((x) => x.trim());
+    if (t.startsWith("[")) {
+      try {
+        items = JSON.parse(t);
+      } catch {
+        throw new InvalidArgumentError(`${name} must be a JSON list of strings or comma-separated (got '${v}')`);
+      }
+    }
+    if (!Array.isArray(items) || items.length === 0 || !items.every((x): x is string => typeof x === "string" && x.length > 0)) {
+      throw new InvalidArgumentError(`${name} must be a non-empty list of strings (got '${v}')`);
+    }
+    return items;
+  };
 }
 
 /** A failure to listen (port taken, no permission, no such address) as a typed error naming the address. */
@@ -96,6 +119,10 @@ export function serveCommand(): Command {
       "characters of prompt text a request may carry, refused before tokenizing (default: the context window times the longest vocabulary entry, doubled)",
       intFlag("--max-prompt-chars", 1),
     )
+    .option("--allowed-origins <list>", 'origins browsers may call from: a JSON list or comma-separated ("*": any)', listFlag("--allowed-origins"), [...DEFAULT_CORS.origins])
+    .option("--allowed-methods <list>", "methods a cross-origin call may use", listFlag("--allowed-methods"), [...DEFAULT_CORS.methods])
+    .option("--allowed-headers <list>", "headers a cross-origin call may send", listFlag("--allowed-headers"), [...DEFAULT_CORS.headers])
+    .option("--allow-credentials", "let cross-origin calls send credentials (cookies, HTTP auth)")
     .option("--grace-period <s>", "seconds in-flight requests get to finish on shutdown", floatFlag("--grace-period", 0), 10)
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
@@ -126,6 +153,7 @@ export function serveCommand(): Command {
         headersTimeoutMs: Math.round(flags.headersTimeout * 1000),
         maxConnections: flags.maxConnections,
         bodyLimit: flags.maxBodySize,
+        cors: { origins: flags.allowedOrigins, methods: flags.allowedMethods, headers: flags.allowedHeaders, credentials: flags.allowCredentials === true },
         ...(flags.maxPromptChars === undefined ? {} : { maxPromptChars: flags.maxPromptChars }),
         logger: { level: flags.logLevel },
       });

@@ -5,6 +5,7 @@
  * every failure answered with an OpenAI-style error body.
  */
 import { randomUUID } from "node:crypto";
+import cors from "@fastify/cors";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Engine } from "../engine/engine.ts";
 import type { GenerationDefaults } from "../generation_config.ts";
@@ -34,6 +35,18 @@ export interface ServerLimits {
   readonly maxPromptChars?: number;
 }
 
+/** Cross-origin access for browser apps, as vLLM's --allowed-origins / -methods / -headers / --allow-credentials. */
+export interface CorsOptions {
+  /** "*" or exact origins such as "https://app.example" */
+  readonly origins: readonly string[];
+  readonly methods: readonly string[];
+  readonly headers: readonly string[];
+  readonly credentials: boolean;
+}
+
+/** vLLM's defaults: any origin, method and header, no credentials. */
+export const DEFAULT_CORS: CorsOptions = { origins: ["*"], methods: ["*"], headers: ["*"], credentials: false };
+
 export interface ServerOptions extends ServerLimits {
   readonly engine: Engine;
   readonly tokenizer: KilnTokenizer;
@@ -41,6 +54,7 @@ export interface ServerOptions extends ServerLimits {
   readonly maxModelLen: number;
   readonly defaults: GenerationDefaults;
   readonly apiKey?: string | undefined;
+  readonly cors?: CorsOptions;
   readonly logger?: FastifyServerOptions["logger"];
 }
 
@@ -87,6 +101,18 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     metrics,
     maxPendingRequests: opts.maxPendingRequests ?? DEFAULT_LIMITS.maxPendingRequests,
   };
+
+  const c = opts.cors ?? DEFAULT_CORS;
+  const any = (xs: readonly string[]): boolean => xs.includes("*");
+  void app.register(cors, {
+    origin: any(c.origins) ? (c.credentials ? true : "*") : [...c.origins],
+    methods: any(c.methods) ? "*" : [...c.methods],
+    // leaving allowedHeaders out reflects what the preflight asks for, which "*" means
+    ...(any(c.headers) ? {} : { allowedHeaders: [...c.headers] }),
+    credentials: c.credentials,
+    // a preflight answers 204 before any route or key check runs
+    strictPreflight: false,
+  });
 
   const checkKey = apiKeyCheck(opts.apiKey);
   app.addHook("onRequest", async (request, reply) => {

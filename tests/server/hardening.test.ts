@@ -165,7 +165,6 @@ describe("the API key", () => {
     ["POST", "/tokenize"],
     ["POST", "/%74okenize"],
     ["POST", "/detokenize"],
-    ["OPTIONS", "/v1/completions"],
     ["DELETE", "/v1/models"],
     ["GET", "/no/such/route"],
   ] as const;
