@@ -38,11 +38,6 @@ export class ApiError extends Error {
 export function fromZodError(err: z.ZodError): ApiError {
   const issue = err.issues[0];
   if (!issue) return ApiError.badRequest("invalid request body");
-  if (issue.code === "unrecognized_keys") {
-    const keys = issue.keys.join(", ");
-    const path = issue.path.join(".");
-    return ApiError.badRequest(`unknown field(s): ${keys}${path ? ` in ${path}` : ""}`, issue.keys[0] ?? null, "unknown_field");
-  }
   const param = issue.path.join(".") || null;
   return ApiError.badRequest(`${param ?? "body"}: ${issue.message}`, param, "invalid_value");
 }

@@ -19,6 +19,7 @@ import type { ServerContext } from "./context.ts";
 import { registerInfoRoutes } from "./info_routes.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { defaultMaxPromptChars, PromptTokenizer } from "./prompt_tokenizer.ts";
+import { UnknownFieldLog } from "./request_fields.ts";
 
 export interface ServerLimits {
   /** running + queued requests before 503 (default 1024) */
@@ -95,6 +96,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     engine,
     tokenizer: opts.tokenizer,
     prompts,
+    unknownFields: new UnknownFieldLog((message) => app.log.warn(message)),
     servedModelName: opts.servedModelName,
     maxModelLen: opts.maxModelLen,
     defaults: opts.defaults,

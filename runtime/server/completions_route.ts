@@ -2,8 +2,20 @@
 import type { FastifyInstance } from "fastify";
 import type { PositionLogprobs } from "../engine/logprobs.ts";
 import { ApiError, toApiError } from "./api_error.ts";
-import { admit, checkModel, parseBody, tokenText, type ServerContext } from "./context.ts";
-import { completionLogprobs, openaiFinish, openaiUsage, responseId, unixNow, type CompletionLogprobs } from "./openai_format.ts";
+import { admit, checkModel, tokenText, type ServerContext } from "./context.ts";
+import { readBody, refuseUnsupportedOutput, unsupported } from "./request_fields.ts";
+import { IncrementalDetokenizer } from "../detokenizer.ts";
+import type { CompletionDelta } from "../engine/request_output.ts";
+import {
+  completionLogprobs,
+  openaiFinish,
+  promptLogprobsOut,
+  responseId,
+  textOffsets,
+  unixNow,
+  type CompletionLogprobs,
+  type PromptLogprobsOut,
+} from "./openai_format.ts";
 import { RequestRunner } from "./request_runner.ts";
 import { completionParams } from "./request_params.ts";
 import { CompletionRequest } from "./schemas.ts";
@@ -13,8 +25,20 @@ interface Choice {
   index: number;
   text: string;
   logprobs: CompletionLogprobs | null;
-  finish_reason: "stop" | "length" | null;
+  finish_reason: ReturnType<typeof openaiFinish>;
   stop_reason: string | number | null;
+  prompt_logprobs?: PromptLogprobsOut | null;
+}
+
+/** One choice as it accumulates: its text, tokens, logprobs and where each token starts. */
+interface ChoiceState {
+  text: string;
+  ids: number[];
+  lps: PositionLogprobs[];
+  offsets: number[];
+  tokens: number;
+  finish?: Choice["finish_reason"];
+  stop?: string | number;
 }
 
 interface PromptInput {
@@ -39,7 +63,10 @@ function promptCount(p: CompletionRequest["prompt"]): number {
 
 export function registerCompletions(app: FastifyInstance, ctx: ServerContext): void {
   app.post("/v1/completions", async (request, reply) => {
-    const body = parseBody(CompletionRequest, request.body);
+    const body = readBody(CompletionRequest, request.body, ctx.unknownFields, "/v1/completions");
+    refuseUnsupportedOutput(body);
+    // the message editor plugins match on to fall back from fill-in-the-middle
+    if (body.suffix != null && body.suffix !== "") throw unsupported("suffix", "suffix is not currently supported");
     checkModel(ctx, body.model);
     admit(ctx, promptCount(body.prompt));
     const inputs = await prompts(ctx, body.prompt);
@@ -49,6 +76,8 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
     }
     const n = body.n ?? 1;
     const params = ids.map((p) => completionParams(body, p.length, ctx.maxModelLen, ctx.defaults));
+    // max_tokens 0 (with echo): the engine runs one token for the prompt's logprobs; it is dropped
+    const promptOnly = body.max_tokens === 0;
     const id = responseId("cmpl");
     const runner = new RequestRunner(ctx.engine, ctx.metrics);
     runner.start(ids, params, `${id}-${request.id}`);
@@ -60,105 +89,107 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
     const created = unixNow();
     const base = { id, object: "text_completion", created, model: ctx.servedModelName };
 
-    // echo: the prompt's text (and its logprobs when asked) precede the completion
-    const echoed = new Set<number>();
-    const echo = (prompt: number, promptLps: readonly (PositionLogprobs | undefined)[] | undefined): { text: string; lps: CompletionLogprobs | null } => {
+    const states = new Map<number, ChoiceState>();
+    const stateOf = (index: number): ChoiceState => {
+      let st = states.get(index);
+      if (!st) states.set(index, (st = { text: "", ids: [], lps: [], offsets: [], tokens: 0 }));
+      return st;
+    };
+    const promptLps = new Map<number, readonly (PositionLogprobs | undefined)[]>();
+    /** echo: the prompt's text (and its logprobs when asked) precede the completion */
+    const echo = (prompt: number): { text: string; lps: CompletionLogprobs | null } => {
       const promptIds = ids[prompt]!;
       const t = inputs[prompt]!.text ?? ctx.tokenizer.decode(promptIds, { skipSpecialTokens: true });
-      return { text: t, lps: wantLogprobs ? completionLogprobs(promptIds, promptLps ?? [], text, 0) : null };
+      if (!wantLogprobs) return { text: t, lps: null };
+      const offsets = textOffsets(new IncrementalDetokenizer(ctx.tokenizer, { skipSpecialTokens: true }), promptIds, 0, t.length);
+      return { text: t, lps: completionLogprobs(promptIds, promptLps.get(prompt) ?? [], text, offsets) };
+    };
+    const promptLogprobsField = (prompt: number): { prompt_logprobs?: PromptLogprobsOut | null } =>
+      body.prompt_logprobs == null ? {} : { prompt_logprobs: promptLogprobsOut(promptLps.get(prompt) ?? [], text) };
+    /** takes a delta into its choice; returns the generated text and its logprobs for this delta */
+    const take = (prompt: number, delta: CompletionDelta, echoLen: number): { text: string; lps: CompletionLogprobs | null } => {
+      const st = stateOf(prompt * n + delta.index);
+      if (delta.promptLogprobs) promptLps.set(prompt, delta.promptLogprobs);
+      if (delta.finishReason !== undefined) st.finish = openaiFinish(delta.finishReason);
+      if (delta.stopReason !== undefined) st.stop = delta.stopReason;
+      if (promptOnly) return { text: "", lps: null };
+      const offset = echoLen + st.text.length;
+      st.text += delta.text;
+      st.ids.push(...delta.tokenIds);
+      st.tokens += delta.tokenIds.length;
+      if (delta.logprobs) st.lps.push(...delta.logprobs);
+      const offsets = delta.tokenIds.map(() => offset);
+      st.offsets.push(...offsets);
+      return { text: delta.text, lps: wantLogprobs ? completionLogprobs(delta.tokenIds, delta.logprobs ?? [], text, offsets) : null };
+    };
+    const promptTokens = ids.reduce((k, p) => k + p.length, 0);
+    const usageNow = () => {
+      const completion = [...states.values()].reduce((k, st) => k + st.tokens, 0);
+      return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
     };
 
     if (body.stream) {
       const sse = new SseWriter(reply.raw);
       reply.hijack();
       sse.open();
-      const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
-      const offsets = new Map<number, number>();
-      const promptLps = new Map<number, readonly (PositionLogprobs | undefined)[]>();
+      const continuous = body.stream_options?.include_usage === true && body.stream_options.continuous_usage_stats === true;
+      const echoed = new Map<number, number>();
       try {
         for await (const { prompt, delta } of runner.deltas()) {
           const index = prompt * n + delta.index;
           if (delta.promptLogprobs) promptLps.set(prompt, delta.promptLogprobs);
-          let chunkText = delta.text;
-          let lps: CompletionLogprobs | null = null;
+          let head: { text: string; lps: CompletionLogprobs | null } = { text: "", lps: null };
           if (body.echo && !echoed.has(index)) {
-            echoed.add(index);
-            const e = echo(prompt, promptLps.get(prompt));
-            chunkText = e.text + chunkText;
-            if (e.lps) lps = e.lps;
-            offsets.set(index, e.text.length);
+            head = echo(prompt);
+            echoed.set(index, head.text.length);
           }
-          if (wantLogprobs) {
-            const gen = completionLogprobs(delta.tokenIds, delta.logprobs ?? [], text, offsets.get(index) ?? 0);
-            lps = lps ? mergeLogprobs(lps, gen) : gen;
-            offsets.set(index, (offsets.get(index) ?? 0) + gen.tokens.join("").length);
-          }
-          if (delta.usage) {
-            usage.prompt_tokens += delta.usage.promptTokens;
-            usage.completion_tokens += delta.usage.completionTokens;
-            usage.total_tokens += delta.usage.totalTokens;
-          }
-          if (chunkText === "" && delta.finishReason === undefined && lps === null) continue;
+          const gen = take(prompt, delta, echoed.get(index) ?? 0);
+          const chunkText = head.text + gen.text;
+          const lps = head.lps && gen.lps ? mergeLogprobs(head.lps, gen.lps) : (head.lps ?? gen.lps);
+          const first = head.text !== "" || (body.prompt_logprobs != null && delta.promptLogprobs !== undefined);
+          if (chunkText === "" && delta.finishReason === undefined && lps === null && !first) continue;
           const choice: Choice = {
             index,
             text: chunkText,
             logprobs: lps,
             finish_reason: openaiFinish(delta.finishReason),
             stop_reason: delta.stopReason ?? null,
+            ...(delta.promptLogprobs ? promptLogprobsField(prompt) : {}),
           };
-          sse.send({ ...base, choices: [choice], usage: null });
+          sse.send({ ...base, choices: [choice], usage: continuous ? usageNow() : null });
         }
       } catch (e) {
         // the status line is gone: the failure travels as an event, as vLLM sends it
         sse.fail(toApiError(e));
         return;
       }
-      if (body.stream_options?.include_usage) sse.send({ ...base, choices: [], usage });
+      if (body.stream_options?.include_usage) sse.send({ ...base, choices: [], usage: usageNow() });
       sse.done();
       return;
     }
 
-    const choices: Choice[] = [];
-    const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, prompt_tokens_details: { cached_tokens: 0 } };
-    const acc = new Map<number, { text: string; ids: number[]; lps: PositionLogprobs[]; finish?: Choice["finish_reason"]; stop?: string | number }>();
-    const promptLps = new Map<number, readonly (PositionLogprobs | undefined)[]>();
+    let cached = 0;
     for await (const { prompt, delta } of runner.deltas()) {
-      const index = prompt * n + delta.index;
-      let a = acc.get(index);
-      if (!a) acc.set(index, (a = { text: "", ids: [], lps: [] }));
-      a.text += delta.text;
-      a.ids.push(...delta.tokenIds);
-      if (delta.logprobs) a.lps.push(...delta.logprobs);
-      if (delta.promptLogprobs) promptLps.set(prompt, delta.promptLogprobs);
-      if (delta.finishReason !== undefined) a.finish = openaiFinish(delta.finishReason);
-      if (delta.stopReason !== undefined) a.stop = delta.stopReason;
-      if (delta.usage) {
-        const u = openaiUsage(delta.usage);
-        usage.prompt_tokens += u.prompt_tokens;
-        usage.completion_tokens += u.completion_tokens;
-        usage.total_tokens += u.total_tokens;
-        usage.prompt_tokens_details.cached_tokens += u.prompt_tokens_details?.cached_tokens ?? 0;
-      }
+      take(prompt, delta, 0);
+      if (delta.usage) cached += delta.usage.cachedPromptTokens;
     }
     if (reply.raw.destroyed) return reply;
-    for (const [index, a] of [...acc.entries()].sort(([x], [y]) => x - y)) {
+    const choices: Choice[] = [];
+    for (const [index, st] of [...states.entries()].sort(([x], [y]) => x - y)) {
       const prompt = Math.floor(index / n);
-      let t = a.text;
-      let lps: CompletionLogprobs | null = null;
-      let offset = 0;
-      if (body.echo) {
-        const e = echo(prompt, promptLps.get(prompt));
-        t = e.text + t;
-        lps = e.lps;
-        offset = e.text.length;
-      }
-      if (wantLogprobs) {
-        const gen = completionLogprobs(a.ids, a.lps, text, offset);
-        lps = lps ? mergeLogprobs(lps, gen) : gen;
-      }
-      choices.push({ index, text: t, logprobs: lps, finish_reason: a.finish ?? null, stop_reason: a.stop ?? null });
+      const head = body.echo ? echo(prompt) : { text: "", lps: null };
+      const offsets = st.offsets.map((o) => o + head.text.length);
+      const gen = wantLogprobs ? completionLogprobs(st.ids, st.lps, text, offsets) : null;
+      choices.push({
+        index,
+        text: head.text + st.text,
+        logprobs: head.lps && gen ? mergeLogprobs(head.lps, gen) : (head.lps ?? gen),
+        finish_reason: st.finish ?? null,
+        stop_reason: st.stop ?? null,
+        ...promptLogprobsField(prompt),
+      });
     }
-    return { ...base, choices, usage };
+    return { ...base, choices, usage: { ...usageNow(), prompt_tokens_details: { cached_tokens: cached } } };
   });
 }
 

@@ -1,11 +1,11 @@
 /** What every route needs: the engine, the tokenizer, limits and metrics. */
-import type { z } from "zod";
 import type { Engine } from "../engine/engine.ts";
 import type { GenerationDefaults } from "../generation_config.ts";
 import type { KilnTokenizer } from "../tokenizer.ts";
-import { ApiError, fromZodError } from "./api_error.ts";
+import { ApiError } from "./api_error.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import type { PromptTokenizer } from "./prompt_tokenizer.ts";
+import type { UnknownFieldLog } from "./request_fields.ts";
 
 export interface ServerContext {
   readonly engine: Engine;
@@ -16,15 +16,12 @@ export interface ServerContext {
   readonly maxModelLen: number;
   readonly defaults: GenerationDefaults;
   readonly metrics: ServerMetrics;
+  /** unknown request fields, each reported once */
+  readonly unknownFields: UnknownFieldLog;
   /** running + queued engine requests allowed before new ones get 503 */
   readonly maxPendingRequests: number;
 }
 
-export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
-  const r = schema.safeParse(body ?? {});
-  if (!r.success) throw fromZodError(r.error);
-  return r.data;
-}
 
 export function checkModel(ctx: ServerContext, model: string | null | undefined): void {
   if (model != null && model !== ctx.servedModelName) {

@@ -3,7 +3,8 @@ import type { FastifyInstance } from "fastify";
 import { ApiError } from "./api_error.ts";
 import { PUBLIC_ROUTE } from "./auth.ts";
 import { chatPromptIds } from "./chat_route.ts";
-import { checkModel, parseBody, type ServerContext } from "./context.ts";
+import { checkModel, type ServerContext } from "./context.ts";
+import { readBody } from "./request_fields.ts";
 import { unixNow } from "./openai_format.ts";
 import { DetokenizeRequest, TokenizeRequest } from "./schemas.ts";
 
@@ -30,7 +31,7 @@ export function registerInfoRoutes(app: FastifyInstance, ctx: ServerContext): vo
   app.get("/version", PUBLIC_ROUTE, async () => ({ version: KILN_VERSION }));
 
   app.post("/tokenize", async (request) => {
-    const body = parseBody(TokenizeRequest, request.body);
+    const body = readBody(TokenizeRequest, request.body, ctx.unknownFields, "/tokenize");
     checkModel(ctx, body.model);
     const tokens =
       "prompt" in body
@@ -40,7 +41,7 @@ export function registerInfoRoutes(app: FastifyInstance, ctx: ServerContext): vo
   });
 
   app.post("/detokenize", async (request) => {
-    const body = parseBody(DetokenizeRequest, request.body);
+    const body = readBody(DetokenizeRequest, request.body, ctx.unknownFields, "/detokenize");
     checkModel(ctx, body.model);
     // no sequence the model can hold is longer; a bound keeps decoding off the loop short
     if (body.tokens.length > ctx.maxModelLen) throw ApiError.badRequest(`at most ${ctx.maxModelLen} tokens (the context window)`, "tokens", "too_many_tokens");

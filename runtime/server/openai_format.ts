@@ -26,10 +26,12 @@ export function openaiUsage(u: Usage): OpenAIUsage {
   };
 }
 
-/** OpenAI has no "abort": a request cut short by the server reports as if it hit a length. */
-export function openaiFinish(r: FinishReason | undefined): "stop" | "length" | null {
-  if (r === undefined) return null;
-  return r === "stop" ? "stop" : "length";
+/**
+ * A request the server cut short (shutdown past the grace period) reports "abort", as vLLM's
+ * does, so a client can tell a truncated answer from one that hit its length.
+ */
+export function openaiFinish(r: FinishReason | undefined): "stop" | "length" | "abort" | null {
+  return r ?? null;
 }
 
 /** Legacy completions logprobs: parallel arrays, top_logprobs as token → logprob maps. */
@@ -40,20 +42,19 @@ export interface CompletionLogprobs {
   text_offset: number[];
 }
 
+/** `offsets[i]`: where token i's text starts in the choice's text (monotonic; see textOffsets). */
 export function completionLogprobs(
   ids: readonly number[],
   lps: readonly (PositionLogprobs | undefined)[],
   text: TokenText,
-  startOffset: number,
+  offsets: readonly number[],
 ): CompletionLogprobs {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
-  let offset = startOffset;
   ids.forEach((id, i) => {
     const lp = lps[i];
     const t = text(id);
     out.tokens.push(t);
-    out.text_offset.push(offset);
-    offset += t.length;
+    out.text_offset.push(offsets[i]!);
     out.token_logprobs.push(lp ? lp.chosen.logprob : null);
     if (!lp) {
       out.top_logprobs.push(null);
@@ -65,6 +66,36 @@ export function completionLogprobs(
     out.top_logprobs.push(top);
   });
   return out;
+}
+
+/**
+ * Where each token's text starts when the ids are decoded in order from `start`: the length of
+ * the text before it, as an incremental decode produces it (a token that completes no character
+ * starts where the text stands), capped at `limit` (the text actually returned).
+ */
+export function textOffsets(decoder: IncrementalDecoder, ids: readonly number[], start: number, limit = Infinity): number[] {
+  let at = start;
+  return ids.map((id) => {
+    const offset = Math.min(at, limit);
+    at += decoder.push(id).length;
+    return offset;
+  });
+}
+
+export interface IncrementalDecoder {
+  push(id: number): string;
+}
+
+/** vLLM's prompt_logprobs: per prompt token (the first has none) the actual token and the top N by id. */
+export type PromptLogprobsOut = (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[];
+
+export function promptLogprobsOut(lps: readonly (PositionLogprobs | undefined)[], text: TokenText): PromptLogprobsOut {
+  return lps.map((lp) => {
+    if (!lp) return null;
+    const out: Record<string, { logprob: number; rank: number; decoded_token: string }> = {};
+    for (const e of [lp.chosen, ...lp.top]) out[String(e.tokenId)] ??= { logprob: e.logprob, rank: e.rank, decoded_token: text(e.tokenId) };
+    return out;
+  });
 }
 
 export interface ChatTokenLogprob {

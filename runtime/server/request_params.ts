@@ -66,14 +66,19 @@ export function completionParams(
   if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
     throw ApiError.badRequest("best_of different from n is not supported", "best_of", "unsupported");
   }
-  // OpenAI's completions default is 16 tokens
-  const maxTokens = outputBudget(promptLen, maxModelLen, opt(body.max_tokens) ?? Math.min(16, maxModelLen - promptLen), "max_tokens");
+  const requested = opt(body.max_tokens);
+  if (requested === 0 && body.echo !== true) throw ApiError.badRequest("max_tokens may be 0 only with echo (the prompt alone)", "max_tokens", "invalid_value");
+  // OpenAI's completions default is 16 tokens; max_tokens 0 with echo runs the prompt and one
+  // token, which the route drops (the prompt's logprobs need the prefill)
+  const maxTokens = outputBudget(promptLen, maxModelLen, requested === 0 ? 1 : (requested ?? Math.min(16, maxModelLen - promptLen)), "max_tokens");
   const logprobs = opt(body.logprobs);
+  const echoed = body.echo && logprobs !== undefined ? logprobs : undefined;
+  const asked = opt(body.prompt_logprobs);
   return {
     ...commonParams(body, defaults),
     maxTokens,
     logprobs,
-    promptLogprobs: body.echo && logprobs !== undefined ? logprobs : undefined,
+    promptLogprobs: echoed === undefined ? asked : Math.max(echoed, asked ?? 0),
   };
 }
 
@@ -88,5 +93,6 @@ export function chatParams(body: ChatCompletionRequest, promptLen: number, maxMo
     ...commonParams(body, defaults),
     maxTokens,
     logprobs: body.logprobs ? (opt(body.top_logprobs) ?? 0) : undefined,
+    promptLogprobs: opt(body.prompt_logprobs),
   };
 }

@@ -1,7 +1,10 @@
 /**
  * Request bodies of the OpenAI-compatible API, as zod schemas: one definition gives both the
- * validation (unknown fields are refused, never ignored) and the TypeScript types. OpenAI's
- * names, plus vLLM's sampling extras.
+ * validation and the TypeScript types. OpenAI's names, plus vLLM's sampling extras. As in vLLM,
+ * a field the server does not know is dropped with a logged warning (clients add fields freely:
+ * `store`, `metadata`, `service_tier`, …), and `model` may be left out. Fields whose meaning the
+ * server cannot honour yet are refused by name instead (see `unsupportedFields`), so a client
+ * never silently gets unconstrained output where it asked for a constraint.
  */
 import { z } from "zod";
 
@@ -9,13 +12,13 @@ const nonNegInt = z.number().int().min(0);
 
 /** Sampling fields shared by completions and chat completions. */
 const samplingFields = {
-  model: z.string().min(1),
+  model: z.string().min(1).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   n: z.number().int().min(1).max(128).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z
-    .strictObject({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
+    .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
     .nullish(),
   stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
   presence_penalty: z.number().min(-2).max(2).nullish(),
@@ -32,30 +35,42 @@ const samplingFields = {
   stop_token_ids: z.array(nonNegInt).nullish(),
   skip_special_tokens: z.boolean().nullish(),
   include_stop_str_in_output: z.boolean().nullish(),
+  prompt_logprobs: z.number().int().min(0).max(20).nullish(),
+  // accepted in their no-op forms; anything else is refused in unsupportedFields
+  response_format: z.object({ type: z.string() }).loose().nullish(),
+  tools: z.array(z.unknown()).nullish(),
+  tool_choice: z.unknown().optional(),
+  parallel_tool_calls: z.boolean().nullish(),
 } as const;
 
 const tokenIds = z.array(nonNegInt).min(1);
 
-export const CompletionRequest = z.strictObject({
+export const CompletionRequest = z.object({
   ...samplingFields,
   prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
-  max_tokens: z.number().int().min(1).nullish(),
+  // 0 with echo: the prompt alone
+  max_tokens: z.number().int().min(0).nullish(),
   logprobs: z.number().int().min(0).max(20).nullish(),
   echo: z.boolean().nullish(),
   best_of: z.number().int().min(1).nullish(),
-  suffix: z.null().optional(),
+  suffix: z.unknown().optional(),
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
-const textPart = z.strictObject({ type: z.literal("text"), text: z.string() });
+const textPart = z.object({ type: z.literal("text"), text: z.string() });
 
-export const ChatMessage = z.strictObject({
+/** A content part of a kind the models here cannot read (images, audio, files): refused with a clear error. */
+const otherPart = z.object({ type: z.string() }).loose();
+
+export const ChatMessage = z.object({
   role: z.enum(["system", "developer", "user", "assistant", "tool"]),
-  content: z.union([z.string(), z.array(textPart), z.null()]),
+  content: z.union([z.string(), z.array(z.union([textPart, otherPart])), z.null()]).optional(),
   name: z.string().optional(),
+  tool_calls: z.array(z.unknown()).nullish(),
+  tool_call_id: z.string().nullish(),
 });
 
-export const ChatCompletionRequest = z.strictObject({
+export const ChatCompletionRequest = z.object({
   ...samplingFields,
   messages: z.array(ChatMessage).min(1),
   max_tokens: z.number().int().min(1).nullish(),
@@ -69,8 +84,8 @@ export const ChatCompletionRequest = z.strictObject({
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 export const TokenizeRequest = z.union([
-  z.strictObject({ model: z.string().nullish(), prompt: z.string(), add_special_tokens: z.boolean().nullish() }),
-  z.strictObject({
+  z.object({ model: z.string().nullish(), prompt: z.string(), add_special_tokens: z.boolean().nullish() }),
+  z.object({
     model: z.string().nullish(),
     messages: z.array(ChatMessage).min(1),
     add_generation_prompt: z.boolean().nullish(),
@@ -79,5 +94,5 @@ export const TokenizeRequest = z.union([
 ]);
 export type TokenizeRequest = z.infer<typeof TokenizeRequest>;
 
-export const DetokenizeRequest = z.strictObject({ model: z.string().nullish(), tokens: z.array(nonNegInt) });
+export const DetokenizeRequest = z.object({ model: z.string().nullish(), tokens: z.array(nonNegInt) });
 export type DetokenizeRequest = z.infer<typeof DetokenizeRequest>;
