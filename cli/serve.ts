@@ -130,7 +130,7 @@ export function serveCommand(): Command {
       // the CUDA backend is loaded only when asked for; it lives as long as the process
       const cuda = await registerCudaFromFlags(flags, "auto", dir);
       cuda?.backend();
-      const { engine, tokenizer, kvPool, maxModelLen } = await createEngine({
+      const { engine, tokenizer, kvPool, maxModelLen, contextLowered } = await createEngine({
         modelDir: dir,
         backend: flags.backend,
         blockSize: flags.blockSize,
@@ -170,6 +170,11 @@ export function serveCommand(): Command {
         `kiln is serving '${name}' at ${url}/v1 on ${flags.backend}${cuda ? ` (${cuda.backend().describe()})` : ""}\n` +
           `KV pool: ${kvPool.numBlocks} blocks of ${kvPool.blockSize} tokens (${kvPool.numBlocks * kvPool.blockSize} tokens)` +
           (kvPool.plan ? `, ${(kvPool.plan.kvBytes / 2 ** 30).toFixed(2)} GiB: ${kvPool.plan.description}` : "") +
+          "\n" +
+          `context window: ${maxModelLen} tokens` +
+          (contextLowered === undefined
+            ? ""
+            : ` (lowered from the model's ${contextLowered.from}: the KV pool holds no more; raise --kv-cache-memory, or set --max-model-len to insist)`) +
           "\n" +
           `try: curl ${url}/v1/completions -H 'Content-Type: application/json' ` +
           `-d '{"model": "${name}", "prompt": "The secret of life is", "max_tokens": 32}'\n`,

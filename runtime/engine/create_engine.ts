@@ -4,8 +4,12 @@
  * of generation_config.json and the sliding window when every attention layer has one.
  *
  * The pool: numBlocks when given, else kvCacheBytes when given; else on a device backend (CUDA)
- * a share of device memory (gpuMemoryUtilization, default 0.9, as vLLM), and on the CPU 256 MiB.
+ * a share of device memory (gpuMemoryUtilization, default 0.9, as vLLM), and on the CPU a quarter
+ * of the machine's memory up to 4 GiB (vLLM's CPU KV space), at least 256 MiB. When the model's
+ * own context window does not fit the pool and no maxModelLen was asked for, the window is lowered
+ * to what fits (contextLowered says so); an explicit maxModelLen that does not fit stays an error.
  */
+import os from "node:os";
 import type { KvLayerSpec } from "../../compiler/ir.ts";
 import { KilnError } from "../errors.ts";
 import { loadGenerationConfig } from "../generation_config.ts";
@@ -24,7 +28,7 @@ export interface CreateEngineOptions extends Omit<EngineOptions, "maxModelLen" |
   readonly maxModelLen?: number;
   /** tokens per KV block (default 16) */
   readonly blockSize?: number;
-  /** memory for the KV pool (CPU default 256 MiB); ignored when numBlocks is given */
+  /** memory for the KV pool (CPU default: defaultCpuKvCacheBytes()); ignored when numBlocks is given */
   readonly kvCacheBytes?: number;
   readonly numBlocks?: number;
   /**
@@ -47,6 +51,8 @@ export interface CreatedEngine {
   readonly kvPool: KvPoolInfo;
   /** the engine's context window */
   readonly maxModelLen: number;
+  /** set when the model's context window did not fit the KV pool and was lowered to maxModelLen */
+  readonly contextLowered?: { readonly from: number };
 }
 
 /** How the KV pool was sized, for the startup log. */
@@ -59,7 +65,13 @@ export interface KvPoolInfo {
   readonly plan?: KvPlan;
 }
 
+/** The least the CPU pool gets by default. */
 export const DEFAULT_KV_CACHE_BYTES = 256 * 2 ** 20;
+
+/** The CPU pool's default: a quarter of the machine's memory, at most 4 GiB, at least 256 MiB. */
+export function defaultCpuKvCacheBytes(totalMemory = os.totalmem()): number {
+  return Math.max(DEFAULT_KV_CACHE_BYTES, Math.min(4 * 2 ** 30, Math.floor(totalMemory / 4)));
+}
 export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
 /** The default context window of attention-free models (raise it with maxModelLen). */
 export const ATTENTION_FREE_MAX_MODEL_LEN = 8192;
@@ -74,7 +86,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
   // an attention-free model has no positional limit of its own: bound its default context window
   // an artifact records the context window it was compiled for
   const limit = model.artifact?.maxModelLen ?? model.model.maxPositions;
-  const maxModelLen = opts.maxModelLen ?? (attentionFree ? Math.min(limit, ATTENTION_FREE_MAX_MODEL_LEN) : limit);
+  let maxModelLen = opts.maxModelLen ?? (attentionFree ? Math.min(limit, ATTENTION_FREE_MAX_MODEL_LEN) : limit);
   if (maxModelLen > model.model.maxPositions) {
     throw new KilnError("INVALID_ARGUMENT", `maxModelLen ${maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
   }
@@ -92,7 +104,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     // without KV layers a block holds no memory and only counts tokens: give every slot a full window
     kvPool = { numBlocks: Math.ceil(maxModelLen / blockSize) * (numStateSlots ?? DEFAULT_STATE_SLOTS), blockSize, source: "attention-free" };
   } else if (opts.kvCacheBytes !== undefined || planner === undefined) {
-    const bytes = opts.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES;
+    const bytes = opts.kvCacheBytes ?? defaultCpuKvCacheBytes();
     kvPool = { numBlocks: KvCache.blocksForBudget(model.graph.kvLayers, blockSize, bytes), blockSize, source: "kvCacheBytes" };
   } else {
     const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
@@ -108,6 +120,14 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     kvPool = { numBlocks: plan.numBlocks, blockSize, source: "gpuMemoryUtilization", plan };
   }
   const numBlocks = kvPool.numBlocks;
+  let contextLowered: CreatedEngine["contextLowered"];
+  const need = blocksForOneSequence(maxModelLen, blockSize, window, opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS);
+  if (opts.maxModelLen === undefined && !attentionFree && need > numBlocks && numBlocks * blockSize >= 2) {
+    // one sequence of the full window would not fit: serve the window that does (as vLLM lowers
+    // max_model_len to the KV capacity), and say so; the engine keeps refusing an explicit one
+    contextLowered = { from: maxModelLen };
+    maxModelLen = numBlocks * blockSize;
+  }
   const runner = new ModelRunner(model.graph, model.weights, model.model.vocabSize, {
     numBlocks,
     blockSize,
@@ -122,7 +142,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
     eosTokenIds: eos,
     ...(window === undefined ? {} : { attentionWindow: window }),
   });
-  return { engine, runner, tokenizer, model, kvPool, maxModelLen };
+  return { engine, runner, tokenizer, model, kvPool, maxModelLen, ...(contextLowered === undefined ? {} : { contextLowered }) };
 }
 
 /** The widest window when every attention layer slides; undefined when any attends to everything. */
