@@ -4,7 +4,7 @@
  */
 import { Command } from "commander";
 import { IncrementalDetokenizer } from "../runtime/detokenizer.ts";
-import { generate } from "../runtime/generate.ts";
+import { blocksForGeneration, generate } from "../runtime/generate.ts";
 import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../runtime/model_loader.ts";
 import { ModelRunner } from "../runtime/model_runner.ts";
@@ -45,7 +45,7 @@ export function runCommand(): Command {
       const maxModelLen = loaded.artifact?.maxModelLen ?? loaded.model.maxPositions;
       const blockSize = 16;
       const runner = new ModelRunner(loaded.graph, loaded.weights, loaded.model.vocabSize, {
-        numBlocks: Math.ceil(maxModelLen / blockSize),
+        numBlocks: blocksForGeneration(prompt.length, flags.maxTokens, maxModelLen, blockSize),
         blockSize,
       });
       const detok = new IncrementalDetokenizer(tokenizer, { skipSpecialTokens: flags.skipSpecialTokens });

@@ -7,12 +7,13 @@
  *   logits = lm_head(final_layernorm(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { KilnError } from "../runtime/errors.ts";
+import { CONV_KERNEL, FACTOR, HEAD_DIM, HEADS, STATE_SIZE } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
-import { Mamba2Mixer, timeStepLimit, type Mamba2MixerOptions } from "./dsl/mamba.ts";
+import { optLayerIndices } from "./dsl/layer_types.ts";
+import { Mamba2Mixer, parseTimeStepLimit, ssmGroups, type Mamba2MixerOptions } from "./dsl/mamba.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
 import { LlamaAttention, llamaAttentionSpec, LlamaMLP, parseLlamaConfig, type LlamaConfig } from "./llama.ts";
@@ -26,25 +27,24 @@ export interface BambaConfig extends LlamaConfig {
 export function parseBambaConfig(c: ConfigReader): BambaConfig {
   const base = parseLlamaConfig(c, { qkvBias: (r) => r.optBool("attention_bias") ?? false, qkNorm: false });
   const H = base.hiddenSize;
-  const numHeads = c.optInt("mamba_n_heads") ?? 128;
-  const headDim = c.optInt("mamba_d_head") ?? Math.floor(((c.optInt("mamba_expand") ?? 2) * H) / numHeads);
-  const attn = c.optIntList("attn_layer_indices") ?? [];
-  for (const i of attn) {
-    if (!(Number.isInteger(i) && i >= 0 && i < base.numLayers)) throw new KilnError("CONFIG_INVALID", `${c.path}: attn_layer_indices names layer ${i} of ${base.numLayers}`);
-  }
+  const numHeads = c.optInt("mamba_n_heads", HEADS) ?? 128;
+  const expand = c.optInt("mamba_expand", FACTOR) ?? 2;
+  const headDim = c.optInt("mamba_d_head", HEAD_DIM) ?? Math.floor((expand * H) / numHeads);
+  if (headDim < 1) throw c.error("mamba_n_heads", `is ${numHeads}, more than mamba_expand × hidden_size (${expand} × ${H}); mamba_d_head would be 0`);
+  const attn = optLayerIndices(c, "attn_layer_indices", base.numLayers) ?? [];
   return {
     ...base,
     mamba: {
       hiddenSize: H,
       numHeads,
       headDim,
-      numGroups: c.optInt("mamba_n_groups") ?? 1,
-      stateSize: c.optInt("mamba_d_state") ?? 256,
-      convKernel: c.optInt("mamba_d_conv") ?? 4,
+      numGroups: ssmGroups(c, "mamba_n_groups", numHeads),
+      stateSize: c.optInt("mamba_d_state", STATE_SIZE) ?? 256,
+      convKernel: c.optInt("mamba_d_conv", CONV_KERNEL) ?? 4,
       convBias: c.optBool("mamba_conv_bias") ?? true,
       projBias: c.optBool("mamba_proj_bias") ?? false,
       normEps: base.rmsNormEps,
-      ...timeStepLimit(c.optFloatList("time_step_limit")),
+      ...parseTimeStepLimit(c),
     },
     attentionLayers: Array.from({ length: base.numLayers }, (_, i) => attn.includes(i)),
   };

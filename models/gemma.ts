@@ -15,9 +15,12 @@
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
 import { KilnError } from "../runtime/errors.ts";
+import { EPS, LAYERS, POSITIONS, POSITIVE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
+import { parseAttentionSizes } from "./dsl/attention_sizes.ts";
+import { layerTypeList } from "./dsl/layer_types.ts";
 import type { ModelArgs, ModelInputs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
@@ -68,14 +71,11 @@ interface GemmaVariant {
   readonly rope: (c: ConfigReader, type: GemmaLayerType) => RopeConfig;
 }
 
+const LAYER_TYPES = ["sliding_attention", "full_attention"] as const;
+
 function layerTypes(c: ConfigReader, numLayers: number, variant: GemmaVariant): GemmaLayerType[] {
   if (!c.has("layer_types")) return Array.from({ length: numLayers }, (_, i) => variant.defaultLayerType(c, i));
-  const types = c.stringList("layer_types");
-  if (types.length !== numLayers) throw c.error("layer_types", `has ${types.length} entries for ${numLayers} layers`);
-  return types.map((t, i) => {
-    if (t === "sliding_attention" || t === "full_attention") return t;
-    throw c.error("layer_types", `entry ${i} is '${t}' (expected sliding_attention or full_attention)`);
-  });
+  return layerTypeList(c, numLayers, LAYER_TYPES);
 }
 
 /**
@@ -84,43 +84,31 @@ function layerTypes(c: ConfigReader, numLayers: number, variant: GemmaVariant): 
  */
 function softcapOf(c: ConfigReader, key: string, fallback: number | undefined): number | undefined {
   if (!Object.hasOwn(c.raw, key)) return fallback;
-  const v = c.optFloat(key);
-  if (v === undefined || v === 0) return undefined;
-  if (!(v > 0 && Number.isFinite(v))) throw c.error(key, `must be a positive number or null, got ${v}`);
-  return v;
+  const v = c.optFloat(key, { min: 0, max: Number.MAX_VALUE });
+  return v === 0 ? undefined : v;
 }
-
-function positive(v: number, c: ConfigReader, key: string): number {
-  if (!(v > 0 && Number.isFinite(v))) throw c.error(key, `must be positive, got ${v}`);
-  return v;
-}
-
-const positiveInt = (c: ConfigReader, key: string, fallback: number): number => positive(c.optInt(key) ?? fallback, c, key);
 
 export function parseGemmaConfig(c: ConfigReader, variant: GemmaVariant): GemmaConfig {
-  const hiddenSize = c.int("hidden_size");
-  const numHeads = c.int("num_attention_heads");
-  const numLayers = c.int("num_hidden_layers");
-  const headDim = c.optInt("head_dim") ?? hiddenSize / numHeads;
+  const attention = parseAttentionSizes(c);
+  const numLayers = c.int("num_hidden_layers", LAYERS);
   const types = layerTypes(c, numLayers, variant);
   // EmbeddingGemma's encoder sets it; a causal LM with a KV cache cannot attend forward
   if (c.optBool("use_bidirectional_attention") === true) throw c.error("use_bidirectional_attention", "is true; only causal attention is supported");
-  const window = positiveInt(c, "sliding_window", 4096);
+  const window = c.optInt("sliding_window", POSITIONS) ?? 4096;
+  // every layer turns its whole head (no partial rotary in Gemma)
+  if (attention.headDim % 2 !== 0) throw c.error("head_dim", `is ${attention.headDim}; rotary embedding needs an even head dim`);
   return {
-    hiddenSize,
-    intermediateSize: c.int("intermediate_size"),
+    ...attention,
+    intermediateSize: c.int("intermediate_size", WIDTH),
     numLayers,
-    numHeads,
-    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
-    headDim,
-    vocabSize: c.int("vocab_size"),
-    rmsNormEps: c.optFloat("rms_norm_eps") ?? 1e-6,
-    maxPositions: c.optInt("max_position_embeddings") ?? 8192,
+    vocabSize: c.int("vocab_size", VOCAB),
+    rmsNormEps: c.optFloat("rms_norm_eps", EPS) ?? 1e-6,
+    maxPositions: c.optInt("max_position_embeddings", POSITIONS) ?? 8192,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? true,
     attentionBias: c.optBool("attention_bias") ?? false,
     // Gemma 2/3 name it hidden_activation; configs converted from Gemma 1 may carry hidden_act
     act: parseActivation(c, ["hidden_activation", "hidden_act"], "gelu_pytorch_tanh"),
-    queryPreAttnScalar: positive(c.optFloat("query_pre_attn_scalar") ?? 256, c, "query_pre_attn_scalar"),
+    queryPreAttnScalar: c.optFloat("query_pre_attn_scalar", POSITIVE) ?? 256,
     attnSoftcap: softcapOf(c, "attn_logit_softcapping", variant.softcapDefaults.attn),
     finalSoftcap: softcapOf(c, "final_logit_softcapping", variant.softcapDefaults.final),
     qkNorm: variant.qkNorm,
@@ -233,7 +221,7 @@ function gemma3Rope(c: ConfigReader, type: GemmaLayerType): RopeConfig {
     const global = parseRope(c);
     return c.has("rope_theta") ? global : { ...global, theta: GEMMA3_GLOBAL_THETA };
   }
-  const theta = positive(c.optFloat("rope_local_base_freq") ?? GEMMA3_LOCAL_THETA, c, "rope_local_base_freq");
+  const theta = c.optFloat("rope_local_base_freq", POSITIVE) ?? GEMMA3_LOCAL_THETA;
   return { theta, scaling: { type: "default" }, partialRotaryFactor: 1 };
 }
 
@@ -243,7 +231,7 @@ const GEMMA3: GemmaVariant = {
   softcapDefaults: { attn: undefined, final: undefined },
   defaultLayerType: (c, i) => {
     const key = c.has("sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
-    const pattern = positiveInt(c, key, 6);
+    const pattern = c.optInt(key, LAYERS) ?? 6;
     return (i + 1) % pattern === 0 ? "full_attention" : "sliding_attention";
   },
   rope: gemma3Rope,

@@ -10,9 +10,11 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
+import { EPS, LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
 import { Attention } from "./dsl/attention.ts";
+import { parseAttentionSizes, type AttentionKeys } from "./dsl/attention_sizes.ts";
 import type { CausalLM, ModelArgs, ModelInputs, SequenceStateKind } from "./dsl/causal_lm.ts";
 import { LearnedPositionalEmbedding, ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
 import { ColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
@@ -36,19 +38,19 @@ export interface Gpt2Config {
   readonly scaleByInverseLayer: boolean;
 }
 
+const GPT2_ATTENTION_KEYS: AttentionKeys = { hidden: "n_embd", heads: "n_head", kvHeads: undefined, headDim: undefined };
+
 export function parseGpt2Config(c: ConfigReader): Gpt2Config {
-  const hiddenSize = c.int("n_embd");
-  const numHeads = c.int("n_head");
-  if (hiddenSize % numHeads !== 0) throw c.error("n_head", `(${numHeads}) does not divide n_embd ${hiddenSize}`);
+  const { hiddenSize, numHeads } = parseAttentionSizes(c, GPT2_ATTENTION_KEYS);
   if (c.optBool("add_cross_attention") === true) throw c.error("add_cross_attention", "is true; only decoder-only GPT-2 is supported");
   return {
     hiddenSize,
-    innerSize: c.optInt("n_inner") ?? 4 * hiddenSize,
-    numLayers: c.int("n_layer"),
+    innerSize: c.optInt("n_inner", WIDTH) ?? 4 * hiddenSize,
+    numLayers: c.int("n_layer", LAYERS),
     numHeads,
-    vocabSize: c.int("vocab_size"),
-    maxPositions: c.int("n_positions"),
-    layerNormEps: c.optFloat("layer_norm_epsilon") ?? 1e-5,
+    vocabSize: c.int("vocab_size", VOCAB),
+    maxPositions: c.int("n_positions", POSITIONS),
+    layerNormEps: c.optFloat("layer_norm_epsilon", EPS) ?? 1e-5,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? true,
     act: parseActivation(c, ["activation_function"], "gelu_new"),
     scaleAttnWeights: c.optBool("scale_attn_weights") ?? true,

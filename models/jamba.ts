@@ -14,14 +14,16 @@
  * (no renormalization).
  */
 import type { Tensor } from "../compiler/trace.ts";
+import { CONV_KERNEL, EPS, EXPERTS, FACTOR, LAYERS, POSITIONS, STATE_SIZE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { Attention } from "./dsl/attention.ts";
+import { HF_ATTENTION_KEYS, parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
-import { FusedMoE, SparseMoeBlock, type SparseMoeBlockOptions } from "./dsl/fused_moe.ts";
+import { FusedMoE, parseTopK, SparseMoeBlock, type SparseMoeBlockOptions } from "./dsl/fused_moe.ts";
 import { QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
-import { MambaMixer, type MambaMixerOptions } from "./dsl/mamba.ts";
+import { MambaMixer, parseDtRank, type MambaMixerOptions } from "./dsl/mamba.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
 import { LlamaMLP } from "./llama.ts";
@@ -45,45 +47,48 @@ export interface JambaConfig {
   readonly expertLayers: readonly boolean[];
 }
 
+/** Layer i is chosen when i % period == offset (`<name>_period`, `<name>_offset`). */
+function everyPeriod(c: ConfigReader, name: string, numLayers: number, defaults: { period: number; offset: number }): boolean[] {
+  const period = c.optInt(`${name}_period`, LAYERS) ?? defaults.period;
+  const offset = c.optInt(`${name}_offset`, { min: 0, max: period - 1 }) ?? defaults.offset;
+  return Array.from({ length: numLayers }, (_, i) => i % period === offset);
+}
+
 export function parseJambaConfig(c: ConfigReader): JambaConfig {
-  const hiddenSize = c.int("hidden_size");
-  const numHeads = c.int("num_attention_heads");
-  const numLayers = c.int("num_hidden_layers");
-  const intermediateSize = c.int("intermediate_size");
-  const rmsNormEps = c.optFloat("rms_norm_eps") ?? 1e-6;
-  const every = (period: number, offset: number): boolean[] => Array.from({ length: numLayers }, (_, i) => i % period === offset);
-  const dtRank = typeof c.raw["mamba_dt_rank"] === "number" ? c.int("mamba_dt_rank") : Math.ceil(hiddenSize / 16); // "auto"
+  const attention = parseAttentionSizes(c, { ...HF_ATTENTION_KEYS, headDim: undefined });
+  const { hiddenSize } = attention;
+  const numLayers = c.int("num_hidden_layers", LAYERS);
+  const intermediateSize = c.int("intermediate_size", WIDTH);
+  const rmsNormEps = c.optFloat("rms_norm_eps", EPS) ?? 1e-6;
+  const numExperts = c.optInt("num_experts", EXPERTS) ?? 16;
   return {
-    hiddenSize,
+    ...attention,
     intermediateSize,
     numLayers,
-    numHeads,
-    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
-    headDim: hiddenSize / numHeads,
-    vocabSize: c.int("vocab_size"),
+    vocabSize: c.int("vocab_size", VOCAB),
     rmsNormEps,
-    maxPositions: c.optInt("max_position_embeddings") ?? 262144,
+    maxPositions: c.optInt("max_position_embeddings", POSITIONS) ?? 262144,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? false,
     mamba: {
       hiddenSize,
-      intermediateSize: (c.optInt("mamba_expand") ?? 2) * hiddenSize,
-      stateSize: c.optInt("mamba_d_state") ?? 16,
-      convKernel: c.optInt("mamba_d_conv") ?? 4,
-      dtRank,
+      intermediateSize: (c.optInt("mamba_expand", FACTOR) ?? 2) * hiddenSize,
+      stateSize: c.optInt("mamba_d_state", STATE_SIZE) ?? 16,
+      convKernel: c.optInt("mamba_d_conv", CONV_KERNEL) ?? 4,
+      dtRank: parseDtRank(c, "mamba_dt_rank", hiddenSize),
       convBias: c.optBool("mamba_conv_bias") ?? true,
       projBias: c.optBool("mamba_proj_bias") ?? false,
       innerNormEps: rmsNormEps,
     },
     moe: {
-      numExperts: c.optInt("num_experts") ?? 16,
-      topK: c.optInt("num_experts_per_tok") ?? 2,
+      numExperts,
+      topK: parseTopK(c, "num_experts_per_tok", numExperts, 2),
       hiddenSize,
       intermediateSize,
       routing: "softmax_topk",
       routerName: "router",
     },
-    attentionLayers: every(c.optInt("attn_layer_period") ?? 8, c.optInt("attn_layer_offset") ?? 4),
-    expertLayers: every(c.optInt("expert_layer_period") ?? 2, c.optInt("expert_layer_offset") ?? 1),
+    attentionLayers: everyPeriod(c, "attn_layer", numLayers, { period: 8, offset: 4 }),
+    expertLayers: everyPeriod(c, "expert_layer", numLayers, { period: 2, offset: 1 }),
   };
 }
 

@@ -10,10 +10,12 @@
  *   logits = lm_head(embedding_norm(h[last rows]))   // "embedding_norm" is the final norm
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { KilnError } from "../runtime/errors.ts";
+import { CONV_KERNEL, describeRange, EPS, inRange, LAYERS, layerIndex, POSITIONS, POSITIVE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
-import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { checkRotaryDim, parseRope, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
+import { HF_ATTENTION_KEYS, parseAttentionSizes } from "./dsl/attention_sizes.ts";
+import { layerTypeList } from "./dsl/layer_types.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, ColumnParallelLinear } from "./dsl/linear.ts";
@@ -44,48 +46,42 @@ export interface Lfm2Config {
 
 /** HF's Lfm2MLP sizing: with block_auto_adjust_ff_dim, 2/3 of the size, scaled, rounded up to a multiple. */
 function ffDim(c: ConfigReader): number {
-  let size = c.int("intermediate_size");
+  let size = c.int("intermediate_size", WIDTH);
   if (!(c.optBool("block_auto_adjust_ff_dim") ?? false)) return size;
   size = Math.floor((2 * size) / 3);
-  const multiplier = c.optFloat("block_ffn_dim_multiplier");
+  const multiplier = c.optFloat("block_ffn_dim_multiplier", POSITIVE);
   if (multiplier !== undefined) {
     size = Math.floor(multiplier * size);
-    const multipleOf = c.optInt("block_multiple_of") ?? 256;
+    const multipleOf = c.optInt("block_multiple_of", WIDTH) ?? 256;
     size = multipleOf * Math.ceil(size / multipleOf);
   }
+  if (!inRange(size, WIDTH)) throw c.error("intermediate_size", `adjusted by block_ffn_dim_multiplier and block_multiple_of gives ${size}, outside ${describeRange(WIDTH)}`);
   return size;
 }
 
+const LAYER_TYPES = ["conv", "full_attention"] as const;
+
 function layerTypes(c: ConfigReader, numLayers: number): Lfm2LayerType[] {
-  if (c.has("layer_types")) {
-    const types = c.stringList("layer_types");
-    if (types.length !== numLayers) throw new KilnError("CONFIG_INVALID", `${c.path}: layer_types has ${types.length} entries for ${numLayers} layers`);
-    return types.map((t, i) => {
-      if (t === "conv" || t === "full_attention") return t;
-      throw new KilnError("CONFIG_INVALID", `${c.path}: layer ${i} has type '${t}' (expected conv or full_attention)`);
-    });
-  }
-  const attn = c.intList("full_attn_idxs"); // older configs list the attention layers instead
+  if (c.has("layer_types")) return layerTypeList(c, numLayers, LAYER_TYPES);
+  const attn = c.intList("full_attn_idxs", layerIndex(numLayers)); // older configs list the attention layers instead
   return Array.from({ length: numLayers }, (_, i) => (attn.includes(i) ? "full_attention" : "conv"));
 }
 
 export function parseLfm2Config(c: ConfigReader): Lfm2Config {
-  const hiddenSize = c.int("hidden_size");
-  const numHeads = c.int("num_attention_heads");
-  const numLayers = c.int("num_hidden_layers");
+  const attention = parseAttentionSizes(c, { ...HF_ATTENTION_KEYS, headDim: undefined });
+  const numLayers = c.int("num_hidden_layers", LAYERS);
+  const rope = parseRope(c);
+  checkRotaryDim(c, { ...rope, partialRotaryFactor: 1 }, attention.headDim, "num_attention_heads");
   return {
-    hiddenSize,
+    ...attention,
     intermediateSize: ffDim(c),
     numLayers,
-    numHeads,
-    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
-    headDim: hiddenSize / numHeads,
-    vocabSize: c.int("vocab_size"),
-    normEps: c.optFloat("norm_eps") ?? 1e-5,
-    rope: parseRope(c),
-    maxPositions: c.optInt("max_position_embeddings") ?? 128000,
+    vocabSize: c.int("vocab_size", VOCAB),
+    normEps: c.optFloat("norm_eps", EPS) ?? 1e-5,
+    rope,
+    maxPositions: c.optInt("max_position_embeddings", POSITIONS) ?? 128000,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? c.optBool("tie_embedding") ?? true,
-    convKernel: c.int("conv_L_cache"),
+    convKernel: c.int("conv_L_cache", CONV_KERNEL),
     convBias: c.optBool("conv_bias") ?? false,
     layerTypes: layerTypes(c, numLayers),
   };

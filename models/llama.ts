@@ -9,10 +9,12 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
-import { KilnError } from "../runtime/errors.ts";
+import { EPS, LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
-import { parseRope, rotaryDimOf, type RopeConfig } from "../runtime/rope_config.ts";
+import { checkRotaryDim, parseRope, rotaryDimOf, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
+import { parseAttentionSizes } from "./dsl/attention_sizes.ts";
+import { layerTypeList } from "./dsl/layer_types.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
@@ -47,41 +49,37 @@ export interface LlamaVariant {
   readonly qkNorm: boolean;
 }
 
+const LAYER_TYPES = ["full_attention", "sliding_attention"] as const;
+
 function slidingWindows(c: ConfigReader, numLayers: number): (number | undefined)[] {
-  const window = c.optInt("sliding_window");
-  const types = c.has("layer_types") ? c.stringList("layer_types") : undefined;
-  if (types) {
-    if (types.length !== numLayers) {
-      throw new KilnError("CONFIG_INVALID", `${c.path}: layer_types has ${types.length} entries for ${numLayers} layers`);
-    }
-    return types.map((t) => (t === "sliding_attention" ? window : undefined));
+  const window = c.optInt("sliding_window", POSITIONS);
+  if (c.has("layer_types")) {
+    return layerTypeList(c, numLayers, LAYER_TYPES).map((t) => (t === "sliding_attention" ? window : undefined));
   }
   // older Qwen2 spelling: sliding window only when enabled, from layer max_window_layers on
   if (c.has("use_sliding_window")) {
     const on = c.optBool("use_sliding_window") ?? false;
-    const from = c.optInt("max_window_layers") ?? 0;
+    const from = c.optInt("max_window_layers", { min: 0, max: LAYERS.max }) ?? 0;
     return Array.from({ length: numLayers }, (_, i) => (on && i >= from ? window : undefined));
   }
   return Array.from({ length: numLayers }, () => window);
 }
 
 export function parseLlamaConfig(c: ConfigReader, variant: LlamaVariant): LlamaConfig {
-  const hiddenSize = c.int("hidden_size");
-  const numHeads = c.int("num_attention_heads");
-  const numLayers = c.int("num_hidden_layers");
+  const attention = parseAttentionSizes(c);
+  const numLayers = c.int("num_hidden_layers", LAYERS);
   const act = c.optString("hidden_act") ?? "silu";
-  if (act !== "silu") throw new KilnError("CONFIG_INVALID", `${c.path}: hidden_act '${act}' is not supported (expected silu)`);
+  if (act !== "silu") throw c.error("hidden_act", `is '${act}', which is not supported (expected silu)`);
+  const rope = parseRope(c);
+  checkRotaryDim(c, rope, attention.headDim);
   return {
-    hiddenSize,
-    intermediateSize: c.int("intermediate_size"),
+    ...attention,
+    intermediateSize: c.int("intermediate_size", WIDTH),
     numLayers,
-    numHeads,
-    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
-    headDim: c.optInt("head_dim") ?? hiddenSize / numHeads,
-    vocabSize: c.int("vocab_size"),
-    rmsNormEps: c.optFloat("rms_norm_eps") ?? 1e-6,
-    rope: parseRope(c),
-    maxPositions: c.optInt("max_position_embeddings") ?? 2048,
+    vocabSize: c.int("vocab_size", VOCAB),
+    rmsNormEps: c.optFloat("rms_norm_eps", EPS) ?? 1e-6,
+    rope,
+    maxPositions: c.optInt("max_position_embeddings", POSITIONS) ?? 2048,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? false,
     qkvBias: variant.qkvBias(c),
     oBias: c.optBool("attention_bias") ?? false,

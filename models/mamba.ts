@@ -7,12 +7,12 @@
  *   logits = lm_head(norm_f(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { KilnError } from "../runtime/errors.ts";
+import { CONV_KERNEL, EPS, FACTOR, HEAD_DIM, HEADS, LAYERS, STATE_SIZE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import type { CausalLM, ModelArgs, ModelInputs, SequenceStateKind } from "./dsl/causal_lm.ts";
 import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
 import { loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
-import { Mamba2Mixer, MambaMixer, timeStepLimit, type Mamba2MixerOptions, type MambaMixerOptions } from "./dsl/mamba.ts";
+import { Mamba2Mixer, MambaMixer, parseDtRank, parseTimeStepLimit, ssmGroups, type Mamba2MixerOptions, type MambaMixerOptions } from "./dsl/mamba.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
 
@@ -29,10 +29,10 @@ interface BackboneConfig {
 
 function parseBackbone(c: ConfigReader, tieByDefault: boolean): BackboneConfig {
   return {
-    hiddenSize: c.int("hidden_size"),
-    numLayers: c.int("num_hidden_layers"),
-    vocabSize: c.int("vocab_size"),
-    normEps: c.optFloat("layer_norm_epsilon") ?? 1e-5,
+    hiddenSize: c.int("hidden_size", WIDTH),
+    numLayers: c.int("num_hidden_layers", LAYERS),
+    vocabSize: c.int("vocab_size", VOCAB),
+    normEps: c.optFloat("layer_norm_epsilon", EPS) ?? 1e-5,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? tieByDefault,
   };
 }
@@ -44,15 +44,14 @@ export interface MambaConfig extends BackboneConfig {
 export function parseMambaConfig(c: ConfigReader): MambaConfig {
   const base = parseBackbone(c, true);
   const H = base.hiddenSize;
-  const rank = typeof c.raw["time_step_rank"] === "number" ? c.int("time_step_rank") : Math.ceil(H / 16); // absent or "auto"
   return {
     ...base,
     mixer: {
       hiddenSize: H,
-      intermediateSize: c.optInt("intermediate_size") ?? (c.optInt("expand") ?? 2) * H,
-      stateSize: c.optInt("state_size") ?? 16,
-      convKernel: c.optInt("conv_kernel") ?? 4,
-      dtRank: rank,
+      intermediateSize: c.optInt("intermediate_size", WIDTH) ?? (c.optInt("expand", FACTOR) ?? 2) * H,
+      stateSize: c.optInt("state_size", STATE_SIZE) ?? 16,
+      convKernel: c.optInt("conv_kernel", CONV_KERNEL) ?? 4,
+      dtRank: parseDtRank(c, "time_step_rank", H),
       convBias: c.optBool("use_conv_bias") ?? true,
       projBias: c.optBool("use_bias") ?? false,
     },
@@ -66,11 +65,11 @@ export interface Mamba2Config extends BackboneConfig {
 export function parseMamba2Config(c: ConfigReader): Mamba2Config {
   const base = parseBackbone(c, false);
   const H = base.hiddenSize;
-  const numHeads = c.optInt("num_heads") ?? 128;
-  const headDim = c.optInt("head_dim") ?? 64;
-  const expand = c.optInt("expand") ?? 2;
+  const numHeads = c.optInt("num_heads", HEADS) ?? 128;
+  const headDim = c.optInt("head_dim", HEAD_DIM) ?? 64;
+  const expand = c.optInt("expand", FACTOR) ?? 2;
   if (numHeads * headDim !== expand * H) {
-    throw new KilnError("CONFIG_INVALID", `${c.path}: num_heads ${numHeads} × head_dim ${headDim} differs from expand ${expand} × hidden_size ${H}`);
+    throw c.error("num_heads", `does not tile the expansion: num_heads ${numHeads} × head_dim ${headDim} differs from expand ${expand} × hidden_size ${H}`);
   }
   return {
     ...base,
@@ -78,13 +77,13 @@ export function parseMamba2Config(c: ConfigReader): Mamba2Config {
       hiddenSize: H,
       numHeads,
       headDim,
-      numGroups: c.optInt("n_groups") ?? 1,
-      stateSize: c.optInt("state_size") ?? 128,
-      convKernel: c.optInt("conv_kernel") ?? 4,
+      numGroups: ssmGroups(c, "n_groups", numHeads),
+      stateSize: c.optInt("state_size", STATE_SIZE) ?? 128,
+      convKernel: c.optInt("conv_kernel", CONV_KERNEL) ?? 4,
       convBias: c.optBool("use_conv_bias") ?? true,
       projBias: c.optBool("use_bias") ?? false,
       normEps: base.normEps,
-      ...timeStepLimit(c.optFloatList("time_step_limit")),
+      ...parseTimeStepLimit(c),
     },
   };
 }

@@ -10,13 +10,15 @@
  *   logits = lm_head(rmsnorm(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { KilnError } from "../runtime/errors.ts";
+import { EPS, EXPERTS, FINITE, LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
-import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { checkRotaryDim, parseRope, type RopeConfig } from "../runtime/rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
+import { parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
-import { FusedMoE, MIXTRAL_EXPERT_NAMES, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
+import { FusedMoE, MIXTRAL_EXPERT_NAMES, parseTopK, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
+import { checkLayerTypes, layerTypeList } from "./dsl/layer_types.ts";
 import { LinearAttention, lightningSlopes } from "./dsl/linear_attention.ts";
 import { ColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
@@ -51,43 +53,42 @@ export interface MiniMaxConfig {
   readonly mlp: ResidualFactors;
 }
 
+const LAYER_TYPES = ["linear_attention", "full_attention"] as const;
+
 function layerTypes(c: ConfigReader, numLayers: number): MiniMaxLayerType[] {
+  if (c.has("layer_types")) return layerTypeList(c, numLayers, LAYER_TYPES);
   // older configs: attn_type_list, 0 = linear (lightning) attention, 1 = full attention
-  const types = c.has("layer_types")
-    ? c.stringList("layer_types")
-    : c.intList("attn_type_list").map((t) => (t === 1 ? "full_attention" : "linear_attention"));
-  if (types.length !== numLayers) throw new KilnError("CONFIG_INVALID", `${c.path}: ${types.length} layer types for ${numLayers} layers`);
-  return types.map((t, i) => {
-    if (t === "linear_attention" || t === "full_attention") return t;
-    throw new KilnError("CONFIG_INVALID", `${c.path}: layer ${i} has type '${t}' (expected linear_attention or full_attention)`);
-  });
+  const codes = c.intList("attn_type_list", { min: 0, max: 1 });
+  return checkLayerTypes(c, "attn_type_list", numLayers, codes.map((t) => (t === 1 ? "full_attention" : "linear_attention")), LAYER_TYPES);
 }
 
 export function parseMiniMaxConfig(c: ConfigReader): MiniMaxConfig {
-  const hiddenSize = c.int("hidden_size");
-  const numHeads = c.int("num_attention_heads");
-  const numLayers = c.int("num_hidden_layers");
+  const attention = parseAttentionSizes(c);
+  const numLayers = c.int("num_hidden_layers", LAYERS);
   const act = c.optString("hidden_act") ?? "silu";
-  if (act !== "silu") throw new KilnError("CONFIG_INVALID", `${c.path}: hidden_act '${act}' is not supported (expected silu)`);
-  const factors = (name: string): ResidualFactors => ({ alpha: c.optFloat(`${name}_alpha_factor`) ?? 1, beta: c.optFloat(`${name}_beta_factor`) ?? 1 });
+  if (act !== "silu") throw c.error("hidden_act", `is '${act}', which is not supported (expected silu)`);
+  const factors = (name: string): ResidualFactors => ({
+    alpha: c.optFloat(`${name}_alpha_factor`, FINITE) ?? 1,
+    beta: c.optFloat(`${name}_beta_factor`, FINITE) ?? 1,
+  });
+  const rope = parseRope(c);
+  checkRotaryDim(c, { ...rope, partialRotaryFactor: 1 }, attention.headDim);
+  const numExperts = c.int("num_local_experts", EXPERTS);
   return {
-    hiddenSize,
+    ...attention,
     numLayers,
-    numHeads,
-    numKvHeads: c.optInt("num_key_value_heads") ?? numHeads,
-    headDim: c.optInt("head_dim") ?? hiddenSize / numHeads,
-    vocabSize: c.int("vocab_size"),
-    rmsNormEps: c.optFloat("rms_norm_eps") ?? 1e-5,
-    rope: parseRope(c),
-    maxPositions: c.optInt("max_position_embeddings") ?? 4096,
+    vocabSize: c.int("vocab_size", VOCAB),
+    rmsNormEps: c.optFloat("rms_norm_eps", EPS) ?? 1e-5,
+    rope,
+    maxPositions: c.optInt("max_position_embeddings", POSITIONS) ?? 4096,
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? false,
-    slidingWindow: c.optInt("sliding_window"),
+    slidingWindow: c.optInt("sliding_window", POSITIONS),
     layerTypes: layerTypes(c, numLayers),
     moe: {
-      numExperts: c.int("num_local_experts"),
-      topK: c.int("num_experts_per_tok"),
-      hiddenSize,
-      intermediateSize: c.int("intermediate_size"),
+      numExperts,
+      topK: parseTopK(c, "num_experts_per_tok", numExperts),
+      hiddenSize: attention.hiddenSize,
+      intermediateSize: c.int("intermediate_size", WIDTH),
       routing: "softmax_topk_renorm",
     },
     linearAttn: factors("linear_attn"),

@@ -12,9 +12,11 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
+import { LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
 import { Attention } from "./dsl/attention.ts";
+import { HF_ATTENTION_KEYS, parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import type { CausalLM, ModelArgs, ModelInputs, SequenceStateKind } from "./dsl/causal_lm.ts";
 import { LearnedPositionalEmbedding, ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
 import { ColumnParallelLinear, QKVParallelLinear, RowParallelLinear } from "./dsl/linear.ts";
@@ -46,10 +48,8 @@ function requireFlag(c: ConfigReader, key: string, expected: boolean, why: strin
 }
 
 export function parseOptConfig(c: ConfigReader): OptConfig {
-  const hiddenSize = c.int("hidden_size");
-  const numHeads = c.int("num_attention_heads");
-  if (hiddenSize % numHeads !== 0) throw c.error("num_attention_heads", `(${numHeads}) does not divide hidden_size ${hiddenSize}`);
-  const proj = c.optInt("word_embed_proj_dim");
+  const { hiddenSize, numHeads } = parseAttentionSizes(c, { ...HF_ATTENTION_KEYS, kvHeads: undefined, headDim: undefined });
+  const proj = c.optInt("word_embed_proj_dim", WIDTH);
   if (proj !== undefined && proj !== hiddenSize) {
     throw c.error("word_embed_proj_dim", `is ${proj}; only hidden_size (${hiddenSize}) is supported (no project_in/project_out)`);
   }
@@ -58,11 +58,11 @@ export function parseOptConfig(c: ConfigReader): OptConfig {
   requireFlag(c, "layer_norm_elementwise_affine", true, "layer norms with weight and bias");
   return {
     hiddenSize,
-    ffnDim: c.int("ffn_dim"),
-    numLayers: c.int("num_hidden_layers"),
+    ffnDim: c.int("ffn_dim", WIDTH),
+    numLayers: c.int("num_hidden_layers", LAYERS),
     numHeads,
-    vocabSize: c.int("vocab_size"),
-    maxPositions: c.int("max_position_embeddings"),
+    vocabSize: c.int("vocab_size", VOCAB),
+    maxPositions: c.int("max_position_embeddings", POSITIONS),
     tieWordEmbeddings: c.optBool("tie_word_embeddings") ?? true,
     bias: c.optBool("enable_bias") ?? true,
     act: parseActivation(c, ["activation_function"], "relu"),

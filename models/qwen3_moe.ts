@@ -8,10 +8,12 @@
  *   logits = lm_head(rmsnorm(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
+import { EXPERTS, LAYERS, WIDTH } from "../runtime/config_limits.ts";
 import type { ConfigReader } from "../runtime/hf_config.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
-import { FusedMoE, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
+import { FusedMoE, parseTopK, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";
+import { optLayerIndices } from "./dsl/layer_types.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";
 import { Module, type ModelContext } from "./dsl/module.ts";
 import { RMSNorm } from "./dsl/norm.ts";
@@ -26,16 +28,18 @@ export interface Qwen3MoeConfig extends LlamaConfig {
 export function parseQwen3MoeConfig(c: ConfigReader): Qwen3MoeConfig {
   const base = parseLlamaConfig(c, { qkvBias: (r) => r.optBool("attention_bias") ?? false, qkNorm: true });
   // transformers writes num_experts; some exports spell it num_local_experts
-  const numExperts = c.optInt("num_experts") ?? c.int("num_local_experts");
-  const step = c.optInt("decoder_sparse_step") ?? 1;
-  const mlpOnly = c.has("mlp_only_layers") ? c.intList("mlp_only_layers") : [];
+  // 0 experts: every layer is dense
+  const experts = { min: 0, max: EXPERTS.max };
+  const numExperts = c.optInt("num_experts", experts) ?? c.int("num_local_experts", experts);
+  const step = c.optInt("decoder_sparse_step", LAYERS) ?? 1;
+  const mlpOnly = optLayerIndices(c, "mlp_only_layers", base.numLayers) ?? [];
   return {
     ...base,
     moe: {
       numExperts,
-      topK: c.int("num_experts_per_tok"),
+      topK: parseTopK(c, "num_experts_per_tok", numExperts),
       hiddenSize: base.hiddenSize,
-      intermediateSize: c.int("moe_intermediate_size"),
+      intermediateSize: c.int("moe_intermediate_size", WIDTH),
       routing: (c.optBool("norm_topk_prob") ?? false) ? "softmax_topk_renorm" : "softmax_topk",
     },
     sparseLayers: Array.from({ length: base.numLayers }, (_, i) => !mlpOnly.includes(i) && numExperts > 0 && (i + 1) % step === 0),

@@ -20,6 +20,15 @@ export interface GenerateOptions {
 
 export type FinishReason = "stop" | "length";
 
+/**
+ * KV blocks one generation can fill: the prompt plus maxTokens, capped by the context window.
+ * Sizing from the window alone would allocate for max_position_embeddings tokens (millions, for
+ * long-context configs) to generate a handful.
+ */
+export function blocksForGeneration(promptTokens: number, maxTokens: number, maxModelLen: number, blockSize: number): number {
+  return Math.max(1, Math.ceil(Math.min(promptTokens + maxTokens, maxModelLen) / blockSize));
+}
+
 export interface GenerateResult {
   readonly tokens: number[];
   readonly finishReason: FinishReason;

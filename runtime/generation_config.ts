@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
+import { POSITIVE, VOCAB } from "./config_limits.ts";
 import { readJsonConfig, type ConfigReader } from "./hf_config.ts";
 
 export interface GenerationDefaults {
@@ -33,25 +34,24 @@ export function loadGenerationConfig(modelDir: string): GenerationDefaults {
   ): void => {
     if (value !== undefined) out[key] = value;
   };
-  set("bosTokenId", c.optInt("bos_token_id"));
-  set("padTokenId", c.optInt("pad_token_id"));
+  set("bosTokenId", c.optInt("bos_token_id", TOKEN_ID));
+  set("padTokenId", c.optInt("pad_token_id", TOKEN_ID));
   set("doSample", c.optBool("do_sample"));
-  set("temperature", nonNegative(c, "temperature"));
-  set("topP", nonNegative(c, "top_p"));
-  set("topK", nonNegative(c, "top_k", true));
-  set("repetitionPenalty", nonNegative(c, "repetition_penalty"));
-  set("maxNewTokens", nonNegative(c, "max_new_tokens", true));
+  set("temperature", c.optFloat("temperature", NON_NEGATIVE));
+  set("topP", c.optFloat("top_p", { min: 0, max: 1 }));
+  set("topK", c.optInt("top_k", { min: 0, max: VOCAB.max }));
+  set("repetitionPenalty", c.optFloat("repetition_penalty", POSITIVE));
+  set("maxNewTokens", c.optInt("max_new_tokens", COUNT));
   return out;
 }
 
+/** A token id: non-negative, within the largest vocabulary a config may declare. */
+const TOKEN_ID = { min: 0, max: VOCAB.max - 1 } as const;
+const NON_NEGATIVE = { min: 0, max: Number.MAX_VALUE } as const;
+const COUNT = { min: 0, max: Number.MAX_SAFE_INTEGER } as const;
+
 function eosIds(c: ConfigReader): number[] {
   const v = c.raw["eos_token_id"];
-  if (typeof v === "number") return [c.int("eos_token_id")];
-  return c.optIntList("eos_token_id") ?? [];
-}
-
-function nonNegative(c: ConfigReader, key: string, integer = false): number | undefined {
-  const v = integer ? c.optInt(key) : c.optFloat(key);
-  if (v !== undefined && !(v >= 0)) throw c.error(key, `must be non-negative, got ${v}`);
-  return v;
+  if (typeof v === "number") return [c.int("eos_token_id", TOKEN_ID)];
+  return c.optIntList("eos_token_id", TOKEN_ID) ?? [];
 }

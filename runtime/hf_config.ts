@@ -5,6 +5,7 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
+import { describeRange, inRange, type ValueRange } from "./config_limits.ts";
 import { KilnError } from "./errors.ts";
 
 // Rope settings are part of the config surface; they live in their own file for size.
@@ -62,11 +63,12 @@ export class ConfigReader {
     return isJsonObject(this.raw[key]);
   }
 
-  int(key: string): number {
-    return this.required(key, this.optInt(key), "an integer");
+  /** With `range`, a value outside it is CONFIG_INVALID (see config_limits.ts). */
+  int(key: string, range?: ValueRange): number {
+    return this.required(key, this.optInt(key, range), "an integer");
   }
-  float(key: string): number {
-    return this.required(key, this.optFloat(key), "a number");
+  float(key: string, range?: ValueRange): number {
+    return this.required(key, this.optFloat(key, range), "a number");
   }
   bool(key: string): boolean {
     return this.required(key, this.optBool(key), "a boolean");
@@ -74,8 +76,8 @@ export class ConfigReader {
   string(key: string): string {
     return this.required(key, this.optString(key), "a string");
   }
-  intList(key: string): number[] {
-    return this.required(key, this.optIntList(key), "a list of integers");
+  intList(key: string, range?: ValueRange): number[] {
+    return this.required(key, this.optIntList(key, range), "a list of integers");
   }
   floatList(key: string): number[] {
     return this.required(key, this.optFloatList(key), "a list of numbers");
@@ -87,11 +89,11 @@ export class ConfigReader {
     return this.required(key, this.optObject(key), "an object");
   }
 
-  optInt(key: string): number | undefined {
-    return this.opt(key, "an integer", (v) => (typeof v === "number" && Number.isInteger(v) ? v : undefined));
+  optInt(key: string, range?: ValueRange): number | undefined {
+    return this.inRange(key, "an integer", range, this.opt(key, "an integer", toInt));
   }
-  optFloat(key: string): number | undefined {
-    return this.opt(key, "a number", toFloat);
+  optFloat(key: string, range?: ValueRange): number | undefined {
+    return this.inRange(key, "a number", range, this.opt(key, "a number", toFloat));
   }
   optBool(key: string): boolean | undefined {
     return this.opt(key, "a boolean", (v) => (typeof v === "boolean" ? v : undefined));
@@ -99,10 +101,10 @@ export class ConfigReader {
   optString(key: string): string | undefined {
     return this.opt(key, "a string", (v) => (typeof v === "string" ? v : undefined));
   }
-  optIntList(key: string): number[] | undefined {
-    return this.opt(key, "a list of integers", (v) =>
-      listOf(v, (x) => (typeof x === "number" && Number.isInteger(x) ? x : undefined)),
-    );
+  optIntList(key: string, range?: ValueRange): number[] | undefined {
+    const list = this.opt(key, "a list of integers", (v) => listOf(v, toInt));
+    if (range !== undefined) list?.forEach((x, i) => this.inRange(`${key}[${i}]`, "an integer", range, x));
+    return list;
   }
   optFloatList(key: string): number[] | undefined {
     return this.opt(key, "a list of numbers", (v) => listOf(v, toFloat));
@@ -129,10 +131,21 @@ export class ConfigReader {
     return out;
   }
 
+  private inRange(key: string, what: string, range: ValueRange | undefined, v: number | undefined): number | undefined {
+    if (v !== undefined && range !== undefined && !inRange(v, range)) {
+      throw this.error(key, `must be ${what} ${describeRange(range)}, got ${v}`);
+    }
+    return v;
+  }
+
   private required<T>(key: string, v: T | undefined, what: string): T {
     if (v === undefined) throw this.error(key, `is missing (expected ${what})`);
     return v;
   }
+}
+
+function toInt(v: JsonValue): number | undefined {
+  return typeof v === "number" && Number.isInteger(v) ? v : undefined;
 }
 
 function toFloat(v: JsonValue): number | undefined {
@@ -161,7 +174,9 @@ export function readJsonConfig(path: string, missingCode: "MODEL_NOT_FOUND" | "C
   try {
     text = fs.readFileSync(path, "utf8");
   } catch (e) {
-    throw new KilnError(missingCode, `${path}: cannot read file`, { cause: e });
+    // Only absence is `missingCode`; a directory or an unreadable file in its place is a bad config.
+    const absent = isErrnoCode(e, "ENOENT");
+    throw new KilnError(absent ? missingCode : "CONFIG_INVALID", `${path}: cannot read file (${errnoText(e)})`, { cause: e });
   }
   let parsed: unknown;
   try {
@@ -171,6 +186,15 @@ export function readJsonConfig(path: string, missingCode: "MODEL_NOT_FOUND" | "C
   }
   if (!isJsonObject(parsed)) throw new KilnError("CONFIG_INVALID", `${path}: top level is not a JSON object`);
   return new ConfigReader(parsed, path);
+}
+
+function isErrnoCode(e: unknown, code: string): boolean {
+  return e instanceof Error && "code" in e && e.code === code;
+}
+
+/** The system's reason for a failed file operation ("EISDIR: illegal operation on a directory, read"). */
+function errnoText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /** The model folder's `config.json`; a folder without one is MODEL_NOT_FOUND. */

@@ -16,6 +16,7 @@ import { SINGLE_DEVICE } from "../models/dsl/module.ts";
 import type { SourceTensor, WeightData } from "../models/dsl/parameter.ts";
 import { defaultRegistry, type ModelRegistry } from "../models/registry.ts";
 import { Checkpoint } from "./checkpoint.ts";
+import { checkConfigAgainstCheckpoint } from "./checkpoint_agreement.ts";
 import { KilnError } from "./errors.ts";
 import { architectures, configDtype, loadConfigJson, type ConfigReader } from "./hf_config.ts";
 
@@ -67,10 +68,13 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   const config = loadConfigJson(dir);
   const { arch, cls } = await (opts.registry ?? defaultRegistry).resolve(architectures(config));
   const storage = opts.weightStorage ?? (configDtype(config) === "bfloat16" ? "bf16" : "f32");
-  const model = new cls({ config, ctx: { parallel: SINGLE_DEVICE, weightStorage: storage } });
+  // Headers first (small): the config is checked against them before it sizes anything.
   const ckpt = Checkpoint.open(dir);
+  let model: CausalLM;
   let report: LoadReport;
   try {
+    checkConfigAgainstCheckpoint(config, ckpt);
+    model = new cls({ config, ctx: { parallel: SINGLE_DEVICE, weightStorage: storage } });
     report = model.loadWeights(checkpointSource(ckpt));
   } finally {
     ckpt.close();

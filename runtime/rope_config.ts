@@ -8,6 +8,7 @@
  *     per layer type (`{ full_attention: {...}, sliding_attention: {...} }`);
  *   - older: top-level `rope_theta` plus `rope_scaling: { rope_type | type, factor, ... }` or null.
  */
+import { FINITE, POSITIONS, POSITIVE } from "./config_limits.ts";
 import { KilnError } from "./errors.ts";
 // Type-only: hf_config.ts re-exports this module, so a value import would be a cycle.
 import type { ConfigReader } from "./hf_config.ts";
@@ -66,8 +67,7 @@ export function parseRope(reader: ConfigReader, layerType?: string): RopeConfig 
   } else {
     params = reader.optObject("rope_scaling");
   }
-  const theta = params?.optFloat("rope_theta") ?? reader.optFloat("rope_theta") ?? DEFAULT_THETA;
-  if (!(theta > 0)) throw (params ?? reader).error("rope_theta", `must be positive, got ${theta}`);
+  const theta = params?.optFloat("rope_theta", POSITIVE) ?? reader.optFloat("rope_theta", POSITIVE) ?? DEFAULT_THETA;
   const partialRotaryFactor =
     params?.optFloat("partial_rotary_factor") ?? reader.optFloat("partial_rotary_factor") ?? 1;
   if (!(partialRotaryFactor > 0 && partialRotaryFactor <= 1)) {
@@ -80,11 +80,8 @@ export function parseRope(reader: ConfigReader, layerType?: string): RopeConfig 
 function parseScaling(reader: ConfigReader, p: ConfigReader): RopeScaling {
   const typeKey = p.has("rope_type") ? "rope_type" : "type";
   const type = p.optString(typeKey) ?? "default";
-  const factor = (): number => {
-    const f = p.float("factor");
-    if (!(f > 0)) throw p.error("factor", `must be positive, got ${f}`);
-    return f;
-  };
+  const factor = (): number => p.float("factor", POSITIVE);
+  const maxPositions = (): number => reader.int("max_position_embeddings", POSITIONS);
   switch (type) {
     case "default":
       return { type };
@@ -94,42 +91,41 @@ function parseScaling(reader: ConfigReader, p: ConfigReader): RopeScaling {
       return {
         type,
         factor: factor(),
-        originalMaxPositionEmbeddings:
-          p.optInt("original_max_position_embeddings") ?? reader.int("max_position_embeddings"),
+        originalMaxPositionEmbeddings: p.optInt("original_max_position_embeddings", POSITIONS) ?? maxPositions(),
       };
     case "llama3":
       return {
         type,
         factor: factor(),
-        lowFreqFactor: p.float("low_freq_factor"),
-        highFreqFactor: p.float("high_freq_factor"),
-        originalMaxPositionEmbeddings: p.int("original_max_position_embeddings"),
+        lowFreqFactor: p.float("low_freq_factor", POSITIVE),
+        highFreqFactor: p.float("high_freq_factor", POSITIVE),
+        originalMaxPositionEmbeddings: p.int("original_max_position_embeddings", POSITIONS),
       };
     case "yarn":
-      return parseYarn(reader, p, factor());
+      return parseYarn(p, factor(), maxPositions);
     default:
       throw p.error(typeKey, `"${type}" is not a supported rope type (default, linear, dynamic, llama3, yarn)`);
   }
 }
 
-function parseYarn(reader: ConfigReader, p: ConfigReader, configuredFactor: number): RopeScaling {
-  const original = p.optInt("original_max_position_embeddings");
+function parseYarn(p: ConfigReader, configuredFactor: number, maxPositions: () => number): RopeScaling {
+  const original = p.optInt("original_max_position_embeddings", POSITIONS);
   // transformers 5 (_compute_yarn_parameters): with an explicit original length the factor becomes
   // max_position_embeddings / original, for DeepSeek-V3-style configs.
-  const factor = original === undefined ? configuredFactor : reader.int("max_position_embeddings") / original;
-  const mscale = p.optFloat("mscale");
-  const mscaleAllDim = p.optFloat("mscale_all_dim");
+  const factor = original === undefined ? configuredFactor : maxPositions() / original;
+  const mscale = p.optFloat("mscale", FINITE);
+  const mscaleAllDim = p.optFloat("mscale_all_dim", FINITE);
   const yarnMscale = (scale: number, m = 1): number => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
   const attentionFactor =
-    p.optFloat("attention_factor") ??
+    p.optFloat("attention_factor", POSITIVE) ??
     (mscale && mscaleAllDim ? yarnMscale(factor, mscale) / yarnMscale(factor, mscaleAllDim) : yarnMscale(factor));
   return {
     type: "yarn",
     factor,
-    originalMaxPositionEmbeddings: original ?? reader.int("max_position_embeddings"),
+    originalMaxPositionEmbeddings: original ?? maxPositions(),
     // Python's `x or default`: a 0 means "use the default" there too.
-    betaFast: p.optFloat("beta_fast") || 32,
-    betaSlow: p.optFloat("beta_slow") || 1,
+    betaFast: p.optFloat("beta_fast", FINITE) || 32,
+    betaSlow: p.optFloat("beta_slow", FINITE) || 1,
     truncate: p.optBool("truncate") ?? true,
     attentionFactor,
   };
@@ -138,6 +134,17 @@ function parseYarn(reader: ConfigReader, p: ConfigReader, configuredFactor: numb
 /** int(head_dim * partial_rotary_factor), as transformers sizes the rotated part. */
 export function rotaryDimOf(rope: RopeConfig, headDim: number): number {
   return Math.trunc(headDim * rope.partialRotaryFactor);
+}
+
+/**
+ * Checks, where the config is read, that the rotated part of each head is a positive even number
+ * of dims (rotation turns pairs); `headDimKey` names the field a user would fix.
+ */
+export function checkRotaryDim(reader: ConfigReader, rope: RopeConfig, headDim: number, headDimKey = "head_dim"): void {
+  const dim = rotaryDimOf(rope, headDim);
+  if (dim >= 2 && dim % 2 === 0) return;
+  const partial = rope.partialRotaryFactor === 1 ? "" : ` × partial_rotary_factor ${rope.partialRotaryFactor}`;
+  throw reader.error(headDimKey, `is ${headDim}${partial}, giving ${dim} rotary dims; rotary embedding needs a positive even number`);
 }
 
 /** Factor applied to cos/sin; 1 except for yarn. */

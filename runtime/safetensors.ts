@@ -3,39 +3,13 @@
  * validated once at `open`, and each tensor is read on demand by offset from an open file
  * descriptor, so a multi-GB checkpoint costs only the tensors actually asked for.
  *
- * Format: u64 little-endian header length N, then N bytes of JSON
- * `{ name: { dtype, shape, data_offsets: [begin, end] }, __metadata__?: { str: str } }`,
- * then the data area; offsets are relative to the start of the data area.
+ * The format and the header's validation live in safetensors_header.ts.
  */
 import fs from "node:fs";
 import { KilnError } from "./errors.ts";
+import { readFully, readHeader, type DType, type TensorInfo } from "./safetensors_header.ts";
 
-/** Bytes per element for every dtype the format defines. */
-// prettier-ignore
-export const DTYPE_SIZES = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1,
-  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
-} as const satisfies Record<string, number>;
-
-export type DType = keyof typeof DTYPE_SIZES;
-
-export function isDType(s: string): s is DType {
-  return Object.hasOwn(DTYPE_SIZES, s);
-}
-
-export interface TensorInfo {
-  readonly name: string;
-  readonly dtype: DType;
-  readonly shape: readonly number[];
-  /** [begin, end) relative to the data area, exactly as written in the header. */
-  readonly dataOffsets: readonly [number, number];
-  /** Absolute position of the first byte in the file. */
-  readonly fileOffset: number;
-  readonly byteLength: number;
-}
-
-/** Node's readSync takes at most 2 GiB per call; big tensors are read in pieces below that. */
-const READ_CHUNK = 1 << 30;
+export { DTYPE_SIZES, isDType, type DType, type TensorInfo } from "./safetensors_header.ts";
 
 export class SafetensorsFile {
   readonly path: string;
@@ -55,7 +29,10 @@ export class SafetensorsFile {
     try {
       fd = fs.openSync(path, "r");
     } catch (e) {
-      throw new KilnError("MODEL_NOT_FOUND", `${path}: cannot open safetensors file`, { cause: e });
+      // Absent is MODEL_NOT_FOUND; present but unopenable (permissions) is a bad file.
+      const absent = e instanceof Error && "code" in e && e.code === "ENOENT";
+      const why = e instanceof Error ? e.message : String(e);
+      throw new KilnError(absent ? "MODEL_NOT_FOUND" : "SAFETENSORS_INVALID", `${path}: cannot open safetensors file (${why})`, { cause: e });
     }
     try {
       const { tensors, metadata } = readHeader(path, fd);
@@ -147,131 +124,6 @@ const TO_F32: Partial<Record<DType, (bytes: ArrayBufferLike) => Float32Array>> =
   F16: (b) => f16BitsToF32(new Uint16Array(b)),
   F64: (b) => Float32Array.from(new Float64Array(b)),
 };
-
-interface Header {
-  readonly tensors: ReadonlyMap<string, TensorInfo>;
-  readonly metadata: Readonly<Record<string, string>>;
-}
-
-function readHeader(path: string, fd: number): Header {
-  const invalid = (msg: string): KilnError => new KilnError("SAFETENSORS_INVALID", `${path}: ${msg}`);
-  const fileSize = fs.fstatSync(fd).size;
-  if (fileSize < 8) throw invalid(`file is ${fileSize} bytes, shorter than the 8-byte header length`);
-  const lenBuf = Buffer.alloc(8);
-  readFully(path, fd, lenBuf, 0, "header length");
-  const headerLen = lenBuf.readBigUInt64LE(0);
-  if (headerLen > BigInt(fileSize - 8)) {
-    throw invalid(`header length ${headerLen} runs past the end of the ${fileSize}-byte file`);
-  }
-  const n = Number(headerLen);
-  const headerBuf = Buffer.alloc(n);
-  readFully(path, fd, headerBuf, 8, "header");
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(headerBuf.toString("utf8"));
-  } catch (e) {
-    throw new KilnError("SAFETENSORS_INVALID", `${path}: header is not valid JSON`, { cause: e });
-  }
-  if (!isRecord(parsed)) throw invalid("header is not a JSON object");
-
-  const dataStart = 8 + n;
-  const dataSize = fileSize - dataStart;
-  let metadata: Readonly<Record<string, string>> = {};
-  const tensors = new Map<string, TensorInfo>();
-  for (const [name, entry] of Object.entries(parsed)) {
-    if (name === "__metadata__") {
-      metadata = parseMetadata(entry, invalid);
-      continue;
-    }
-    tensors.set(name, parseEntry(path, name, entry, dataStart, dataSize));
-  }
-  checkNoOverlap(path, tensors);
-  return { tensors, metadata };
-}
-
-function parseMetadata(entry: unknown, invalid: (msg: string) => KilnError): Readonly<Record<string, string>> {
-  if (!isRecord(entry)) throw invalid("__metadata__ is not an object");
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(entry)) {
-    if (typeof v !== "string") throw invalid(`__metadata__["${k}"] is not a string`);
-    out[k] = v;
-  }
-  return out;
-}
-
-function parseEntry(path: string, name: string, entry: unknown, dataStart: number, dataSize: number): TensorInfo {
-  const invalid = (msg: string): KilnError =>
-    new KilnError("SAFETENSORS_INVALID", `${path}: tensor "${name}": ${msg}`);
-  if (!isRecord(entry)) throw invalid("header entry is not an object");
-  const { dtype, shape, data_offsets: offsets } = entry;
-  if (typeof dtype !== "string") throw invalid("missing or non-string dtype");
-  if (!isDType(dtype)) {
-    throw new KilnError("SAFETENSORS_DTYPE", `${path}: tensor "${name}" has unknown dtype "${dtype}"`);
-  }
-  if (!isCountList(shape)) {
-    throw invalid(`shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
-  }
-  const begin = isCountList(offsets) && offsets.length === 2 ? offsets[0] : undefined;
-  const end = isCountList(offsets) && offsets.length === 2 ? offsets[1] : undefined;
-  if (begin === undefined || end === undefined) {
-    throw invalid(`data_offsets must be [begin, end] integers, got ${JSON.stringify(offsets)}`);
-  }
-  if (begin > end || end > dataSize) {
-    throw invalid(`data_offsets [${begin}, ${end}] out of range of the ${dataSize}-byte data area`);
-  }
-  const numel = shape.reduce((a, d) => a * d, 1);
-  const expected = numel * DTYPE_SIZES[dtype];
-  if (end - begin !== expected) {
-    throw invalid(
-      `data_offsets span ${end - begin} bytes but shape [${shape.join(", ")}] of ${dtype} needs ${expected}`,
-    );
-  }
-  return {
-    name,
-    dtype,
-    shape: [...shape],
-    dataOffsets: [begin, end],
-    fileOffset: dataStart + begin,
-    byteLength: end - begin,
-  };
-}
-
-function checkNoOverlap(path: string, tensors: ReadonlyMap<string, TensorInfo>): void {
-  // Empty tensors occupy no bytes and may share an offset with anything.
-  const spans = [...tensors.values()]
-    .filter((t) => t.byteLength > 0)
-    .sort((a, b) => a.dataOffsets[0] - b.dataOffsets[0]);
-  for (let i = 1; i < spans.length; i++) {
-    const prev = spans[i - 1];
-    const cur = spans[i];
-    if (prev !== undefined && cur !== undefined && cur.dataOffsets[0] < prev.dataOffsets[1]) {
-      throw new KilnError(
-        "SAFETENSORS_INVALID",
-        `${path}: tensors "${prev.name}" and "${cur.name}" overlap in the data area`,
-      );
-    }
-  }
-}
-
-/** Fill `out` from `position`; readSync may return short reads and takes at most 2 GiB per call. */
-function readFully(path: string, fd: number, out: Uint8Array, position: number, what: string): void {
-  let done = 0;
-  while (done < out.length) {
-    const got = fs.readSync(fd, out, done, Math.min(READ_CHUNK, out.length - done), position + done);
-    if (got === 0) {
-      throw new KilnError("SAFETENSORS_INVALID", `${path}: ${what} ends past the end of the file (changed since open?)`);
-    }
-    done += got;
-  }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function isCountList(v: unknown): v is readonly number[] {
-  return Array.isArray(v) && v.every((x: unknown) => typeof x === "number" && Number.isSafeInteger(x) && x >= 0);
-}
 
 /** bfloat16 is the top half of a float32, so widening is a 16-bit shift. */
 export function bf16BitsToF32(bits: Uint16Array): Float32Array {

@@ -9,6 +9,7 @@ import nodePath from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { KilnError } from "./errors.ts";
+import { checkTokenizerJson, isRecord } from "./tokenizer_json.ts";
 
 export interface ChatMessage {
   readonly role: string;
@@ -31,26 +32,25 @@ export class KilnTokenizer {
   private readonly prependBos: boolean;
   private readonly appendEos: boolean;
   private readonly chatTemplatePath: string;
+  /** tokenizer.json, named in errors the library raises while encoding or decoding */
+  private readonly tokenizerPath: string;
   private compiledTemplate: Template | undefined;
 
   private constructor(dir: string) {
     this.dir = dir;
-    const tokenizerJson = readJsonObject(nodePath.join(dir, "tokenizer.json"));
+    const tokenizerPath = (this.tokenizerPath = nodePath.join(dir, "tokenizer.json"));
+    const tokenizerJson = checkTokenizerJson(tokenizerPath, readJsonObject(tokenizerPath));
     const configPath = nodePath.join(dir, "tokenizer_config.json");
     const config = readJsonObject(configPath);
     // transformers 5 defaults clean_up_tokenization_spaces to false; the JS library defaults to
     // true, which would rewrite " ." to "." and break prefix-stable incremental decoding.
     const innerConfig = { ...config, clean_up_tokenization_spaces: config["clean_up_tokenization_spaces"] === true };
-    try {
-      this.inner = new Tokenizer(tokenizerJson, innerConfig);
-    } catch (e) {
-      throw new KilnError("TOKENIZER_INVALID", `${nodePath.join(dir, "tokenizer.json")}: cannot build tokenizer`, {
-        cause: e,
-      });
-    }
+    // The library throws plain Errors on parts of the file it cannot use (an unknown
+    // normalizer, merges it cannot split): those are the file's faults, named as such.
+    const inner = (this.inner = fromLibrary(tokenizerPath, "cannot build tokenizer", () => new Tokenizer(tokenizerJson, innerConfig)));
 
     let maxId = -1;
-    for (const id of this.inner.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    for (const id of fromLibrary(tokenizerPath, "cannot list the vocabulary", () => inner.get_vocab(true)).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
 
     const specials: Record<string, string> = {};
@@ -63,13 +63,13 @@ export class KilnTokenizer {
     this.eosTokenId = this.specialId(specials["eos_token"], configPath, "eos_token");
 
     // Probe once whether the post-processor already adds BOS/EOS, so encode never doubles them.
-    const probe = this.inner.encode("a", { add_special_tokens: true }).ids;
+    const probe = fromLibrary(tokenizerPath, "cannot encode a probe text", () => inner.encode("a", { add_special_tokens: true }).ids);
     this.prependBos = config["add_bos_token"] === true && this.bosTokenId !== undefined && probe[0] !== this.bosTokenId;
     this.appendEos = config["add_eos_token"] === true && this.eosTokenId !== undefined && probe.at(-1) !== this.eosTokenId;
 
     this.chatTemplatePath = nodePath.join(dir, "chat_template.jinja");
     if (fs.existsSync(this.chatTemplatePath)) {
-      this.chatTemplate = fs.readFileSync(this.chatTemplatePath, "utf8");
+      this.chatTemplate = readText(this.chatTemplatePath);
     } else {
       this.chatTemplatePath = configPath;
       this.chatTemplate = configTemplate(config["chat_template"]);
@@ -84,7 +84,12 @@ export class KilnTokenizer {
   /** Token ids for `text`; with special tokens (the default, as in HF) BOS/EOS are added as configured. */
   encode(text: string, options: { readonly addSpecialTokens?: boolean } = {}): number[] {
     const add = options.addSpecialTokens ?? true;
-    const ids = this.inner.encode(text, { add_special_tokens: add }).ids;
+    const path = this.tokenizerPath;
+    const ids = fromLibrary(path, "cannot encode the text", () => this.inner.encode(text, { add_special_tokens: add }).ids);
+    // The library yields undefined for a piece outside the vocabulary when there is no unk token.
+    if (!ids.every((id) => Number.isInteger(id))) {
+      throw new KilnError("TOKENIZER_INVALID", `${path}: the text has a piece the vocabulary lacks, and the tokenizer has no unk_token`);
+    }
     if (add && this.prependBos && this.bosTokenId !== undefined) ids.unshift(this.bosTokenId);
     if (add && this.appendEos && this.eosTokenId !== undefined) ids.push(this.eosTokenId);
     return ids;
@@ -98,7 +103,7 @@ export class KilnTokenizer {
         throw new KilnError("INVALID_ARGUMENT", `${this.dir}: token id ${id} is outside the vocabulary (0..${this.vocabSize - 1})`);
       }
     }
-    return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    return fromLibrary(this.tokenizerPath, "cannot decode", () => this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false }));
   }
 
   idToToken(id: number): string | undefined {
@@ -154,19 +159,34 @@ export class KilnTokenizer {
   }
 }
 
+function readText(path: string): string {
+  try {
+    return fs.readFileSync(path, "utf8");
+  } catch (e) {
+    throw new KilnError("TOKENIZER_INVALID", `${path}: cannot read file (${e instanceof Error ? e.message : String(e)})`, { cause: e });
+  }
+}
+
 function readJsonObject(path: string): JsonRecord {
+  const text = readText(path);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(fs.readFileSync(path, "utf8"));
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new KilnError("TOKENIZER_INVALID", `${path}: missing or not valid JSON`, { cause: e });
+    throw new KilnError("TOKENIZER_INVALID", `${path}: not valid JSON`, { cause: e });
   }
   if (!isRecord(parsed)) throw new KilnError("TOKENIZER_INVALID", `${path}: top level is not a JSON object`);
   return parsed;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
+/** Runs a library call on the file at `path`; a plain Error from it becomes TOKENIZER_INVALID with its message. */
+function fromLibrary<T>(path: string, what: string, call: () => T): T {
+  try {
+    return call();
+  } catch (e) {
+    if (e instanceof KilnError) throw e;
+    throw new KilnError("TOKENIZER_INVALID", `${path}: ${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
 }
 
 /** A special token is written either as its text or, in older files, as an AddedToken object. */

@@ -16,7 +16,9 @@
  */
 import type { MoeActivation, MoeRouting } from "../../compiler/ir.ts";
 import type { Tensor } from "../../compiler/trace.ts";
+import { EXPERTS } from "../../runtime/config_limits.ts";
 import { KilnError } from "../../runtime/errors.ts";
+import type { ConfigReader } from "../../runtime/hf_config.ts";
 import type { StackedParam } from "./load_weights.ts";
 import { Module, type ModelContext } from "./module.ts";
 import type { Parameter, WeightLoader } from "./parameter.ts";
@@ -60,6 +62,16 @@ export class MoeRouter extends Module {
   tensor(x: Tensor): Tensor {
     return this.use(x.graph, this.weight);
   }
+}
+
+/**
+ * The experts each token is routed to (`key`, else `fallback` when the architecture has a default),
+ * checked where read: at least one, and no more than the `numExperts` there are (none when 0).
+ */
+export function parseTopK(c: ConfigReader, key: string, numExperts: number, fallback?: number): number {
+  const topK = fallback === undefined ? c.int(key, EXPERTS) : (c.optInt(key, EXPERTS) ?? fallback);
+  if (numExperts > 0 && topK > numExperts) throw c.error(key, `is ${topK}, more than the ${numExperts} experts`);
+  return topK;
 }
 
 function parseShard(shard: string | undefined, numExperts: number): { expert: number; which: keyof ExpertNames } | undefined {

@@ -26,6 +26,8 @@
 import type { StateTensorSpec } from "../../compiler/ir.ts";
 import type { Tensor } from "../../compiler/trace.ts";
 import { KilnError } from "../../runtime/errors.ts";
+import { HEADS, WIDTH } from "../../runtime/config_limits.ts";
+import type { ConfigReader } from "../../runtime/hf_config.ts";
 import { ColumnParallelLinear, ReplicatedLinear, RowParallelLinear } from "./linear.ts";
 import { Module, type ModelContext } from "./module.ts";
 import { RMSNorm } from "./norm.ts";
@@ -226,4 +228,30 @@ export function timeStepLimit(limit: readonly number[] | undefined): { dtMin: nu
   if (limit === undefined) return { dtMin: 0, dtMax: undefined };
   const [lo = 0, hi = Infinity] = limit;
   return { dtMin: Math.max(0, lo), dtMax: Number.isFinite(hi) ? hi : undefined };
+}
+
+/** The rank R of Mamba-1's step-size projection (`key`): an integer, or "auto" / absent for ceil(hidden / 16). */
+export function parseDtRank(c: ConfigReader, key: string, hiddenSize: number): number {
+  if (c.raw[key] === "auto") return Math.ceil(hiddenSize / 16);
+  return c.optInt(key, WIDTH) ?? Math.ceil(hiddenSize / 16);
+}
+
+/** Mamba-2's B/C groups (`key`, default 1): each group serves a whole set of heads. */
+export function ssmGroups(c: ConfigReader, key: string, numHeads: number): number {
+  const groups = c.optInt(key, HEADS) ?? 1;
+  if (numHeads % groups !== 0) throw c.error(key, `is ${groups}, which does not divide the ${numHeads} SSM heads`);
+  return groups;
+}
+
+/**
+ * `time_step_limit` ([min, max] clamp of dt; max may be Infinity) read from a config and checked
+ * there: a NaN or inverted range would otherwise reach the kernels as a constant.
+ */
+export function parseTimeStepLimit(c: ConfigReader, key = "time_step_limit"): { dtMin: number; dtMax: number | undefined } {
+  const limit = c.optFloatList(key);
+  const [lo = 0, hi = Infinity] = limit ?? [];
+  if (limit !== undefined && (limit.length > 2 || !(Number.isFinite(lo) && hi > lo))) {
+    throw c.error(key, `must be [min, max] with a finite min below max, got [${limit.join(", ")}]`);
+  }
+  return timeStepLimit(limit);
 }

@@ -64,6 +64,6 @@ describe("state-space model configs", () => {
     expect(c.attentionLayers).toEqual([false, true, false, true]);
     expect(c.rope.partialRotaryFactor).toBe(0.5);
     expect(c.mamba).toMatchObject({ numHeads: 8, headDim: 16, numGroups: 1, stateSize: 16, normEps: 1e-5 });
-    expect(() => parseBambaConfig(edited("bamba", (r) => void (r["attn_layer_indices"] = [1, 9])))).toThrow(/attn_layer_indices names layer 9 of 4/);
+    expect(() => parseBambaConfig(edited("bamba", (r) => void (r["attn_layer_indices"] = [1, 9])))).toThrow(/"attn_layer_indices\[1\]" must be an integer in \[0, 3\], got 9/);
   });
 });

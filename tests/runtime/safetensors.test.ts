@@ -276,3 +276,84 @@ describe("Checkpoint", () => {
     expectKilnError(() => Checkpoint.open(nodePath.join(dir, "missing")), "MODEL_NOT_FOUND", "missing");
   });
 });
+
+/**
+ * The layout rules of the format's specification and its Rust reference implementation: the data
+ * section starts exactly at 8 + header length, and the tensors tile it exactly. A header length one
+ * byte short used to be accepted (the JSON's space padding still parses) with every weight read one
+ * byte off.
+ */
+describe("SafetensorsFile exact layout", () => {
+  /** Opens, reads what `read` wants and closes. */
+  const inspect = <T>(path: string, read: (f: SafetensorsFile) => T): T => {
+    const f = SafetensorsFile.open(path);
+    try {
+      return read(f);
+    } finally {
+      f.close();
+    }
+  };
+  const two = (a: string, b: string): string =>
+    `{"a":{"dtype":"F32","shape":[2],"data_offsets":${a}},"b":{"dtype":"F32","shape":[1],"data_offsets":${b}}}`;
+
+  it("refuses a header length one byte short of the padded JSON (data would be read one byte off)", () => {
+    const path = tmpPath("short-by-one.safetensors");
+    writeSafetensors(path, [{ name: "x", dtype: "F32", shape: [3], data: new Float32Array([1, 2, 3]) }]);
+    const bytes = fs.readFileSync(path);
+    const n = bytes.readBigUInt64LE(0);
+    expect(bytes[8 + Number(n) - 1]).toBe(0x20); // the writer pads with spaces, so N - 1 bytes still parse
+    bytes.writeBigUInt64LE(n - 1n);
+    fs.writeFileSync(path, bytes);
+    expectKilnError(() => SafetensorsFile.open(path), "SAFETENSORS_INVALID", path, "header length");
+    bytes.writeBigUInt64LE(n + 1n); // one long: the data section loses a byte
+    fs.writeFileSync(path, bytes);
+    expectKilnError(() => SafetensorsFile.open(path), "SAFETENSORS_INVALID", path);
+  });
+
+  it("refuses gaps: before the first tensor, between tensors, and after the last", () => {
+    const first = rawFile(two("[4,12]", "[12,16]"), 16);
+    expectKilnError(() => SafetensorsFile.open(first), "SAFETENSORS_INVALID", first, '"a"', "gap");
+    const between = rawFile(two("[0,8]", "[12,16]"), 16);
+    expectKilnError(() => SafetensorsFile.open(between), "SAFETENSORS_INVALID", between, '"b"', "gap", '"a"');
+    const tail = rawFile(two("[0,8]", "[8,12]"), 16);
+    expectKilnError(() => SafetensorsFile.open(tail), "SAFETENSORS_INVALID", tail, "12 bytes", "16");
+    const ok = rawFile(two("[0,8]", "[8,12]"), 12);
+    expect(inspect(ok, (f) => [...f.tensors.keys()])).toEqual(["a", "b"]);
+  });
+
+  it("accepts empty tensors in place and refuses one that sits outside the tiling", () => {
+    const empty = '{"e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
+    expect(inspect(rawFile(empty, 8), (f) => f.tensors.get("e")?.byteLength)).toBe(0);
+    const stray = '{"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
+    expectKilnError(() => SafetensorsFile.open(rawFile(stray, 8)), "SAFETENSORS_INVALID", '"a"', '"e"', "overlap");
+  });
+
+  it("refuses a name declared twice (JSON.parse would keep only the last)", () => {
+    const dup = '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}';
+    const path = rawFile(dup, 4);
+    expectKilnError(() => SafetensorsFile.open(path), "SAFETENSORS_INVALID", path, '"a"', "twice");
+    // the same text inside a value is not a key
+    const nested = '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"a":"a"}}';
+    expect(inspect(rawFile(nested, 4), (f) => f.metadata)).toEqual({ a: "a" });
+  });
+
+  it("refuses a header that is not UTF-8, or does not start with {", () => {
+    const path = tmpPath("latin1.safetensors");
+    const json = Buffer.concat([Buffer.from('{"__metadata__":{"k":"'), Buffer.from([0xff]), Buffer.from('"}}')]);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    fs.writeFileSync(path, Buffer.concat([len, json]));
+    expectKilnError(() => SafetensorsFile.open(path), "SAFETENSORS_INVALID", path, "UTF-8");
+    const lead = rawFile(` {"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, 8);
+    expectKilnError(() => SafetensorsFile.open(lead), "SAFETENSORS_INVALID", lead, "begin");
+  });
+
+  it("refuses a shape whose size overflows, and a directory or device in place of the file", () => {
+    const huge = rawFile('{"t":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}}', 0);
+    expectKilnError(() => SafetensorsFile.open(huge), "SAFETENSORS_INVALID", huge, '"t"', "shape");
+    const dir = tmpPath("model.safetensors");
+    fs.mkdirSync(dir);
+    expectKilnError(() => SafetensorsFile.open(dir), "SAFETENSORS_INVALID", dir, "not a regular file");
+    expectKilnError(() => SafetensorsFile.open("/dev/zero"), "SAFETENSORS_INVALID", "/dev/zero", "not a regular file");
+  });
+});

@@ -125,6 +125,44 @@ describe("KilnTokenizer BOS policy", () => {
   });
 });
 
+/**
+ * tokenizer.json as a hostile file: the library guessed a model for an unknown type, and built a
+ * dense array up to the largest token id (an added token with id 1e9 took 54 s).
+ */
+describe("KilnTokenizer refuses a malformed tokenizer.json", () => {
+  const tokJson = nodePath.join(FIXTURES, "llama", "tokenizer.json");
+  const refused = (edit: (o: Record<string, unknown>) => void, ...parts: string[]): void => {
+    const dir = variantOf(nodePath.join(FIXTURES, "llama"), { "tokenizer.json": editJson(tokJson, edit) });
+    const start = performance.now();
+    expectKilnError(() => KilnTokenizer.load(dir), "TOKENIZER_INVALID", nodePath.join(dir, "tokenizer.json"), ...parts);
+    expect(performance.now() - start, "refused within 2 s").toBeLessThan(2000);
+  };
+  const model = (o: Record<string, unknown>): Record<string, unknown> => o["model"] as Record<string, unknown>;
+  const firstAdded = (o: Record<string, unknown>): Record<string, unknown> => (o["added_tokens"] as Record<string, unknown>[])[0]!;
+
+  it("an unknown model type", () => refused((o) => void (model(o)["type"] = "Nonsense"), '"model.type"', "Nonsense"));
+  it("an added token with an absurd id", () => refused((o) => void (firstAdded(o)["id"] = 1e9), '"added_tokens[0].id"', "1000000000"));
+  it("an added token with a negative or fractional id", () => {
+    refused((o) => void (firstAdded(o)["id"] = -1), '"added_tokens[0].id"');
+    refused((o) => void (firstAdded(o)["id"] = 1.5), '"added_tokens[0].id"');
+  });
+  it("a vocabulary id out of range", () => refused((o) => void ((model(o)["vocab"] as Record<string, unknown>)["a"] = 1e9), "model.vocab"));
+  it("a missing vocabulary or merges", () => {
+    refused((o) => void delete model(o)["vocab"], '"model.vocab"');
+    refused((o) => void delete model(o)["merges"], '"model.merges"');
+    refused((o) => void delete o["model"], '"model"');
+  });
+  it("a component type the library does not know, named with the library's message", () => {
+    refused((o) => void (o["normalizer"] = { type: "Nonsense" }), "Nonsense");
+    refused((o) => void (o["pre_tokenizer"] = { type: "Nonsense" }), "Nonsense");
+  });
+  it("a directory where a file should be", () => {
+    const dir = variantOf(nodePath.join(FIXTURES, "llama"), { "chat_template.jinja": undefined });
+    fs.mkdirSync(nodePath.join(dir, "chat_template.jinja"));
+    expectKilnError(() => KilnTokenizer.load(dir), "TOKENIZER_INVALID", nodePath.join(dir, "chat_template.jinja"));
+  });
+});
+
 describe("applyChatTemplate", () => {
   const messages = [
     { role: "system", content: "Be brief." },
