@@ -19,6 +19,7 @@ import { collectResult, type CompletionDelta, type RequestMetrics, type RequestR
 import { resolveSamplingParams, type SamplingParamsInput } from "./sampling_params.ts";
 import type { FinishReason, Sequence } from "./sequence.ts";
 import type { StepRunner } from "./step_runner.ts";
+import type { TokenConstraintFactory } from "./token_constraint.ts";
 
 export interface EngineTokenizer extends TokenDecoder {
   encode(text: string, options?: { readonly addSpecialTokens?: boolean }): number[];
@@ -50,6 +51,8 @@ export interface GenerateRequest {
   readonly signal?: AbortSignal;
   /** requests with different salts never share prefix-cache blocks */
   readonly cacheSalt?: string;
+  /** structured outputs: a constraint for each of the request's sequences */
+  readonly constraint?: TokenConstraintFactory;
 }
 
 export interface RequestStream extends AsyncIterableIterator<CompletionDelta> {
@@ -120,7 +123,7 @@ export class Engine {
     const id = request.requestId ?? `req-${this.nextId++}`;
     if (this.live.has(id)) throw new KilnError("INVALID_ARGUMENT", `request id '${id}' is already running`);
 
-    const seqs = this.core.addRequest({ requestId: id, promptTokenIds, params, priority, cacheSalt: request.cacheSalt });
+    const seqs = this.core.addRequest({ requestId: id, promptTokenIds, params, priority, cacheSalt: request.cacheSalt, constraint: request.constraint });
     const stream = new DeltaStream<CompletionDelta>(() => this.abort(id));
     const req: LiveRequest = {
       id,

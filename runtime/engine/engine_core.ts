@@ -14,6 +14,7 @@ import { BlockManager } from "./block_manager.ts";
 import { resolveEngineConfig, type EngineCoreOptions } from "./engine_config.ts";
 import { positionLogprobs, type PositionLogprobs } from "./logprobs.ts";
 import { sampleToken } from "./sampler.ts";
+import type { TokenConstraintFactory } from "./token_constraint.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 import { Scheduler, type ScheduledChunk, type SchedulerStep } from "./scheduler.ts";
 import { Sequence, type FinishReason } from "./sequence.ts";
@@ -27,6 +28,8 @@ export interface CoreRequest {
   readonly params: SamplingParams;
   readonly priority: number;
   readonly cacheSalt: string | undefined;
+  /** structured outputs: each sequence gets its own constraint */
+  readonly constraint?: TokenConstraintFactory | undefined;
 }
 
 /** One sampled token of one sequence. */
@@ -131,6 +134,7 @@ export class EngineCore {
         seed: req.params.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : req.params.seed + index,
         cacheSalt: req.cacheSalt,
         leader: seqs[0],
+        constraint: req.constraint?.(),
       });
       seqs.push(seq);
       this.scheduler.add(seq);
@@ -147,8 +151,9 @@ export class EngineCore {
     return true;
   }
 
-  /** Ends one sequence (stop string, abort); its blocks and state slot return at once. */
+  /** Ends one sequence (stop string, abort); its blocks, state slot and constraint are released at once. */
   finishSequence(seq: Sequence, reason: FinishReason, stopReason?: string | number): void {
+    if (!seq.isFinished) seq.constraint?.dispose();
     this.scheduler.finish(seq, reason, stopReason);
     this.promptLogprobs.delete(seq);
     const seqs = this.requests.get(seq.requestId);
@@ -281,7 +286,8 @@ export class EngineCore {
     for (const [k, c] of scheduled.chunks.entries()) {
       const chunk = chunks[k]!;
       const p = c.seq.params;
-      if (p.logprobs !== undefined || p.promptLogprobs !== undefined || chunk.allLogits) return undefined;
+      // a constraint masks the row on the host (the device sampler takes no bitmask yet)
+      if (p.logprobs !== undefined || p.promptLogprobs !== undefined || chunk.allLogits || c.seq.constraint !== undefined) return undefined;
       if (logitRows(chunk) === 0) continue;
       // a row whose sequence would not sample after the commit stays on the host path
       if (c.seq.numComputed + c.numNewTokens !== c.seq.numTokens) return undefined;
@@ -305,6 +311,10 @@ export class EngineCore {
 
   /** Appends a sampled token and finishes the sequence on a stop token or a length limit. */
   private accept(seq: Sequence, tokenId: number, logprobs: PositionLogprobs | undefined): SequenceUpdate {
+    // the sampler drew from the constraint's mask, so a refusal here is a broken constraint
+    if (seq.constraint !== undefined && !seq.constraint.acceptToken(tokenId)) {
+      throw new KilnError("SAMPLING_FAILED", `the structured-output constraint refused token ${tokenId}, which it had allowed`);
+    }
     seq.appendToken(tokenId);
     this.generationTokens++;
     if (seq.index === 0 && seq.numOutputTokens === 1) this.promptTokens += seq.numPromptTokens;
@@ -325,6 +335,9 @@ export class EngineCore {
       // as vLLM: EOS leaves no stop reason, a stop token id is the reason
       const eos = !p.ignoreEos && this.eosTokenIds.includes(tokenId);
       if (!eos) stopReason = tokenId;
+    } else if (seq.constraint?.terminated === true) {
+      // the constrained text is complete (a grammar that ends without an EOS token)
+      finishReason = "stop";
     } else if (seq.numOutputTokens >= p.maxTokens || seq.numTokens >= this.maxModelLen) {
       finishReason = "length";
     }

@@ -12,6 +12,7 @@ import { KilnError } from "../errors.ts";
 import type { Rng } from "../rng.ts";
 import { applyLogitBias, applyMinTokens, applyPenalties, hasPenalties, type PenaltyContext } from "./logits_processors.ts";
 import { isGreedy, type SamplingParams } from "./sampling_params.ts";
+import type { TokenConstraint } from "./token_constraint.ts";
 
 /** The tokens left after filtering and their renormalised probabilities. */
 export interface Distribution {
@@ -81,12 +82,15 @@ export interface SamplingContext extends PenaltyContext {
   readonly stopTokenIds: ReadonlySet<number>;
   readonly numOutputTokens: number;
   readonly rng: Rng;
+  /** a structured-output constraint: it masks the row before anything else */
+  readonly constraint?: TokenConstraint | undefined;
 }
 
 /** Samples from a raw logits row [vocab]; the row itself is left untouched. */
 export function sampleToken(raw: Float32Array, ctx: SamplingContext): number {
   const p = ctx.params;
   const row = Float32Array.from(raw);
+  ctx.constraint?.maskLogits(row);
   applyMinTokens(row, ctx.stopTokenIds, ctx.numOutputTokens, p.minTokens);
   if (p.logitBias.size > 0) applyLogitBias(row, p.logitBias);
   if (hasPenalties(p)) applyPenalties(row, p, ctx);

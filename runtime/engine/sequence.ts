@@ -5,6 +5,7 @@
  * running …) → finished; everything here is plain data plus small derived getters.
  */
 import { Rng } from "../rng.ts";
+import type { TokenConstraint } from "./token_constraint.ts";
 import type { BlockHash } from "./prefix_hash.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 
@@ -29,6 +30,8 @@ export interface SequenceInit {
   readonly cacheSalt: string | undefined;
   /** for n > 1: the first sibling, whose prompt blocks the others wait to share */
   readonly leader: Sequence | undefined;
+  /** a structured-output constraint of this sequence's own */
+  readonly constraint?: TokenConstraint | undefined;
 }
 
 export class Sequence {
@@ -46,6 +49,7 @@ export class Sequence {
   /** EOS (unless ignoreEos) and the request's stop ids */
   readonly stopTokenIds: ReadonlySet<number>;
   readonly rng: Rng;
+  readonly constraint: TokenConstraint | undefined;
   /** output token → occurrences (frequency / presence penalties) */
   readonly outputCounts = new Map<number, number>();
 
@@ -84,6 +88,7 @@ export class Sequence {
     this.numPromptTokens = init.promptTokenIds.length;
     this.stopTokenIds = new Set([...(init.params.ignoreEos ? [] : init.eosTokenIds), ...init.params.stopTokenIds]);
     this.rng = new Rng(init.seed);
+    this.constraint = init.constraint;
     // siblings share the prompt: only the first computes its logprobs
     this.promptLogprobsPending = init.params.promptLogprobs !== undefined && init.index === 0;
   }
