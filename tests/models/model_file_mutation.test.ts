@@ -42,14 +42,13 @@ const ALL = GROUPS.flatMap(([, ms]) => ms);
 const CLI_SAMPLE = [
   "config.json num_hidden_layers = 1e9", "config.json head_dim = 1e9", "config.json max_position_embeddings = 1e9",
   'config.json num_attention_heads = "NaN"', "config.json rms_norm_eps = NaN", "config.json sliding_window = -1",
-  "config.json n_head = 0", "config.json conv_kernel = 1.5", "config.json num_experts_per_tok = 1e300",
-  "config.json layer_types one short", "config.json num_hidden_layers one more than the checkpoint holds",
+  "config.json conv_kernel = 1.5", "config.json layer_types one short", "config.json num_hidden_layers one more than the checkpoint holds",
   "config.json num_attention_heads 3 without head_dim", "config.json a directory", "config.json truncated",
-  "config.json head_dim 32 (projections are 16 per head)",
+  "config.json head_dim 32 (projections are 16 per head)", "model.safetensors emptied", "tokenizer.json truncated",
   "model.safetensors header length - 1", "model.safetensors header length one short of its space padding",
   "model.safetensors cut 1 data byte short", "model.safetensors tensors overlapping", 'model.safetensors dtype "F33"',
-  "model.safetensors is a directory", "model.safetensors emptied", "model.safetensors with a tensor declared twice",
-  'tokenizer.json model.type "Nonsense"', "tokenizer.json added token id 1000000000", "tokenizer.json truncated",
+  "model.safetensors is a directory", "model.safetensors with a tensor declared twice",
+  'tokenizer.json model.type "Nonsense"', "tokenizer.json added token id 1000000000",
   "chat_template.jinja a directory", "generation_config.json eos_token_id -1",
 ];
 
@@ -156,7 +155,9 @@ describe("model-file mutations through the real CLI", () => {
   };
 
   it(`${CLI_SAMPLE.length} sampled mutations exit 2 with one typed error line and no stack trace`, async () => {
-    const sample = ALL.filter((m) => CLI_SAMPLE.includes(m.name));
+    // the first mutation of each name (several fixtures share a field name)
+    const sample = CLI_SAMPLE.flatMap((name) => ALL.find((m) => m.name === name) ?? []);
+    expect(sample).toHaveLength(CLI_SAMPLE.length);
     const results: { name: string; status: number; stderr: string }[] = [];
     // two at a time: the machine has two cores
     for (let i = 0; i < sample.length; i += 2) {
