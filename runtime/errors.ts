@@ -25,6 +25,8 @@ export const ERROR_CODES = [
   "ENGINE_CLOSED", // a request sent to an engine that has been closed
   "CUDA_UNAVAILABLE", // no usable CUDA driver, NVRTC or cuBLASLt library (the message names every path tried)
   "CUDA_ERROR", // a CUDA driver, NVRTC or cuBLASLt call failed (the message carries the library's own text)
+  "GRAMMAR_INVALID", // a JSON schema, regex, EBNF grammar or choice list that grammar-constrained decoding (xgrammar) cannot compile
+  "GRAMMAR_UNAVAILABLE", // the xgrammar WebAssembly bundle is missing, is not the build kiln knows how to load, or failed inside
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
