@@ -41,6 +41,7 @@ interface ServeFlags {
   allowedMethods: string[];
   allowedHeaders: string[];
   allowCredentials?: boolean;
+  structuredOutputsDisableAnyWhitespace?: boolean;
   logLevel: string;
 }
 
@@ -123,6 +124,7 @@ export function serveCommand(): Command {
     .option("--allowed-methods <list>", "methods a cross-origin call may use", listFlag("--allowed-methods"), [...DEFAULT_CORS.methods])
     .option("--allowed-headers <list>", "headers a cross-origin call may send", listFlag("--allowed-headers"), [...DEFAULT_CORS.headers])
     .option("--allow-credentials", "let cross-origin calls send credentials (cookies, HTTP auth)")
+    .option("--structured-outputs-disable-any-whitespace", "structured JSON outputs in the compact layout, no free whitespace between tokens (vLLM's disable_any_whitespace)")
     .option("--grace-period <s>", "seconds in-flight requests get to finish on shutdown", floatFlag("--grace-period", 0), 10)
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
@@ -153,6 +155,7 @@ export function serveCommand(): Command {
         headersTimeoutMs: Math.round(flags.headersTimeout * 1000),
         maxConnections: flags.maxConnections,
         bodyLimit: flags.maxBodySize,
+        compactJson: flags.structuredOutputsDisableAnyWhitespace === true,
         cors: { origins: flags.allowedOrigins, methods: flags.allowedMethods, headers: flags.allowedHeaders, credentials: flags.allowCredentials === true },
         ...(flags.maxPromptChars === undefined ? {} : { maxPromptChars: flags.maxPromptChars }),
         logger: { level: flags.logLevel },

@@ -50,6 +50,7 @@ export function toApiError(e: unknown): ApiError {
       case "PROMPT_TOO_LONG":
       case "INVALID_ARGUMENT":
       case "SAMPLING_PARAMS_INVALID":
+      case "GRAMMAR_INVALID":
       case "KV_EXHAUSTED":
         return ApiError.badRequest(e.message, null, e.code);
       case "ENGINE_CLOSED":

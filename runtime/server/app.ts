@@ -20,6 +20,7 @@ import { registerInfoRoutes } from "./info_routes.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { defaultMaxPromptChars, PromptTokenizer } from "./prompt_tokenizer.ts";
 import { UnknownFieldLog } from "./request_fields.ts";
+import { StructuredOutputs } from "./structured_output.ts";
 
 export interface ServerLimits {
   /** running + queued requests before 503 (default 1024) */
@@ -56,6 +57,8 @@ export interface ServerOptions extends ServerLimits {
   readonly defaults: GenerationDefaults;
   readonly apiKey?: string | undefined;
   readonly cors?: CorsOptions;
+  /** structured JSON outputs without free whitespace (vLLM's disable_any_whitespace; default false) */
+  readonly compactJson?: boolean;
   readonly logger?: FastifyServerOptions["logger"];
 }
 
@@ -96,7 +99,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     engine,
     tokenizer: opts.tokenizer,
     prompts,
+    compactJson: opts.compactJson === true,
     unknownFields: new UnknownFieldLog((message) => app.log.warn(message)),
+    structured: new StructuredOutputs(
+      opts.tokenizer,
+      engine.runner.vocabSize,
+      opts.defaults.eosTokenIds.length > 0 ? opts.defaults.eosTokenIds : opts.tokenizer.eosTokenId === undefined ? [] : [opts.tokenizer.eosTokenId],
+    ),
     servedModelName: opts.servedModelName,
     maxModelLen: opts.maxModelLen,
     defaults: opts.defaults,
@@ -121,7 +130,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     reply.header("x-request-id", request.id);
     checkKey(request);
   });
-  app.addHook("onClose", async () => prompts.close());
+  app.addHook("onClose", async () => {
+    await prompts.close();
+    await ctx.structured.close();
+  });
 
   app.setErrorHandler((error, request, reply) => {
     let api: ApiError;

@@ -10,6 +10,7 @@ import { RequestRunner } from "./request_runner.ts";
 import { chatParams } from "./request_params.ts";
 import { ChatCompletionRequest, type ChatMessage } from "./schemas.ts";
 import { SseWriter } from "./sse.ts";
+import { requestedGrammar } from "./structured_output.ts";
 import type { z } from "zod";
 
 type Message = z.infer<typeof ChatMessage>;
@@ -57,9 +58,11 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
     admit(ctx, 1);
     const ids = await chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
     const params = chatParams(body, ids.length, ctx.maxModelLen, ctx.defaults);
+    const grammar = requestedGrammar(body, ctx.compactJson);
+    const constraint = grammar === undefined ? undefined : await ctx.structured.constraint(grammar);
     const id = responseId("chatcmpl");
     const runner = new RequestRunner(ctx.engine, ctx.metrics);
-    runner.start([ids], [params], `${id}-${request.id}`);
+    runner.start([ids], [params], `${id}-${request.id}`, constraint);
     reply.raw.on("close", () => {
       if (!reply.raw.writableFinished) runner.abort();
     });

@@ -20,6 +20,7 @@ import { RequestRunner } from "./request_runner.ts";
 import { completionParams } from "./request_params.ts";
 import { CompletionRequest } from "./schemas.ts";
 import { SseWriter } from "./sse.ts";
+import { requestedGrammar } from "./structured_output.ts";
 
 interface Choice {
   index: number;
@@ -78,9 +79,11 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
     const params = ids.map((p) => completionParams(body, p.length, ctx.maxModelLen, ctx.defaults));
     // max_tokens 0 (with echo): the engine runs one token for the prompt's logprobs; it is dropped
     const promptOnly = body.max_tokens === 0;
+    const grammar = requestedGrammar(body, ctx.compactJson);
+    const constraint = grammar === undefined ? undefined : await ctx.structured.constraint(grammar);
     const id = responseId("cmpl");
     const runner = new RequestRunner(ctx.engine, ctx.metrics);
-    runner.start(ids, params, `${id}-${request.id}`);
+    runner.start(ids, params, `${id}-${request.id}`, constraint);
     reply.raw.on("close", () => {
       if (!reply.raw.writableFinished) runner.abort();
     });

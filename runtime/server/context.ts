@@ -6,6 +6,7 @@ import { ApiError } from "./api_error.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import type { PromptTokenizer } from "./prompt_tokenizer.ts";
 import type { UnknownFieldLog } from "./request_fields.ts";
+import type { StructuredOutputs } from "./structured_output.ts";
 
 export interface ServerContext {
   readonly engine: Engine;
@@ -16,6 +17,10 @@ export interface ServerContext {
   readonly maxModelLen: number;
   readonly defaults: GenerationDefaults;
   readonly metrics: ServerMetrics;
+  /** response_format / guided_* → a token constraint per sequence */
+  readonly structured: StructuredOutputs;
+  /** JSON outputs in the compact layout (no free whitespace between tokens) */
+  readonly compactJson: boolean;
   /** unknown request fields, each reported once */
   readonly unknownFields: UnknownFieldLog;
   /** running + queued engine requests allowed before new ones get 503 */

@@ -9,7 +9,7 @@ import { z } from "zod";
 import { ApiError, fromZodError } from "./api_error.ts";
 
 /** Fields whose meaning is a constraint on the output; ignoring them would answer a different request. */
-const CONSTRAINTS = ["guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs", "functions", "function_call"] as const;
+const CONSTRAINTS = ["functions", "function_call"] as const;
 
 /** The top-level field names a schema knows (every branch of a union). */
 function knownFields(schema: z.ZodType): ReadonlySet<string> {
@@ -38,7 +38,7 @@ export function readBody<S extends z.ZodType>(schema: S, body: unknown, log: Unk
   if (typeof raw === "object" && raw !== null && !Array.isArray(raw)) {
     const fields = Object.keys(raw);
     const refused = fields.find((f) => (CONSTRAINTS as readonly string[]).includes(f));
-    if (refused !== undefined) throw unsupported(refused, `'${refused}' (guided decoding and legacy function calling) is not supported yet`);
+    if (refused !== undefined) throw unsupported(refused, `'${refused}' (legacy function calling) is not supported; use tools`);
     const known = knownFields(schema);
     log.report(
       fields.filter((f) => !known.has(f)),
@@ -55,17 +55,12 @@ export function unsupported(param: string, message: string): ApiError {
 }
 
 interface OutputShape {
-  readonly response_format?: { readonly type: string } | null | undefined;
   readonly tools?: readonly unknown[] | null | undefined;
   readonly tool_choice?: unknown;
 }
 
-/** response_format and tools in their no-op forms pass; a real constraint is refused until it is supported. */
+/** tools in their no-op forms pass; a real tool call is refused until it is supported. */
 export function refuseUnsupportedOutput(body: OutputShape): void {
-  const format = body.response_format?.type;
-  if (format !== undefined && format !== "text") {
-    throw unsupported("response_format", `response_format of type '${format}' is not supported yet; only 'text' is`);
-  }
   if ((body.tools?.length ?? 0) > 0) throw unsupported("tools", "tool calling is not supported yet: send no tools (or an empty list)");
   const choice = body.tool_choice;
   if (choice !== undefined && choice !== null && choice !== "none" && choice !== "auto") {

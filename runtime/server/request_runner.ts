@@ -6,6 +6,7 @@
 import type { Engine, RequestStream } from "../engine/engine.ts";
 import type { CompletionDelta } from "../engine/request_output.ts";
 import type { SamplingParamsInput } from "../engine/sampling_params.ts";
+import type { TokenConstraintFactory } from "../engine/token_constraint.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 export interface TaggedDelta {
@@ -24,7 +25,7 @@ export class RequestRunner {
     private readonly metrics: ServerMetrics,
   ) {}
 
-  start(prompts: readonly (readonly number[])[], params: readonly SamplingParamsInput[], idPrefix: string): void {
+  start(prompts: readonly (readonly number[])[], params: readonly SamplingParamsInput[], idPrefix: string, constraint?: TokenConstraintFactory): void {
     try {
       prompts.forEach((prompt, i) => {
         this.streams.push(
@@ -33,6 +34,7 @@ export class RequestRunner {
             params: params[i]!,
             requestId: prompts.length === 1 ? idPrefix : `${idPrefix}-${i}`,
             signal: this.controller.signal,
+            ...(constraint === undefined ? {} : { constraint }),
           }),
         );
       });

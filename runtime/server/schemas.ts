@@ -36,8 +36,13 @@ const samplingFields = {
   skip_special_tokens: z.boolean().nullish(),
   include_stop_str_in_output: z.boolean().nullish(),
   prompt_logprobs: z.number().int().min(0).max(20).nullish(),
-  // accepted in their no-op forms; anything else is refused in unsupportedFields
-  response_format: z.object({ type: z.string() }).loose().nullish(),
+  // structured outputs (structured_output.ts); tools only in their no-op forms (request_fields.ts)
+  response_format: z.object({ type: z.string(), json_schema: z.unknown().optional() }).loose().nullish(),
+  guided_json: z.unknown().optional(),
+  guided_regex: z.string().nullish(),
+  guided_choice: z.array(z.string()).min(1).nullish(),
+  guided_grammar: z.string().nullish(),
+  structured_outputs: z.record(z.string(), z.unknown()).nullish(),
   tools: z.array(z.unknown()).nullish(),
   tool_choice: z.unknown().optional(),
   parallel_tool_calls: z.boolean().nullish(),

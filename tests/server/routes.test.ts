@@ -105,7 +105,7 @@ describe("chat completions", () => {
 describe("bad requests", () => {
   it("constraints the server cannot honour yet are refused by name, not ignored", async () => {
     expectError(await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }] }), 400, "tools");
-    expectError(await post("/v1/completions", { model: MODEL, prompt: "x", guided_json: { type: "object" } }), 400, "guided_json");
+    expectError(await post("/v1/completions", { model: MODEL, prompt: "x", functions: [{ name: "f" }] }), 400, "functions");
   });
 
   it("invalid values name the field", async () => {
