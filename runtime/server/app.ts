@@ -17,6 +17,7 @@ import { clientErrorHandler, DEFAULT_LINGER, frameworkErrorHandler } from "./cli
 import { registerCompletions } from "./completions_route.ts";
 import type { ServerContext } from "./context.ts";
 import { registerInfoRoutes } from "./info_routes.ts";
+import { registerResponses } from "./responses_route.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { defaultMaxPromptChars, PromptTokenizer } from "./prompt_tokenizer.ts";
 import { UnknownFieldLog } from "./request_fields.ts";
@@ -166,5 +167,6 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   registerCompletions(app, ctx);
   registerChat(app, ctx);
   registerInfoRoutes(app, ctx);
+  registerResponses(app, ctx);
   return app;
 }

@@ -25,6 +25,16 @@ export class SseWriter {
     if (!this.closed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
   }
 
+  /** A typed event, as the Responses API streams them: `event: <type>`, then its data. */
+  event(type: string, data: unknown): void {
+    if (!this.closed) this.res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+
+  /** Ends the stream without [DONE] (a Responses stream ends on its last typed event). */
+  end(): void {
+    if (!this.closed) this.res.end();
+  }
+
   /** A failure after the stream began: one error event in OpenAI's shape, then the end. */
   fail(error: ApiError): void {
     this.send(error.body());

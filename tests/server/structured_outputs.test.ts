@@ -13,25 +13,19 @@ import { createEngine } from "../../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../../runtime/model_loader.ts";
 import { buildServer } from "../../runtime/server/app.ts";
-import { fortuneServer, MODEL } from "./server_fixture.ts";
+import { listeningServer, type ListeningServer } from "./client_fixture.ts";
+import { MODEL } from "./server_fixture.ts";
 
 let app: FastifyInstance;
-let close: () => void;
 let client: OpenAI;
+let server: ListeningServer;
 
 beforeAll(async () => {
-  const s = await fortuneServer({ compactJson: true });
-  app = s.app;
-  close = () => s.created.engine.close();
-  await app.listen({ host: "127.0.0.1", port: 0 });
-  const addr = app.server.address();
-  if (typeof addr !== "object" || !addr) throw new Error("no address");
-  client = new OpenAI({ baseURL: `http://127.0.0.1:${addr.port}/v1`, apiKey: "unused", maxRetries: 0 });
+  server = await listeningServer({ compactJson: true });
+  app = server.app;
+  client = server.client;
 });
-afterAll(async () => {
-  await app.close();
-  close();
-});
+afterAll(async () => server.close());
 
 const Fortune = z.object({
   mood: z.enum(["happy", "sad", "wise"]),
