@@ -12,6 +12,7 @@ import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { KilnError } from "../runtime/errors.ts";
 import { buildServer, DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/app.ts";
+import { isToolParserName, TOOL_PARSERS, type ToolParserName } from "../runtime/server/tool_parsers/registry.ts";
 import type { BackendName } from "../runtime/step_executor.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
@@ -42,7 +43,14 @@ interface ServeFlags {
   allowedHeaders: string[];
   allowCredentials?: boolean;
   structuredOutputsDisableAnyWhitespace?: boolean;
+  enableAutoToolChoice?: boolean;
+  toolCallParser?: ToolParserName;
   logLevel: string;
+}
+
+function toolParserFlag(v: string): ToolParserName {
+  if (!isToolParserName(v)) throw new InvalidArgumentError(`unknown tool-call parser '${v}' (one of: ${Object.keys(TOOL_PARSERS).join(", ")})`);
+  return v;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1e3, m: 1e6, g: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, kb: 1e3, mb: 1e6, gb: 1e9 };
@@ -125,10 +133,16 @@ export function serveCommand(): Command {
     .option("--allowed-headers <list>", "headers a cross-origin call may send", listFlag("--allowed-headers"), [...DEFAULT_CORS.headers])
     .option("--allow-credentials", "let cross-origin calls send credentials (cookies, HTTP auth)")
     .option("--structured-outputs-disable-any-whitespace", "structured JSON outputs in the compact layout, no free whitespace between tokens (vLLM's disable_any_whitespace)")
+    .option("--enable-auto-tool-choice", 'let tool_choice "auto" read tool calls out of the model\'s text (needs --tool-call-parser)')
+    .option("--tool-call-parser <name>", `how "auto" tool calls are read: ${Object.keys(TOOL_PARSERS).join(" or ")} (vLLM's names)`, toolParserFlag)
     .option("--grace-period <s>", "seconds in-flight requests get to finish on shutdown", floatFlag("--grace-period", 0), 10)
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
       const dir = dirArg ?? DEFAULT_MODEL_DIR;
+      // as vLLM: the flag without a parser is a mistake caught before the model loads
+      if (flags.enableAutoToolChoice === true && flags.toolCallParser === undefined) {
+        throw new KilnError("INVALID_ARGUMENT", "--enable-auto-tool-choice needs --tool-call-parser (hermes or llama3_json)");
+      }
       // the CUDA backend is loaded only when asked for; it lives as long as the process
       const cuda = await registerCudaFromFlags(flags, "auto", dir);
       cuda?.backend();
@@ -156,6 +170,8 @@ export function serveCommand(): Command {
         maxConnections: flags.maxConnections,
         bodyLimit: flags.maxBodySize,
         compactJson: flags.structuredOutputsDisableAnyWhitespace === true,
+        enableAutoToolChoice: flags.enableAutoToolChoice === true,
+        toolCallParser: flags.toolCallParser,
         cors: { origins: flags.allowedOrigins, methods: flags.allowedMethods, headers: flags.allowedHeaders, credentials: flags.allowCredentials === true },
         ...(flags.maxPromptChars === undefined ? {} : { maxPromptChars: flags.maxPromptChars }),
         logger: { level: flags.logLevel },

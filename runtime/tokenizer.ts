@@ -11,9 +11,27 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { KilnError } from "./errors.ts";
 import { checkTokenizerJson, isRecord } from "./tokenizer_json.ts";
 
+/** A call in an assistant message; `arguments` is an object when the client's JSON text parsed to one (as vLLM passes it). */
+export interface TemplateToolCall {
+  readonly id: string;
+  readonly type: "function";
+  readonly function: { readonly name: string; readonly arguments: unknown };
+}
+
 export interface ChatMessage {
   readonly role: string;
   readonly content: string;
+  readonly name?: string;
+  readonly tool_calls?: readonly TemplateToolCall[];
+  readonly tool_call_id?: string;
+}
+
+export interface ChatTemplateOptions {
+  readonly addGenerationPrompt: boolean;
+  /** the request's tools as `{type: "function", function: {...}}` objects (transformers' `tools`) */
+  readonly tools?: readonly unknown[] | undefined;
+  /** extra template variables (chat_template_kwargs); they cannot replace messages, tools or the special tokens */
+  readonly kwargs?: Readonly<Record<string, unknown>> | undefined;
 }
 
 type JsonRecord = Readonly<Record<string, unknown>>;
@@ -115,12 +133,15 @@ export class KilnTokenizer {
   }
 
   /** The prompt text for a conversation, as transformers' apply_chat_template(tokenize=False) renders it. */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { readonly addGenerationPrompt: boolean }): string {
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions): string {
     const template = this.template();
     try {
       return template.render({
+        ...options.kwargs,
         ...this.specialTokens,
-        messages: messages.map((m) => ({ role: m.role, content: m.content })),
+        messages: messages.map((m) => ({ ...m })),
+        // transformers passes tools=None when there are none; templates test `tools is not none`
+        tools: options.tools !== undefined && options.tools.length > 0 ? options.tools : null,
         add_generation_prompt: options.addGenerationPrompt,
       });
     } catch (e) {

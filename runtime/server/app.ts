@@ -22,6 +22,8 @@ import { ServerMetrics } from "./metrics.ts";
 import { defaultMaxPromptChars, PromptTokenizer } from "./prompt_tokenizer.ts";
 import { UnknownFieldLog } from "./request_fields.ts";
 import { StructuredOutputs } from "./structured_output.ts";
+import { TOOL_PARSERS, type ToolParserName } from "./tool_parsers/registry.ts";
+import type { ToolParser } from "./tool_parsers/tool_parser.ts";
 
 export interface ServerLimits {
   /** running + queued requests before 503 (default 1024) */
@@ -60,6 +62,9 @@ export interface ServerOptions extends ServerLimits {
   readonly cors?: CorsOptions;
   /** structured JSON outputs without free whitespace (vLLM's disable_any_whitespace; default false) */
   readonly compactJson?: boolean;
+  /** "auto" tool choice: the model's text is read for calls by `toolCallParser` (vLLM's --enable-auto-tool-choice) */
+  readonly enableAutoToolChoice?: boolean;
+  readonly toolCallParser?: ToolParserName | undefined;
   readonly logger?: FastifyServerOptions["logger"];
 }
 
@@ -70,6 +75,12 @@ export const DEFAULT_LIMITS = {
   headersTimeoutMs: 10_000,
   maxConnections: 1024,
 } as const;
+
+/** The parser "auto" tool choice uses; both flags are needed, as in vLLM. */
+function autoToolParser(opts: ServerOptions): ToolParser | undefined {
+  if (opts.enableAutoToolChoice !== true || opts.toolCallParser === undefined) return undefined;
+  return TOOL_PARSERS[opts.toolCallParser];
+}
 
 export function buildServer(opts: ServerOptions): FastifyInstance {
   const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_LIMITS.requestTimeoutMs;
@@ -101,6 +112,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     tokenizer: opts.tokenizer,
     prompts,
     compactJson: opts.compactJson === true,
+    autoToolParser: autoToolParser(opts),
     unknownFields: new UnknownFieldLog((message) => app.log.warn(message)),
     structured: new StructuredOutputs(
       opts.tokenizer,

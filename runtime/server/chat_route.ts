@@ -4,45 +4,45 @@ import type { PositionLogprobs } from "../engine/logprobs.ts";
 import { isKilnError } from "../errors.ts";
 import { ApiError, toApiError } from "./api_error.ts";
 import { admit, checkModel, tokenText, type ServerContext } from "./context.ts";
-import { readBody, refuseUnsupportedOutput, unsupported } from "./request_fields.ts";
+import { readBody } from "./request_fields.ts";
 import { chatLogprobs, openaiFinish, openaiUsage, promptLogprobsOut, responseId, unixNow } from "./openai_format.ts";
 import { RequestRunner } from "./request_runner.ts";
 import { chatParams } from "./request_params.ts";
-import { ChatCompletionRequest, type ChatMessage } from "./schemas.ts";
+import { templateMessages, templateTools } from "./chat_messages.ts";
+import { ChatCompletionRequest, type ChatMessage, type Tool } from "./schemas.ts";
 import { SseWriter } from "./sse.ts";
 import { requestedGrammar } from "./structured_output.ts";
+import { toolCallDeltas, toolFinishReason, toolOutput, ToolStream } from "./tool_call_output.ts";
+import { toolMode, type ToolMode } from "./tool_choice.ts";
+import type { GrammarSpec } from "../engine/grammar/grammar_spec.ts";
 import type { z } from "zod";
 
 type Message = z.infer<typeof ChatMessage>;
 
-/** A message's text; parts the model cannot read and tool-call history are refused by name. */
-function messageText(m: Message, i: number): string {
-  if ((m.tool_calls?.length ?? 0) > 0 || m.role === "tool") {
-    throw unsupported(`messages.${i}`, "tool-call history (assistant tool_calls, tool messages) is not supported yet");
-  }
-  if (typeof m.content === "string") return m.content;
-  if (m.content == null) return "";
-  return m.content
-    .map((p, j) => {
-      if (p.type === "text" && "text" in p && typeof p.text === "string") return p.text;
-      throw unsupported(`messages.${i}.content.${j}`, `content parts of type '${p.type}' are not supported: this model reads text only`);
-    })
-    .join("");
+/** What the prompt is rendered from: the conversation, the tools and extra template variables. */
+export interface ChatPromptFields {
+  readonly messages: readonly Message[];
+  readonly tools?: readonly Tool[] | null | undefined;
+  readonly chat_template_kwargs?: Readonly<Record<string, unknown>> | null | undefined;
 }
 
 /**
  * Renders the conversation with the model's template and tokenizes it (the template places any
  * BOS). The messages' text is held to the prompt bound before the template runs.
  */
-export async function chatPromptIds(ctx: ServerContext, messages: readonly Message[], addGenerationPrompt: boolean): Promise<number[]> {
-  const flat = messages.map((m, i) => ({ role: m.role, content: messageText(m, i) }));
+export async function chatPromptIds(ctx: ServerContext, body: ChatPromptFields, addGenerationPrompt: boolean): Promise<number[]> {
+  const messages = templateMessages(body.messages);
   ctx.prompts.checkLength(
-    flat.reduce((n, m) => n + m.content.length, 0),
+    messages.reduce((n, m) => n + m.content.length, 0),
     "messages",
   );
   let rendered: string;
   try {
-    rendered = ctx.tokenizer.applyChatTemplate(flat, { addGenerationPrompt });
+    rendered = ctx.tokenizer.applyChatTemplate(messages, {
+      addGenerationPrompt,
+      tools: templateTools(body.tools),
+      kwargs: body.chat_template_kwargs ?? undefined,
+    });
   } catch (e) {
     if (isKilnError(e)) throw ApiError.badRequest(e.message, "messages", e.code);
     throw e;
@@ -50,15 +50,24 @@ export async function chatPromptIds(ctx: ServerContext, messages: readonly Messa
   return ctx.prompts.encode(rendered, { addSpecialTokens: false, param: "messages" });
 }
 
+/** The one output constraint of a request: a structured-output grammar or a forced tool call, not both. */
+function outputGrammar(body: ChatCompletionRequest, mode: ToolMode, compact: boolean): GrammarSpec | undefined {
+  const structured = requestedGrammar(body, compact);
+  if (mode.kind !== "required" && mode.kind !== "named") return structured;
+  if (structured !== undefined) throw ApiError.badRequest("a forced tool call cannot be combined with a structured output format", "tool_choice", "invalid_value");
+  const g = mode.grammar;
+  return compact && g.kind === "json_schema" ? { ...g, anyWhitespace: false } : g;
+}
+
 export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
   app.post("/v1/chat/completions", async (request, reply) => {
     const body = readBody(ChatCompletionRequest, request.body, ctx.unknownFields, "/v1/chat/completions");
-    refuseUnsupportedOutput(body);
+    const mode = toolMode(body, ctx.autoToolParser);
     checkModel(ctx, body.model);
     admit(ctx, 1);
-    const ids = await chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
+    const ids = await chatPromptIds(ctx, body, body.add_generation_prompt ?? true);
     const params = chatParams(body, ids.length, ctx.maxModelLen, ctx.defaults);
-    const grammar = requestedGrammar(body, ctx.compactJson);
+    const grammar = outputGrammar(body, mode, ctx.compactJson);
     const constraint = grammar === undefined ? undefined : await ctx.structured.constraint(grammar);
     const id = responseId("chatcmpl");
     const runner = new RequestRunner(ctx.engine, ctx.metrics);
@@ -75,6 +84,7 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
       reply.hijack();
       sse.open();
       const started = new Set<number>();
+      const streams = new Map<number, ToolStream>();
       let usage: ReturnType<typeof openaiUsage> | undefined;
       const continuous = body.stream_options?.include_usage === true && body.stream_options.continuous_usage_stats === true;
       let generated = 0;
@@ -93,20 +103,30 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
           }
           if (delta.usage) usage = openaiUsage(delta.usage);
           const lps = body.logprobs && delta.tokenIds.length > 0 ? chatLogprobs(delta.tokenIds, delta.logprobs ?? [], text) : null;
-          if (delta.text === "" && delta.finishReason === undefined && lps === null) continue;
-          sse.send({
-            ...base,
-            choices: [
-              {
-                index: delta.index,
-                delta: delta.text === "" ? {} : { content: delta.text },
-                logprobs: lps,
-                finish_reason: openaiFinish(delta.finishReason),
-                stop_reason: delta.stopReason ?? null,
-              },
-            ],
-            ...running,
+          let stream = streams.get(delta.index);
+          if (!stream) streams.set(delta.index, (stream = new ToolStream(mode)));
+          let content = stream.push(delta.text);
+          let finish = openaiFinish(delta.finishReason);
+          const choice = (d: unknown, lp: typeof lps, f: typeof finish | "tool_calls"): unknown => ({
+            index: delta.index,
+            delta: d,
+            logprobs: lp,
+            finish_reason: f,
+            stop_reason: f === null ? null : (delta.stopReason ?? null),
           });
+          if (delta.finishReason !== undefined && mode.kind !== "none") {
+            // the held text is read for calls now: remaining content first, then each call, then the finish
+            const end = stream.finish();
+            content += end.content;
+            if (content !== "" || lps !== null) sse.send({ ...base, choices: [choice(content === "" ? {} : { content }, lps, null)], ...running });
+            for (const d of toolCallDeltas(end.output.calls)) sse.send({ ...base, choices: [choice(d, null, null)], ...running });
+            sse.send({ ...base, choices: [choice({}, null, toolFinishReason(mode, end.output, finish))], ...running });
+            content = "";
+            finish = null;
+            continue;
+          }
+          if (content === "" && finish === null && lps === null) continue;
+          sse.send({ ...base, choices: [choice(content === "" ? {} : { content }, lps, finish)], ...running });
         }
       } catch (e) {
         // the status line is gone: the failure travels as an event, as vLLM sends it
@@ -140,13 +160,16 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
       model: ctx.servedModelName,
       choices: [...acc.entries()]
         .sort(([x], [y]) => x - y)
-        .map(([index, a]) => ({
-          index,
-          message: { role: "assistant", content: a.text },
-          logprobs: body.logprobs ? chatLogprobs(a.ids, a.lps, text) : null,
-          finish_reason: a.finish ?? null,
-          stop_reason: a.stop ?? null,
-        })),
+        .map(([index, a]) => {
+          const out = toolOutput(mode, a.text);
+          return {
+            index,
+            message: { role: "assistant", content: out.content ?? null, ...(out.calls.length > 0 ? { tool_calls: out.calls } : {}) },
+            logprobs: body.logprobs ? chatLogprobs(a.ids, a.lps, text) : null,
+            finish_reason: toolFinishReason(mode, out, a.finish ?? null),
+            stop_reason: a.stop ?? null,
+          };
+        }),
       usage,
       ...(body.prompt_logprobs == null ? {} : { prompt_logprobs: promptLogprobsOut(promptLps ?? [], text) }),
     };

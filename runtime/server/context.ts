@@ -7,6 +7,7 @@ import type { ServerMetrics } from "./metrics.ts";
 import type { PromptTokenizer } from "./prompt_tokenizer.ts";
 import type { UnknownFieldLog } from "./request_fields.ts";
 import type { StructuredOutputs } from "./structured_output.ts";
+import type { ToolParser } from "./tool_parsers/tool_parser.ts";
 
 export interface ServerContext {
   readonly engine: Engine;
@@ -21,6 +22,8 @@ export interface ServerContext {
   readonly structured: StructuredOutputs;
   /** JSON outputs in the compact layout (no free whitespace between tokens) */
   readonly compactJson: boolean;
+  /** the tool-call parser "auto" tool choice reads outputs with; undefined unless --enable-auto-tool-choice */
+  readonly autoToolParser: ToolParser | undefined;
   /** unknown request fields, each reported once */
   readonly unknownFields: UnknownFieldLog;
   /** running + queued engine requests allowed before new ones get 503 */

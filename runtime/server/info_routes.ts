@@ -36,7 +36,7 @@ export function registerInfoRoutes(app: FastifyInstance, ctx: ServerContext): vo
     const tokens =
       "prompt" in body
         ? await ctx.prompts.encode(body.prompt, { addSpecialTokens: body.add_special_tokens ?? true, param: "prompt" })
-        : await chatPromptIds(ctx, body.messages, body.add_generation_prompt ?? true);
+        : await chatPromptIds(ctx, body, body.add_generation_prompt ?? true);
     return { count: tokens.length, max_model_len: ctx.maxModelLen, tokens };
   });
 

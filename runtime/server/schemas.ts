@@ -36,15 +36,13 @@ const samplingFields = {
   skip_special_tokens: z.boolean().nullish(),
   include_stop_str_in_output: z.boolean().nullish(),
   prompt_logprobs: z.number().int().min(0).max(20).nullish(),
-  // structured outputs (structured_output.ts); tools only in their no-op forms (request_fields.ts)
+  // structured outputs (structured_output.ts)
   response_format: z.object({ type: z.string(), json_schema: z.unknown().optional() }).loose().nullish(),
   guided_json: z.unknown().optional(),
   guided_regex: z.string().nullish(),
   guided_choice: z.array(z.string()).min(1).nullish(),
   guided_grammar: z.string().nullish(),
   structured_outputs: z.record(z.string(), z.unknown()).nullish(),
-  tools: z.array(z.unknown()).nullish(),
-  tool_choice: z.unknown().optional(),
   parallel_tool_calls: z.boolean().nullish(),
 } as const;
 
@@ -59,6 +57,9 @@ export const CompletionRequest = z.object({
   echo: z.boolean().nullish(),
   best_of: z.number().int().min(1).nullish(),
   suffix: z.unknown().optional(),
+  // completions have no tool calling: only the no-op forms pass (request_fields.ts)
+  tools: z.array(z.unknown()).nullish(),
+  tool_choice: z.unknown().optional(),
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
@@ -67,13 +68,41 @@ const textPart = z.object({ type: z.literal("text"), text: z.string() });
 /** A content part of a kind the models here cannot read (images, audio, files): refused with a clear error. */
 const otherPart = z.object({ type: z.string() }).loose();
 
+/** A call the assistant made, as the client replays it: arguments are the JSON text the server returned. */
+export const ToolCall = z.object({
+  id: z.string(),
+  type: z.literal("function"),
+  function: z.object({ name: z.string().min(1), arguments: z.string() }),
+});
+
 export const ChatMessage = z.object({
   role: z.enum(["system", "developer", "user", "assistant", "tool"]),
   content: z.union([z.string(), z.array(z.union([textPart, otherPart])), z.null()]).optional(),
   name: z.string().optional(),
-  tool_calls: z.array(z.unknown()).nullish(),
+  tool_calls: z.array(ToolCall).nullish(),
   tool_call_id: z.string().nullish(),
 });
+
+/** A function the model may call; `parameters` is its arguments' JSON schema. */
+export const Tool = z.object({
+  type: z.literal("function"),
+  function: z.object({
+    name: z.string().min(1).max(256),
+    description: z.string().nullish(),
+    parameters: z.record(z.string(), z.unknown()).nullish(),
+    strict: z.boolean().nullish(),
+  }),
+});
+export type Tool = z.infer<typeof Tool>;
+
+export const ToolChoice = z.union([
+  z.enum(["none", "auto", "required"]),
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string().min(1) }) }),
+]);
+export type ToolChoice = z.infer<typeof ToolChoice>;
+
+/** Extra variables for the chat template (Qwen3's `enable_thinking`, …), as vLLM's chat_template_kwargs. */
+const chatTemplateKwargs = z.record(z.string(), z.unknown()).nullish();
 
 export const ChatCompletionRequest = z.object({
   ...samplingFields,
@@ -82,8 +111,11 @@ export const ChatCompletionRequest = z.object({
   max_completion_tokens: z.number().int().min(1).nullish(),
   logprobs: z.boolean().nullish(),
   top_logprobs: z.number().int().min(0).max(20).nullish(),
+  tools: z.array(Tool).nullish(),
+  tool_choice: ToolChoice.nullish(),
   // vLLM extras for chat
   add_generation_prompt: z.boolean().nullish(),
+  chat_template_kwargs: chatTemplateKwargs,
   echo: z.boolean().nullish(),
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
@@ -93,6 +125,8 @@ export const TokenizeRequest = z.union([
   z.object({
     model: z.string().nullish(),
     messages: z.array(ChatMessage).min(1),
+    tools: z.array(Tool).nullish(),
+    chat_template_kwargs: chatTemplateKwargs,
     add_generation_prompt: z.boolean().nullish(),
     add_special_tokens: z.boolean().nullish(),
   }),

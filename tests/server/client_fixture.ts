@@ -10,8 +10,8 @@ export interface ListeningServer {
   close(): Promise<void>;
 }
 
-export async function listeningServer(extra: Partial<Omit<ServerOptions, "engine" | "tokenizer">> = {}): Promise<ListeningServer> {
-  const s = await fortuneServer(extra);
+export async function listeningServer(extra: Partial<Omit<ServerOptions, "engine" | "tokenizer">> = {}, modelDir?: string): Promise<ListeningServer> {
+  const s = await fortuneServer(extra, modelDir);
   await s.app.listen({ host: "127.0.0.1", port: 0 });
   const addr = s.app.server.address();
   if (typeof addr !== "object" || !addr) throw new Error("no address");

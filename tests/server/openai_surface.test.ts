@@ -1,6 +1,6 @@
 /**
  * The OpenAI surface as clients use it: fields the server does not know are dropped with one
- * warning per name (as vLLM), `model` may be left out, no-op forms of tools pass while real tool
+ * warning per name (as vLLM), `model` may be left out, no-op forms of tools pass while legacy function
  * calls are refused by name, vLLM's prompt_logprobs, echo with its logprobs'
  * text offsets, max_tokens 0 with echo, suffix and image parts refused with the messages clients
  * match on, continuous usage in streams, and "abort" for a stream the server cuts short.
@@ -68,19 +68,17 @@ describe("leniency as vLLM", () => {
     expect(chat.statusCode).toBe(200);
   });
 
-  it("accepts the no-op forms of response_format and tools, refuses tool calls by name", async () => {
+  it("accepts the no-op forms of response_format and tools, refuses legacy function calling by name", async () => {
     const msg = [{ role: "user", content: "hi" }];
     expect((await post("/v1/chat/completions", { messages: msg, max_tokens: 2, response_format: { type: "text" } })).statusCode).toBe(200);
     expect((await post("/v1/chat/completions", { messages: msg, max_tokens: 2, tools: [], tool_choice: "none", parallel_tool_calls: false })).statusCode).toBe(200);
-    for (const [field, value] of [
-      ["tools", [{ type: "function", function: { name: "f", parameters: {} } }]],
-      ["tool_choice", "required"],
-      ["functions", []],
-    ] as const) {
-      const res = await post("/v1/chat/completions", { messages: msg, max_tokens: 2, [field]: value });
-      expect(res.statusCode).toBe(400);
-      expect(errorOf(res)).toMatchObject({ param: field, code: "unsupported" });
-    }
+    const legacy = await post("/v1/chat/completions", { messages: msg, max_tokens: 2, functions: [] });
+    expect(legacy.statusCode).toBe(400);
+    expect(errorOf(legacy)).toMatchObject({ param: "functions", code: "unsupported" });
+    // tool calls are served now (tool_calling.test.ts); asking for one without tools is the client's mistake
+    const noTools = await post("/v1/chat/completions", { messages: msg, max_tokens: 2, tool_choice: "required" });
+    expect(noTools.statusCode).toBe(400);
+    expect(errorOf(noTools)).toMatchObject({ param: "tool_choice" });
   });
 });
 

@@ -104,7 +104,9 @@ describe("chat completions", () => {
 
 describe("bad requests", () => {
   it("constraints the server cannot honour yet are refused by name, not ignored", async () => {
-    expectError(await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }] }), 400, "tools");
+    // tools without a tool choice mean "auto", which needs --enable-auto-tool-choice (as in vLLM)
+    expectError(await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }] }), 400, "tool_choice");
+    expectError(await post("/v1/completions", { model: MODEL, prompt: "x", tools: [{ type: "function", function: { name: "f" } }] }), 400, "tools");
     expectError(await post("/v1/completions", { model: MODEL, prompt: "x", functions: [{ name: "f" }] }), 400, "functions");
   });
 
