@@ -34,7 +34,8 @@ export const hermesParser: ToolParser = {
       calls.push(call);
     }
     const content = text.slice(0, first);
-    return { content: content.trim() === "" ? undefined : content, calls };
+    // as vLLM: only an empty prefix is "no content" (a streamed "\n" before the call stays content)
+    return { content: content === "" ? undefined : content, calls };
   },
   split(text: string): StreamSplit {
     const at = text.indexOf(START);
