@@ -105,8 +105,8 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
           const lps = body.logprobs && delta.tokenIds.length > 0 ? chatLogprobs(delta.tokenIds, delta.logprobs ?? [], text) : null;
           let stream = streams.get(delta.index);
           if (!stream) streams.set(delta.index, (stream = new ToolStream(mode)));
-          let content = stream.push(delta.text);
-          let finish = openaiFinish(delta.finishReason);
+          const content = stream.push(delta.text);
+          const finish = openaiFinish(delta.finishReason);
           const choice = (d: unknown, lp: typeof lps, f: typeof finish | "tool_calls"): unknown => ({
             index: delta.index,
             delta: d,
@@ -114,15 +114,13 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
             finish_reason: f,
             stop_reason: f === null ? null : (delta.stopReason ?? null),
           });
-          if (delta.finishReason !== undefined && mode.kind !== "none") {
+          if (finish !== null && mode.kind !== "none") {
             // the held text is read for calls now: remaining content first, then each call, then the finish
             const end = stream.finish();
-            content += end.content;
-            if (content !== "" || lps !== null) sse.send({ ...base, choices: [choice(content === "" ? {} : { content }, lps, null)], ...running });
+            const rest = content + end.content;
+            if (rest !== "" || lps !== null) sse.send({ ...base, choices: [choice(rest === "" ? {} : { content: rest }, lps, null)], ...running });
             for (const d of toolCallDeltas(end.output.calls)) sse.send({ ...base, choices: [choice(d, null, null)], ...running });
             sse.send({ ...base, choices: [choice({}, null, toolFinishReason(mode, end.output, finish))], ...running });
-            content = "";
-            finish = null;
             continue;
           }
           if (content === "" && finish === null && lps === null) continue;

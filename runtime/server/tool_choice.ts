@@ -40,19 +40,50 @@ function checkNames(tools: readonly Tool[]): void {
   });
 }
 
+/** Where a schema keeps the definitions its `$ref`s point at ("#/$defs/X", or draft-07's "#/definitions/X"). */
+const DEF_KEYS = ["$defs", "definitions"] as const;
+
+/**
+ * Each tool's parameters with its definitions lifted to the array schema's root, as vLLM does: a
+ * `$ref` to "#/$defs/X" resolves from the root, where the tool's schema no longer is. Two tools
+ * that define one name differently cannot share the root, which is a 400.
+ */
+function liftDefinitions(tools: readonly Tool[]): { readonly params: Readonly<Record<string, unknown>>[]; readonly defs: Record<string, Record<string, unknown>> } {
+  const defs: Record<string, Record<string, unknown>> = {};
+  const params = tools.map((t, i) => {
+    const p: Record<string, unknown> = { ...parametersSchema(t) };
+    for (const key of DEF_KEYS) {
+      const d = p[key];
+      if (typeof d !== "object" || d === null || Array.isArray(d)) continue;
+      delete p[key];
+      const into = (defs[key] ??= {});
+      for (const [name, def] of Object.entries(d)) {
+        if (name in into && JSON.stringify(into[name]) !== JSON.stringify(def)) {
+          throw ApiError.badRequest(`tools define '${key}/${name}' differently; rename one`, `tools.${i}.function.parameters.${key}.${name}`, "invalid_value");
+        }
+        into[name] = def;
+      }
+    }
+    return p;
+  });
+  return { params, defs };
+}
+
 /** vLLM's schema for "required": `[{"name": <tool>, "parameters": <its schema>}, ...]`, at least one. */
 export function requiredToolsSchema(tools: readonly Tool[], parallel: boolean): Readonly<Record<string, unknown>> {
+  const { params, defs } = liftDefinitions(tools);
   return {
     type: "array",
     minItems: 1,
     ...(parallel ? {} : { maxItems: 1 }),
     items: {
-      anyOf: tools.map((t) => ({
+      anyOf: tools.map((t, i) => ({
         type: "object",
-        properties: { name: { type: "string", enum: [t.function.name] }, parameters: parametersSchema(t) },
+        properties: { name: { type: "string", enum: [t.function.name] }, parameters: params[i] },
         required: ["name", "parameters"],
       })),
     },
+    ...defs,
   };
 }
 

@@ -1,5 +1,6 @@
 /**
- * `kiln serve` as a process: a busy port is a typed error (exit 2, one line, no stack trace), and
+ * `kiln serve` as a process: a busy port is a typed error (exit 2, one line, no stack trace), so are
+ * tool-call flags that cannot work together, and
  * SIGTERM to `npm start` (what `docker stop` sends to a container started that way) reaches the
  * server, which stops instead of living on as an orphan.
  */
@@ -61,6 +62,21 @@ describe("kiln serve as a process", () => {
       expect(err).not.toContain("    at ");
     } finally {
       await new Promise((r) => holder.close(r));
+    }
+  }, 60_000);
+
+  it("tool-call flags are checked before the model loads: a parser is required, and must be one kiln has", async () => {
+    for (const [args, pattern] of [
+      [["--enable-auto-tool-choice"], /^kiln: error \[INVALID_ARGUMENT\]: --enable-auto-tool-choice needs --tool-call-parser/m],
+      [["--enable-auto-tool-choice", "--tool-call-parser", "mistral"], /unknown tool-call parser 'mistral' \(one of: hermes, llama3_json\)/],
+    ] as const) {
+      const child = spawn(process.execPath, ["bin/kiln.js", "serve", "--port", "0", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+      const code = await exitOf(child);
+      expect(code, err).not.toBe(0);
+      expect(err).toMatch(pattern);
+      expect(err).not.toContain("    at ");
     }
   }, 60_000);
 

@@ -94,6 +94,18 @@ describe("toolMode", () => {
     });
   });
 
+  it("lifts $defs to the root; two tools defining one name differently are a 400", () => {
+    const withDefs = (name: string, place: unknown): Tool => ({
+      type: "function",
+      function: { name, parameters: { type: "object", properties: { p: { $ref: "#/$defs/Place" } }, $defs: { Place: place } } },
+    });
+    const same = toolMode({ tools: [withDefs("a", { type: "string" }), withDefs("b", { type: "string" })], tool_choice: "required" }, undefined);
+    if (same.kind !== "required" || same.grammar.kind !== "json_schema" || typeof same.grammar.schema !== "object") throw new Error(same.kind);
+    expect(same.grammar.schema["$defs"]).toEqual({ Place: { type: "string" } });
+    expect(JSON.stringify(same.grammar.schema["items"])).not.toContain('"$defs":');
+    expect(() => toolMode({ tools: [withDefs("a", { type: "string" }), withDefs("b", { type: "integer" })], tool_choice: "required" }, undefined)).toThrow("differently");
+  });
+
   it("none without tools, auto only with a parser, a named function must be declared", () => {
     expect(toolMode({}, undefined).kind).toBe("none");
     expect(toolMode({ tools: [], tool_choice: "auto" }, undefined).kind).toBe("none");

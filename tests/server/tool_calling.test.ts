@@ -85,6 +85,23 @@ describe("tool_choice required and named", () => {
     checkCall(call);
   });
 
+  it("required with tools whose parameters use $defs: the definitions are lifted to the root and resolve", async () => {
+    const trip = {
+      type: "function" as const,
+      function: {
+        name: "book_trip",
+        parameters: { type: "object", properties: { to: { $ref: "#/$defs/Place" } }, required: ["to"], additionalProperties: false, $defs: { Place: { type: "string", enum: ["x", "y"] } } },
+      },
+    };
+    const r = await client.chat.completions.create({ model: MODEL, messages: USER, tools: [trip, TOOLS[1]!], tool_choice: "required", parallel_tool_calls: false, max_tokens: 300, seed: 2 });
+    const calls = r.choices[0]!.message.tool_calls ?? [];
+    expect(calls).toHaveLength(1);
+    const call = calls[0]!;
+    if (call.type !== "function") throw new Error("not a function call");
+    if (call.function.name === "book_trip") expect(z.strictObject({ to: z.enum(["x", "y"]) }).parse(JSON.parse(call.function.arguments))).toBeDefined();
+    else checkCall(call);
+  });
+
   it("streamed calls reassemble to the whole ones (same seed)", async () => {
     for (const tool_choice of ["required", { type: "function", function: { name: "get_weather" } }] as const) {
       const req = { model: MODEL, messages: USER, tools: TOOLS, tool_choice, max_tokens: 200, seed: 11, temperature: 1 };
