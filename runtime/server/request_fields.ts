@@ -59,11 +59,11 @@ interface OutputShape {
   readonly tool_choice?: unknown;
 }
 
-/** tools in their no-op forms pass; a real tool call is refused until it is supported. */
+/** Completions have no tool calling (chat does, tool_choice.ts): tools pass only in their no-op forms. */
 export function refuseUnsupportedOutput(body: OutputShape): void {
-  if ((body.tools?.length ?? 0) > 0) throw unsupported("tools", "tool calling is not supported yet: send no tools (or an empty list)");
+  if ((body.tools?.length ?? 0) > 0) throw unsupported("tools", "tool calling is served on /v1/chat/completions, not here: send no tools (or an empty list)");
   const choice = body.tool_choice;
   if (choice !== undefined && choice !== null && choice !== "none" && choice !== "auto") {
-    throw unsupported("tool_choice", "tool_choice must be 'none' or 'auto' while tool calling is not supported");
+    throw unsupported("tool_choice", "tool_choice must be 'none' or 'auto' here: tool calling is served on /v1/chat/completions");
   }
 }
