@@ -11,7 +11,7 @@ import { chatParams } from "./request_params.ts";
 import { templateMessages, templateTools } from "./chat_messages.ts";
 import { ChatCompletionRequest, type ChatMessage, type Tool } from "./schemas.ts";
 import { SseWriter } from "./sse.ts";
-import { requestedGrammar } from "./structured_output.ts";
+import { requestedGrammar, type StructuredOutputFields } from "./structured_output.ts";
 import { toolCallDeltas, toolFinishReason, toolOutput, ToolStream } from "./tool_call_output.ts";
 import { toolMode, type ToolMode } from "./tool_choice.ts";
 import type { GrammarSpec } from "../engine/grammar/grammar_spec.ts";
@@ -51,7 +51,7 @@ export async function chatPromptIds(ctx: ServerContext, body: ChatPromptFields, 
 }
 
 /** The one output constraint of a request: a structured-output grammar or a forced tool call, not both. */
-function outputGrammar(body: ChatCompletionRequest, mode: ToolMode, compact: boolean): GrammarSpec | undefined {
+export function outputGrammar(body: StructuredOutputFields, mode: ToolMode, compact: boolean): GrammarSpec | undefined {
   const structured = requestedGrammar(body, compact);
   if (mode.kind !== "required" && mode.kind !== "named") return structured;
   if (structured !== undefined) throw ApiError.badRequest("a forced tool call cannot be combined with a structured output format", "tool_choice", "invalid_value");
