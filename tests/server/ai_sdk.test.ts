@@ -4,6 +4,8 @@
  * createOpenAI's default model, which speaks the Responses API. The fortune model cannot follow
  * instructions: the tests assert the constraint (the object parses against its schema), not content.
  */
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { createOpenAI } from "@ai-sdk/openai";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateObject, generateText, streamObject, streamText } from "ai";
@@ -47,4 +49,29 @@ describe("Vercel AI SDK", () => {
     for await (const part of stream.textStream) text += part;
     expect(text).toBe(whole.text);
   });
+});
+
+describe("against kiln serve started as a user starts it", () => {
+  it("generateObject through the CLI's server", async () => {
+    const root = fileURLToPath(new URL("../..", import.meta.url));
+    const child = spawn(process.execPath, ["bin/kiln.js", "serve", "--port", "0", "--structured-outputs-disable-any-whitespace", "--log-level", "warn"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (b: Buffer) => {
+          out += b.toString();
+          const m = /at (http:\/\/\S+\/v1)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.on("exit", () => reject(new Error(`kiln serve exited: ${out}`)));
+      });
+      const kiln = createOpenAICompatible({ name: "kiln", baseURL: url, apiKey: "unused", supportsStructuredOutputs: true });
+      const { object } = await generateObject({ model: kiln(MODEL), schema: Fortune, prompt: "Tell my fortune", seed: 4, maxOutputTokens: 120, maxRetries: 0 });
+      expect(Fortune.parse(object)).toEqual(object);
+    } finally {
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    }
+  }, 60_000);
 });
