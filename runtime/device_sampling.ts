@@ -34,9 +34,11 @@ export interface DeviceSamplingRow {
   readonly adjustments: readonly TokenAdjustment[];
   /** the uniform in [0, 1) the draw uses (0 when greedy) */
   readonly u: number;
+  /** a structured-output constraint's allowed tokens (bit set = allowed), applied first */
+  readonly mask: Int32Array | undefined;
 }
 
-export const SAMPLING_HEADER_WORDS = 18;
+export const SAMPLING_HEADER_WORDS = 20;
 export const SAMPLING_ENTRY_WORDS = 5;
 
 interface MutableAdjustment {
@@ -68,6 +70,8 @@ export function samplingRow(ctx: SamplingContext): DeviceSamplingRow {
     frequencyPenalty: p.frequencyPenalty,
     presencePenalty: p.presencePenalty,
     adjustments,
+    // the mask before the draw: the host fills it when it would mask the row (sampleToken)
+    mask: ctx.constraint?.deviceBitmask?.(),
     u: greedy ? 0 : ctx.rng.next(),
   };
 }
@@ -94,7 +98,11 @@ function rowAdjustments(ctx: SamplingContext, masking: boolean, penalties: boole
 /** The rows as kiln_sample_rows's params words; adjustments outside [0, vocab) are dropped (the host ignores them too). */
 export function packSamplingRows(rows: readonly DeviceSamplingRow[], vocab: number): Int32Array {
   const inRange = rows.map((r) => r.adjustments.filter((a) => Number.isInteger(a.id) && a.id >= 0 && a.id < vocab));
-  const words = rows.length * SAMPLING_HEADER_WORDS + inRange.reduce((n, a) => n + a.length * SAMPLING_ENTRY_WORDS, 0);
+  const maskWords = Math.ceil(vocab / 32);
+  const words =
+    rows.length * SAMPLING_HEADER_WORDS +
+    inRange.reduce((n, a) => n + a.length * SAMPLING_ENTRY_WORDS, 0) +
+    rows.reduce((n, r) => n + (r.mask === undefined ? 0 : maskWords), 0);
   const out = new Int32Array(words);
   const view = new DataView(out.buffer);
   const f64 = (word: number, v: number): void => view.setFloat64(word * 4, v, true);
@@ -105,7 +113,7 @@ export function packSamplingRows(rows: readonly DeviceSamplingRow[], vocab: numb
     out[h] = entry;
     out[h + 1] = adj.length;
     const penalties = r.frequencyPenalty !== 0 || r.presencePenalty !== 0;
-    out[h + 2] = (r.greedy ? 1 : 0) | (r.repetitionPenalty !== 1 ? 2 : 0) | (penalties ? 4 : 0);
+    out[h + 2] = (r.greedy ? 1 : 0) | (r.repetitionPenalty !== 1 ? 2 : 0) | (penalties ? 4 : 0) | (r.mask !== undefined ? 8 : 0);
     out[h + 3] = r.topK;
     f64(h + 4, r.temperature);
     f64(h + 6, r.minP);
@@ -121,6 +129,13 @@ export function packSamplingRows(rows: readonly DeviceSamplingRow[], vocab: numb
       f64(entry + 3, a.bias ?? 0);
       entry += SAMPLING_ENTRY_WORDS;
     }
+  });
+  // the masks after every entry, each ceil(vocab / 32) words; words past the mask are disallowed
+  rows.forEach((r, s) => {
+    if (r.mask === undefined) return;
+    out[s * SAMPLING_HEADER_WORDS + 18] = entry;
+    out.set(r.mask.subarray(0, Math.min(r.mask.length, maskWords)), entry);
+    entry += maskWords;
   });
   return out;
 }

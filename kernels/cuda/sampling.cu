@@ -16,14 +16,17 @@
 //
 // params (i32 words; a double takes two words, low word first), built by runtime/device_sampling.ts:
 //   header of row s at s·KILN_SAMPLE_HEADER: [0] first entry's word, [1] entries, [2] flags
-//   (1 greedy, 2 repetition penalty, 4 frequency/presence penalties), [3] top_k (0: off),
-//   [4] temperature, [6] min_p, [8] top_p, [10] repetition, [12] frequency, [14] presence, [16] u
+//   (1 greedy, 2 repetition penalty, 4 frequency/presence penalties, 8 token mask), [3] top_k
+//   (0: off), [4] temperature, [6] min_p, [8] top_p, [10] repetition, [12] frequency,
+//   [14] presence, [16] u, [18] the token mask's first word (with flag 8), [19] unused
+//   token mask (a structured-output grammar's allowed tokens): ceil(V/32) words, bit t%32 of word
+//   t/32 set = token t allowed; it applies before every other adjustment, as on the host
 //   entry: [0] token, [1] count in the output, [2] flags (1 masked by min_tokens, 2 in the
 //   prompt, 4 has a bias), [3] bias
 #include "common.cuh"
 
 #define KILN_SAMPLE_THREADS 256
-#define KILN_SAMPLE_HEADER 18
+#define KILN_SAMPLE_HEADER 20
 #define KILN_SAMPLE_ENTRY 5
 
 // The lowest index of the row's largest value (NaN never), or V when nothing is above -inf;
@@ -338,6 +341,13 @@ extern "C" __global__ void kiln_sample_rows(int* out, float* logits, const int* 
   float* row = logits + (long long)s * V;
   const int* h = params + (long long)s * KILN_SAMPLE_HEADER;
   const int flags = h[2];
+  if (flags & 8) {
+    const int* mask = params + h[18];
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+      if (!((mask[i >> 5] >> (i & 31)) & 1)) row[i] = -kiln_inf();
+    }
+    __syncthreads();
+  }
   // the adjustments, in sampler.ts's order per token; the entries name distinct tokens
   const int* entries = params + h[0];
   for (int j = threadIdx.x; j < h[1]; j += blockDim.x) {

@@ -286,8 +286,9 @@ export class EngineCore {
     for (const [k, c] of scheduled.chunks.entries()) {
       const chunk = chunks[k]!;
       const p = c.seq.params;
-      // a constraint masks the row on the host (the device sampler takes no bitmask yet)
-      if (p.logprobs !== undefined || p.promptLogprobs !== undefined || chunk.allLogits || c.seq.constraint !== undefined) return undefined;
+      // a constraint the device cannot apply (no bitmask) masks the row on the host
+      const hostOnly = c.seq.constraint !== undefined && c.seq.constraint.deviceBitmask === undefined;
+      if (p.logprobs !== undefined || p.promptLogprobs !== undefined || chunk.allLogits || hostOnly) return undefined;
       if (logitRows(chunk) === 0) continue;
       // a row whose sequence would not sample after the commit stays on the host path
       if (c.seq.numComputed + c.numNewTokens !== c.seq.numTokens) return undefined;

@@ -15,6 +15,12 @@ export interface TokenConstraint {
   readonly terminated: boolean;
   /** frees what the constraint holds (a matcher's native memory); called when its sequence ends */
   dispose(): void;
+  /**
+   * The allowed next tokens as a bitmask over the logits row (bit id%32 of word id/32 set =
+   * allowed; ceil(vocab/32) words), for a sampler on the device to apply as maskLogits would.
+   * A constraint without it samples on the host.
+   */
+  deviceBitmask?(): Int32Array;
 }
 
 /** Makes one constraint per sequence of a request. */

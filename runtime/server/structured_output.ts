@@ -106,6 +106,11 @@ class MatcherConstraint implements TokenConstraint {
     this.matcher.fillNextTokenBitmask(this.mask);
     applyTokenBitmask(row, this.mask);
   }
+  deviceBitmask(): Int32Array {
+    const mask = allocateTokenBitmask(this.matcher.vocabSize);
+    this.matcher.fillNextTokenBitmask(mask);
+    return mask;
+  }
   acceptToken(tokenId: number): boolean {
     return this.matcher.acceptToken(tokenId);
   }

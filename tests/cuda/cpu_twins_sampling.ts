@@ -48,6 +48,10 @@ export function sampleRows(logits: Float32Array, params: Int32Array, S: number, 
   for (let s = 0; s < S; s++) {
     const h = s * SAMPLING_HEADER_WORDS;
     const row = Float32Array.from(logits.subarray(s * V, (s + 1) * V));
+    if (params[h + 2]! & 8) {
+      const m = params[h + 18]!;
+      for (let i = 0; i < V; i++) if (!((params[m + (i >> 5)]! >>> (i & 31)) & 1)) row[i] = -Infinity;
+    }
     const flags = params[h + 2]!;
     for (let j = 0; j < params[h + 1]!; j++) {
       const en = params[h]! + j * SAMPLING_ENTRY_WORDS;

@@ -11,6 +11,7 @@ import { packSamplingRows, samplingRow } from "../../runtime/device_sampling.ts"
 import type { Rng } from "../../runtime/rng.ts";
 import { sampleToken, type SamplingContext } from "../../runtime/engine/sampler.ts";
 import { SAMPLING_DEFAULTS, type SamplingParams } from "../../runtime/engine/sampling_params.ts";
+import type { TokenConstraint } from "../../runtime/engine/token_constraint.ts";
 import { sampleRows } from "./cpu_twins_sampling.ts";
 import { compare, randomF32, rng, type ParityCase, type ParityResult } from "./parity_support.ts";
 
@@ -69,6 +70,27 @@ function paramMixes(V: number, r: () => number): Partial<SamplingParams>[] {
   ];
 }
 
+/** A mask over ~1/3 of V's tokens (bit set = allowed), `keep` always allowed; words past V's last bit are noise. */
+function randomMask(V: number, r: () => number, keep: number): Int32Array {
+  const mask = new Int32Array(Math.ceil(V / 32));
+  for (let w = 0; w < mask.length; w++) mask[w] = (Math.floor(r() * 2 ** 32) & Math.floor(r() * 2 ** 32)) | 0;
+  mask[keep >> 5]! |= 1 << (keep & 31);
+  return mask;
+}
+
+/** A token constraint that only masks (the engine's accept and stop are not exercised here). */
+function maskConstraint(mask: Int32Array): TokenConstraint {
+  return {
+    maskLogits: (row) => {
+      for (let i = 0; i < row.length; i++) if (!((mask[i >> 5]! >>> (i & 31)) & 1)) row[i] = -Infinity;
+    },
+    deviceBitmask: () => mask,
+    acceptToken: () => true,
+    terminated: false,
+    dispose: () => {},
+  };
+}
+
 /** Rows of vocab V: every parameter mix at a few uniforms, with ties, -inf entries, and a row of nothing but -inf. */
 export function samplingBatch(V: number, seed: number): SamplingBatch {
   const r = rng(seed);
@@ -85,7 +107,9 @@ export function samplingBatch(V: number, seed: number): SamplingBatch {
       for (let k = 0; k < 5; k++) row[Math.floor(r() * V)] = 1.5;
       for (let k = 0; k < 4; k++) row[Math.floor(r() * V)] = -Infinity;
       rows.push(row);
-      contexts.push(context(mix, r, V, u, Math.floor(r() * 8)));
+      const ctx = context(mix, r, V, u, Math.floor(r() * 8));
+      // every third row also carries a structured-output mask over about a third of the tokens
+      contexts.push(contexts.length % 3 === 2 ? { ...ctx, constraint: maskConstraint(randomMask(V, r, top)) } : ctx);
     }
   }
   rows.push(new Float32Array(V).fill(-Infinity));

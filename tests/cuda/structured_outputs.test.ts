@@ -1,8 +1,9 @@
 // Structured outputs on the emulated CUDA backend: a seeded request under a JSON schema gives the
-// tokens it gives on the CPU, alone and batched with unconstrained requests (a step holding a
-// constrained sequence samples on the host, where its grammar masks the row).
+// tokens it gives on the CPU, batched with an unconstrained one, sampling on the device (the
+// grammar's bitmask goes up with the step's sampling params; no logits come down).
 import { fileURLToPath } from "node:url";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { registerCudaBackend } from "../../runtime/cuda/register.ts";
 import { createEngine, type CreatedEngine } from "../../runtime/engine/create_engine.ts";
 import type { TokenConstraintFactory } from "../../runtime/engine/token_constraint.ts";
@@ -18,6 +19,8 @@ beforeAll(() => {
   if (missing !== undefined) return;
   Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
 }, 120_000);
+
+afterEach(() => vi.restoreAllMocks());
 
 const SCHEMA = {
   type: "object",
@@ -52,8 +55,11 @@ describe.skipIf(missing !== undefined)(`structured outputs on the emulated devic
     const cpu = await generate(await createEngine({ maxModelLen: 128, kvCacheBytes: 64 * 98304 }));
     const cuda = registerCudaBackend();
     const created = await createEngine({ backend: "cuda", maxModelLen: 128, kvCacheBytes: 64 * 98304 });
+    const run = vi.spyOn(CudaExecutor.prototype, "run");
     try {
       const device = await generate(created);
+      // every step sampled on the device, masks included
+      expect(run).not.toHaveBeenCalled();
       expect(device).toEqual(cpu);
       // a constrained sequence ends with its grammar ("stop") or is cut at maxTokens mid-object
       device.constrained.forEach((ids, k) => {
