@@ -150,8 +150,11 @@ export function registerResponses(app: FastifyInstance, ctx: ServerContext): voi
       if (!reply.raw.writableFinished) runner.abort();
     });
     const createdAt = Math.floor(Date.now() / 1000);
-    /** The output items of the finished text: the message (when it has content) and each function call. */
-    const items = (text: string, status: string): Record<string, unknown>[] => {
+    /**
+     * The output of the finished text, read once (tool calls get fresh ids): the message (when it
+     * has content) and each function call, and the text the response reports.
+     */
+    const finished = (text: string, status: string): Output => {
       const out = toolOutput(mode, text);
       const done = status === "completed" ? "completed" : "incomplete";
       const list: Record<string, unknown>[] = [];
@@ -161,16 +164,16 @@ export function registerResponses(app: FastifyInstance, ctx: ServerContext): voi
       for (const c of out.calls) {
         list.push({ type: "function_call", id: `fc_${c.id.slice(c.id.lastIndexOf("-") + 1)}`, call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: "completed" });
       }
-      return list;
+      return { items: list, text: out.content ?? "" };
     };
-    const shell = (status: string, text: string, generated: number, finish: string | undefined): Record<string, unknown> => ({
+    const shell = (status: string, output: Output | undefined, generated: number, finish: string | undefined): Record<string, unknown> => ({
       id,
       object: "response",
       created_at: createdAt,
       status,
       model: ctx.servedModelName,
-      output: status === "in_progress" ? [] : items(text, status),
-      output_text: status === "in_progress" ? "" : (toolOutput(mode, text).content ?? ""),
+      output: output?.items ?? [],
+      output_text: output?.text ?? "",
       error: null,
       incomplete_details: status === "incomplete" ? { reason: finish === "abort" ? "interrupted" : "max_output_tokens" } : null,
       instructions: body.instructions ?? null,
@@ -187,11 +190,11 @@ export function registerResponses(app: FastifyInstance, ctx: ServerContext): voi
       truncation: "disabled",
       user: body.user ?? null,
       usage:
-        status === "in_progress"
+        output === undefined
           ? null
           : { input_tokens: ids.length, input_tokens_details: { cached_tokens: 0 }, output_tokens: generated, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: ids.length + generated },
     });
-    // a forced or parsed tool call completes the response even when the grammar, not EOS, ended it
+    // a grammar that completes (a forced tool call, text.format) finishes its sequence with "stop" too
     const statusOf = (finish: string | undefined): string => (finish === "stop" ? "completed" : "incomplete");
 
     if (body.stream) {
@@ -200,8 +203,8 @@ export function registerResponses(app: FastifyInstance, ctx: ServerContext): voi
       sse.open();
       let seq = 0;
       const send = (type: string, data: Record<string, unknown>): void => sse.event(type, { type, sequence_number: seq++, ...data });
-      send("response.created", { response: shell("in_progress", "", 0, undefined) });
-      send("response.in_progress", { response: shell("in_progress", "", 0, undefined) });
+      send("response.created", { response: shell("in_progress", undefined, 0, undefined) });
+      send("response.in_progress", { response: shell("in_progress", undefined, 0, undefined) });
       // plain text streams as it comes; under tools the text is read whole, then its items go out
       const live = mode.kind === "none";
       if (live) openMessage(send, msgId);
@@ -222,8 +225,9 @@ export function registerResponses(app: FastifyInstance, ctx: ServerContext): voi
         return;
       }
       const status = statusOf(finish);
-      items(text, status).forEach((item, index) => closeItem(send, item, index, live && index === 0));
-      send(status === "completed" ? "response.completed" : "response.incomplete", { response: shell(status, text, generated, finish) });
+      const output = finished(text, status);
+      output.items.forEach((item, index) => closeItem(send, item, index, live && index === 0));
+      send(status === "completed" ? "response.completed" : "response.incomplete", { response: shell(status, output, generated, finish) });
       sse.end();
       return;
     }
@@ -237,11 +241,18 @@ export function registerResponses(app: FastifyInstance, ctx: ServerContext): voi
       if (delta.finishReason !== undefined) finish = delta.finishReason;
     }
     if (reply.raw.destroyed) return reply;
-    return shell(statusOf(finish), text, generated, finish);
+    const status = statusOf(finish);
+    return shell(status, finished(text, status), generated, finish);
   });
 }
 
 type Send = (type: string, data: Record<string, unknown>) => void;
+
+/** A finished response's output items and its output_text. */
+interface Output {
+  readonly items: readonly Record<string, unknown>[];
+  readonly text: string;
+}
 
 /** The events that open the message item before its text streams. */
 function openMessage(send: Send, id: string): void {

@@ -108,12 +108,16 @@ describe("/v1/responses with function tools (a copy of the fortune model carryin
     const stream = await tools.client.responses.create({ ...req, stream: true });
     let args = "";
     let done: OpenAI.Responses.Response | undefined;
+    const streamedIds: string[] = [];
     for await (const ev of stream) {
+      if (ev.type === "response.output_item.done" && ev.item.type === "function_call") streamedIds.push(ev.item.call_id);
       if (ev.type === "response.function_call_arguments.delta") args += ev.delta;
       if (ev.type === "response.completed") done = ev.response;
     }
     expect(args).toBe(calls[0]!.arguments);
     expect(done!.output.filter((o) => o.type === "function_call").map((o) => o.type === "function_call" && o.name)).toEqual(["get_weather"]);
+    // the completed response names the same calls the stream sent
+    expect(done!.output.flatMap((o) => (o.type === "function_call" ? [o.call_id] : []))).toEqual(streamedIds);
   });
 
   it("required: every call names a declared tool; the call and its output go back as input for the answer", async () => {
