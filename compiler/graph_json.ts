@@ -1,7 +1,8 @@
 /**
  * The IR as JSON (an engine artifact's graph.json), and back. Reading validates every node
- * against its kind's fields and then the graph invariants, so a corrupt or hand-edited file is
- * refused with the node and field at fault rather than failing somewhere in a kernel.
+ * against its kind's fields as the op catalogue (ops.ts) lists them, then the graph invariants,
+ * so a corrupt or hand-edited file is refused with the node and field at fault rather than
+ * failing somewhere in a kernel.
  *
  *   { "format": "kiln-graph", "version": 1, "nodes": [...], "outputs": {...}, "kvLayers": [...], "stateLayers": [...] }
  *
@@ -19,10 +20,10 @@ import {
   type Graph,
   type KvLayerSpec,
   type Node,
-  type NodeKind,
   type StateLayerSpec,
   type StateTensorSpec,
 } from "./ir.ts";
+import { fieldsOf, isNodeKind, type FieldType } from "./ops.ts";
 
 export const GRAPH_FORMAT = "kiln-graph";
 export const GRAPH_VERSION = 1;
@@ -31,90 +32,15 @@ export function graphToJson(graph: Graph): string {
   return JSON.stringify({ format: GRAPH_FORMAT, version: GRAPH_VERSION, ...graph });
 }
 
-type Field =
-  | "id"
-  | "id?"
-  | "int"
-  | "int?"
-  | "num"
-  | "num?"
-  | "str"
-  | "bool"
-  | "nums"
-  | "storage"
-  | "input"
-  | "unary"
-  | "binary"
-  | "moe_routing"
-  | "moe_activation";
-
-const FIELDS = {
-  input: { name: "input" },
-  param: { name: "str", storage: "storage" },
-  embedding: { table: "id", ids: "id" },
-  linear: { x: "id", weight: "id", bias: "id?" },
-  rms_norm: { x: "id", weight: "id", eps: "num", group: "int", weightOffset: "num" },
-  layer_norm: { x: "id", weight: "id", bias: "id?", eps: "num" },
-  binary: { op: "binary", a: "id", b: "id" },
-  unary: { op: "unary", x: "id" },
-  scale: { x: "id", factor: "num" },
-  slice: { x: "id", start: "int", size: "int" },
-  gather_rows: { x: "id", indices: "id" },
-  rope: { x: "id", positions: "id", numHeads: "int", headDim: "int", rotaryDim: "int", neox: "bool", invFreq: "nums" },
-  attention: {
-    q: "id",
-    k: "id",
-    v: "id",
-    cacheKey: "str",
-    numHeads: "int",
-    numKvHeads: "int",
-    headDim: "int",
-    scale: "num",
-    slidingWindow: "int?",
-    softcap: "num?",
-  },
-  moe: {
-    x: "id",
-    router: "id",
-    w13: "id",
-    w2: "id",
-    numExperts: "int",
-    topK: "int",
-    intermediateSize: "int",
-    routing: "moe_routing",
-    activation: "moe_activation",
-  },
-  short_conv: { x: "id", weight: "id", bias: "id?", stateKey: "str", kernelSize: "int" },
-  linear_attention: { qkv: "id", stateKey: "str", numHeads: "int", headDim: "int", slopes: "nums" },
-  selective_scan: { u: "id", delta: "id", aLog: "id", b: "id", c: "id", d: "id", z: "id", stateKey: "str", stateSize: "int" },
-  ssd_scan: {
-    x: "id",
-    dt: "id",
-    dtBias: "id",
-    aLog: "id",
-    b: "id",
-    c: "id",
-    d: "id",
-    stateKey: "str",
-    numHeads: "int",
-    headDim: "int",
-    numGroups: "int",
-    stateSize: "int",
-    dtMin: "num",
-    dtMax: "num?",
-  },
-} as const satisfies Record<NodeKind, Record<string, Field>>;
-
-function isKind(k: unknown): k is NodeKind {
-  return typeof k === "string" && Object.hasOwn(FIELDS, k);
-}
-
-function fieldOk(f: Field, v: unknown): boolean {
+/** Whether v is a valid JSON value of a field of type f (the types the op catalogue uses). */
+function fieldOk(f: FieldType, v: unknown): boolean {
   const isInt = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0;
   switch (f) {
     case "id":
     case "int":
       return isInt(v);
+    case "ids":
+      return Array.isArray(v) && v.every(isInt);
     case "id?":
     case "int?":
       return v === undefined || isInt(v);
@@ -148,12 +74,12 @@ function fieldOk(f: Field, v: unknown): boolean {
 /** Checks one parsed node: common fields, then exactly its kind's fields. */
 function isNode(v: Record<string, unknown>, fail: (msg: string) => never): v is Node & Record<string, unknown> {
   const kind = v["kind"];
-  if (!isKind(kind)) return fail(`unknown kind ${JSON.stringify(kind)}`);
+  if (!isNodeKind(kind)) return fail(`unknown kind ${JSON.stringify(kind)}`);
   const shape = v["shape"];
   if (!Array.isArray(shape) || !shape.every((d) => d === "T" || d === "S" || (Number.isInteger(d) && d > 0))) fail("bad shape");
   if (v["dtype"] !== "f32" && v["dtype"] !== "i32") fail("bad dtype");
   if (typeof v["scope"] !== "string") fail("bad scope");
-  const fields: Record<string, Field> = FIELDS[kind];
+  const fields = fieldsOf(kind);
   for (const [name, f] of Object.entries(fields)) if (!fieldOk(f, v[name])) fail(`bad field '${name}' (${f})`);
   const allowed = new Set(["id", "kind", "shape", "dtype", "scope", ...Object.keys(fields)]);
   for (const key of Object.keys(v)) if (!allowed.has(key)) fail(`unexpected field '${key}'`);

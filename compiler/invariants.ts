@@ -4,12 +4,14 @@
  * lists them all.
  *
  *   - node i has id i, and reads only earlier nodes (topological order)
- *   - every kind's operands have the shapes and dtypes its definition requires
+ *   - every kind's operands have the shapes and dtypes its entry in the op catalogue (ops.ts)
+ *     requires
  *   - each attention node names a KV layer of `kvLayers`, and each KV layer has one attention
  *   - each stateful custom op names a layer of `stateLayers`, and each state layer has one op
  *   - the logits are an f32 [S, vocab] value
  */
-import { assertNever, formatShape, nodeInputs, stateKeyOf, type Dim, type Graph, type Node } from "./ir.ts";
+import { formatShape, type Graph, type Node } from "./ir.ts";
+import { checkOp, nodeInputs, opClass, stateLayerKeys, stateOf, type OpStateKind } from "./ops.ts";
 import type { FusionPlan } from "./passes/fuse.ts";
 import type { Program } from "./program.ts";
 
@@ -26,113 +28,33 @@ export function checkGraph(graph: Graph): string[] {
   });
   if (errors.length > 0) return errors; // shape checks below index nodes by id
   const node = (id: number): Node => graph.nodes[id]!;
-  const cols = (n: Node): Dim | undefined => n.shape[n.shape.length - 1];
-  const same = (a: readonly Dim[], b: readonly Dim[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+  const kvKeys = stateLayerKeys(graph, "kv_cache");
   for (const n of graph.nodes) {
-    switch (n.kind) {
-      case "input":
-      case "param":
-        break;
-      case "embedding":
-        if (node(n.ids).dtype !== "i32") at(n, "ids must be i32");
-        if (cols(n) !== cols(node(n.table))) at(n, "row width differs from the table's");
-        break;
-      case "linear":
-        if (cols(node(n.x)) !== cols(node(n.weight))) at(n, "x and weight disagree on K");
-        if (cols(n) !== node(n.weight).shape[0]) at(n, "output width differs from weight rows");
-        break;
-      case "rms_norm":
-        if (typeof cols(n) !== "number" || (cols(n) as number) % n.group !== 0) at(n, `group ${n.group} does not divide the row`);
-        if (node(n.weight).shape[0] !== n.group) at(n, "weight length differs from the group");
-        if (!same(n.shape, node(n.x).shape)) at(n, "shape differs from its input's");
-        break;
-      case "layer_norm":
-        if (!same(n.shape, node(n.x).shape)) at(n, "shape differs from its input's");
-        break;
-      case "binary": {
-        const a = node(n.a).shape;
-        const b = node(n.b).shape;
-        if (!same(a, n.shape)) at(n, "shape differs from operand a");
-        if (!same(a, b) && !(b.length === 1 && b[0] === cols(n))) at(n, `operands ${formatShape(a)} and ${formatShape(b)} do not broadcast`);
-        break;
-      }
-      case "unary":
-      case "scale":
-      case "rope":
-        if (!same(n.shape, node(n.x).shape)) at(n, "shape differs from its input's");
-        break;
-      case "slice":
-        if (n.start < 0 || n.start + n.size > (cols(node(n.x)) as number) || cols(n) !== n.size) at(n, "slice outside its input");
-        break;
-      case "gather_rows":
-        if (node(n.indices).dtype !== "i32") at(n, "indices must be i32");
-        if (n.shape[0] !== node(n.indices).shape[0]) at(n, "rows differ from the index count");
-        break;
-      case "attention":
-        if (!graph.kvLayers.some((l) => l.cacheKey === n.cacheKey)) at(n, `KV layer '${n.cacheKey}' is not declared`);
-        if (!same(node(n.q).shape, n.shape)) at(n, "q shape differs from the output");
-        break;
-      case "moe": {
-        const [E, H, I] = [n.numExperts, cols(n), n.intermediateSize];
-        if (!same(node(n.x).shape, n.shape)) at(n, "x shape differs from the output");
-        if (!same(node(n.router).shape, [E, H!])) at(n, `router is not [${E}, ${String(H)}]`);
-        if (!same(node(n.w13).shape, [E, 2 * I, H!])) at(n, `w13 is not [${E}, ${2 * I}, ${String(H)}]`);
-        if (!same(node(n.w2).shape, [E, H!, I])) at(n, `w2 is not [${E}, ${String(H)}, ${I}]`);
-        if (!(n.topK >= 1 && n.topK <= E)) at(n, `top-k ${n.topK} is outside 1..${E}`);
-        break;
-      }
-      case "short_conv":
-        if (!same(node(n.x).shape, n.shape)) at(n, "x shape differs from the output");
-        if (!same(node(n.weight).shape, [cols(n)!, 1, n.kernelSize])) at(n, `weight is not [${String(cols(n))}, 1, ${n.kernelSize}]`);
-        if (n.bias !== undefined && !same(node(n.bias).shape, [cols(n)!])) at(n, "bias is not [D]");
-        if (n.kernelSize < 2) at(n, `kernel size ${n.kernelSize} leaves no conv state`);
-        break;
-      case "linear_attention":
-        if (cols(node(n.qkv)) !== 3 * n.numHeads * n.headDim) at(n, "qkv is not [T, heads · 3 · headDim]");
-        if (cols(n) !== n.numHeads * n.headDim || n.shape[0] !== node(n.qkv).shape[0]) at(n, "output is not [T, heads · headDim]");
-        if (n.slopes.length !== n.numHeads) at(n, `${n.slopes.length} slopes for ${n.numHeads} heads`);
-        break;
-      case "selective_scan": {
-        const I = cols(n);
-        const N = n.stateSize;
-        const rowsOk = (v: number, w: Dim | undefined): boolean => same(node(v).shape, [n.shape[0]!, w!]);
-        if (!rowsOk(n.u, I) || !rowsOk(n.delta, I) || !rowsOk(n.z, I)) at(n, "u, delta and z must have the output's shape [T, I]");
-        if (!rowsOk(n.b, N) || !rowsOk(n.c, N)) at(n, `b and c must be [T, ${N}]`);
-        if (!same(node(n.aLog).shape, [I!, N])) at(n, `A_log is not [${String(I)}, ${N}]`);
-        if (!same(node(n.d).shape, [I!])) at(n, `D is not [${String(I)}]`);
-        break;
-      }
-      case "ssd_scan": {
-        const [H, P, G, N] = [n.numHeads, n.headDim, n.numGroups, n.stateSize];
-        const rowsOk = (v: number, w: number): boolean => same(node(v).shape, [n.shape[0]!, w]);
-        if (cols(n) !== H * P || !rowsOk(n.x, H * P)) at(n, `x and the output must be [T, ${H * P}]`);
-        if (!rowsOk(n.dt, H)) at(n, `dt is not [T, ${H}]`);
-        if (!(G >= 1 && H % G === 0)) at(n, `${G} groups do not divide ${H} heads`);
-        if (!rowsOk(n.b, G * N) || !rowsOk(n.c, G * N)) at(n, `b and c must be [T, ${G * N}]`);
-        for (const [v, what] of [[n.dtBias, "dt_bias"], [n.aLog, "A_log"], [n.d, "D"]] as const) {
-          if (!same(node(v).shape, [H])) at(n, `${what} is not [${H}]`);
-        }
-        if (n.dtMax !== undefined && !(n.dtMax >= n.dtMin)) at(n, `dt limits [${n.dtMin}, ${n.dtMax}] are empty`);
-        break;
-      }
-      default:
-        assertNever(n, "node kind");
-    }
-    if (n.dtype === "f32" && n.kind !== "param" && n.kind !== "input" && !n.shape.every((d) => d === "T" || d === "S" || d > 0)) {
+    const state = stateOf(n);
+    if (state?.kind === "kv_cache" && !kvKeys.includes(state.key)) at(n, `KV layer '${state.key}' is not declared`);
+    checkOp(n, { node, fail: (msg) => at(n, msg) });
+    if (n.dtype === "f32" && opClass(n) !== "source" && !n.shape.every((d) => d === "T" || d === "S" || d > 0)) {
       at(n, `bad shape ${formatShape(n.shape)}`);
     }
   }
-  for (const l of graph.kvLayers) {
-    const users = graph.nodes.filter((n) => n.kind === "attention" && n.cacheKey === l.cacheKey).length;
-    if (users !== 1) errors.push(`KV layer '${l.cacheKey}' is used by ${users} attention nodes`);
+  // each layer of kvLayers / stateLayers is named by exactly one op whose catalogue entry holds that state
+  const users = (kind: OpStateKind, key: string): number =>
+    graph.nodes.filter((n) => {
+      const s = stateOf(n);
+      return s?.kind === kind && s.key === key;
+    }).length;
+  for (const key of stateLayerKeys(graph, "kv_cache")) {
+    const count = users("kv_cache", key);
+    if (count !== 1) errors.push(`KV layer '${key}' is used by ${count} attention nodes`);
   }
+  const stateKeys = stateLayerKeys(graph, "state_slots");
   for (const n of graph.nodes) {
-    const key = stateKeyOf(n);
-    if (key !== undefined && !graph.stateLayers.some((l) => l.stateKey === key)) at(n, `state layer '${key}' is not declared`);
+    const s = stateOf(n);
+    if (s?.kind === "state_slots" && !stateKeys.includes(s.key)) at(n, `state layer '${s.key}' is not declared`);
   }
-  for (const l of graph.stateLayers) {
-    const users = graph.nodes.filter((n) => stateKeyOf(n) === l.stateKey).length;
-    if (users !== 1) errors.push(`state layer '${l.stateKey}' is used by ${users} nodes`);
+  for (const key of stateKeys) {
+    const count = users("state_slots", key);
+    if (count !== 1) errors.push(`state layer '${key}' is used by ${count} nodes`);
   }
   const logits = graph.nodes[graph.outputs.logits];
   if (!logits || logits.dtype !== "f32" || logits.shape[0] !== "S" || logits.shape.length !== 2) {

@@ -5,6 +5,10 @@
  * `T` is the number of tokens scheduled in a step (all sequences packed together, as vLLM does)
  * and `S` is the number of rows whose logits are wanted (usually one per sequence). Everything
  * else is a concrete size fixed at trace time, so a traced graph serves any batch.
+ *
+ * The node types live here; what each kind's fields are in graph.json, which of them are inputs,
+ * its class (fusible, GEMM, custom op, ...) and the state it keeps live in the op catalogue
+ * (ops.ts), which is tied to this union: a new kind does not compile until it is catalogued.
  */
 
 export type SymbolicDim = "T" | "S";
@@ -39,13 +43,14 @@ export type MoeRouting = (typeof MOE_ROUTINGS)[number];
 export const MOE_ACTIVATIONS = ["silu"] as const;
 export type MoeActivation = (typeof MOE_ACTIVATIONS)[number];
 
-interface Base {
+/** (a type, not an interface, so a node is also a plain record the op catalogue can read by field name) */
+type Base = {
   readonly id: ValueId;
   readonly shape: Shape;
   readonly dtype: DType;
   /** Checkpoint prefix of the module that built the node, for error messages and reports. */
   readonly scope: string;
-}
+};
 
 export type Node =
   | (Base & { readonly kind: "input"; readonly name: InputName })
@@ -203,23 +208,20 @@ export type Node =
 export type NodeKind = Node["kind"];
 export type NodeOf<K extends NodeKind> = Extract<Node, { kind: K }>;
 
-/** Kinds that are opaque to fusion and mark where a CUDA graph is split. */
-export const CUSTOM_OP_KINDS = ["attention", "short_conv", "linear_attention", "selective_scan", "ssd_scan"] as const satisfies readonly NodeKind[];
-export type CustomOpKind = (typeof CUSTOM_OP_KINDS)[number];
-export function isCustomOp(n: Node): n is NodeOf<CustomOpKind> {
-  return (CUSTOM_OP_KINDS as readonly string[]).includes(n.kind);
-}
-
 /**
- * Kinds that are opaque to fusion (a hand-written kernel) but pure and of fixed launch shape
- * for a given T, so they stay inside CUDA-graph pieces and may be merged or dropped like any
- * value.
+ * What each kind's fields, inputs, class and state are lives in one place, the op catalogue
+ * (ops.ts); these helpers derive from it and are re-exported here for the IR's users.
  */
-export const OPAQUE_OP_KINDS = ["moe"] as const satisfies readonly NodeKind[];
-export type OpaqueOpKind = (typeof OPAQUE_OP_KINDS)[number];
-export function isOpaqueOp(n: Node): n is NodeOf<OpaqueOpKind> {
-  return (OPAQUE_OP_KINDS as readonly string[]).includes(n.kind);
-}
+export {
+  CUSTOM_OP_KINDS,
+  isCustomOp,
+  isOpaqueOp,
+  nodeInputs,
+  OPAQUE_OP_KINDS,
+  stateKeyOf,
+  type CustomOpKind,
+  type OpaqueOpKind,
+} from "./ops.ts";
 
 /** What one attention layer needs from the KV cache. */
 export interface KvLayerSpec {
@@ -257,62 +259,8 @@ export interface Graph {
   readonly stateLayers: readonly StateLayerSpec[];
 }
 
-/** The state key a stateful custom op reads and writes, or undefined for other nodes. */
-export function stateKeyOf(n: Node): string | undefined {
-  switch (n.kind) {
-    case "short_conv":
-    case "linear_attention":
-    case "selective_scan":
-    case "ssd_scan":
-      return n.stateKey;
-    default:
-      return undefined;
-  }
-}
-
 export function assertNever(x: never, what = "value"): never {
   throw new Error(`unhandled ${what}: ${JSON.stringify(x)}`);
-}
-
-/** The value ids a node reads, in a fixed order. */
-export function nodeInputs(n: Node): ValueId[] {
-  switch (n.kind) {
-    case "input":
-    case "param":
-      return [];
-    case "embedding":
-      return [n.table, n.ids];
-    case "linear":
-      return n.bias === undefined ? [n.x, n.weight] : [n.x, n.weight, n.bias];
-    case "rms_norm":
-      return [n.x, n.weight];
-    case "layer_norm":
-      return n.bias === undefined ? [n.x, n.weight] : [n.x, n.weight, n.bias];
-    case "binary":
-      return [n.a, n.b];
-    case "unary":
-    case "scale":
-    case "slice":
-      return [n.x];
-    case "gather_rows":
-      return [n.x, n.indices];
-    case "rope":
-      return [n.x, n.positions];
-    case "attention":
-      return [n.q, n.k, n.v];
-    case "moe":
-      return [n.x, n.router, n.w13, n.w2];
-    case "short_conv":
-      return n.bias === undefined ? [n.x, n.weight] : [n.x, n.weight, n.bias];
-    case "linear_attention":
-      return [n.qkv];
-    case "selective_scan":
-      return [n.u, n.delta, n.aLog, n.b, n.c, n.d, n.z];
-    case "ssd_scan":
-      return [n.x, n.dt, n.dtBias, n.aLog, n.b, n.c, n.d];
-    default:
-      return assertNever(n, "node kind");
-  }
 }
 
 /** Concrete element count of a shape once the step's symbolic sizes are known. */

@@ -12,6 +12,7 @@
  *   for c < H:     y1[r,c] = loc0[c] · inv0[0] · w0[c]
  */
 import { assertNever, type Graph, type NodeOf, type ValueId } from "./ir.ts";
+import { isFusible } from "./ops.ts";
 import type { Region } from "./passes/fuse.ts";
 import { iadd, imul, int, ivar, ROW_VAR, type FloatExpr, type IntExpr, type LoweredKernel, type RowStmt } from "./kernel_ir.ts";
 import { Body, label, RegionValues, type LowerOptions, type ParamBinding } from "./region_values.ts";
@@ -59,6 +60,7 @@ class RegionScheduler {
     const memo = this.depsMemo.get(id);
     if (memo) return memo;
     const n = this.v.node(id);
+    if (!isFusible(n)) throw new Error(`lowering: a ${n.kind} node cannot be fused`);
     const d = new Set<string>();
     const add = (s: Set<string>): void => s.forEach((x) => d.add(x));
     switch (n.kind) {
@@ -88,16 +90,6 @@ class RegionScheduler {
         add(this.readDeps(n.x, true));
         d.add(`table:${this.v.tableKey(id)}`);
         break;
-      case "input":
-      case "param":
-      case "linear":
-      case "attention":
-      case "moe":
-      case "short_conv":
-      case "linear_attention":
-      case "selective_scan":
-      case "ssd_scan":
-        throw new Error(`lowering: a ${n.kind} node cannot be fused`);
       default:
         assertNever(n, "node kind");
     }

@@ -8,6 +8,7 @@
  * the array is complete. Scheduling these into loops is lower_region.ts.
  */
 import { assertNever, type Graph, type Node, type NodeOf, type ValueId } from "./ir.ts";
+import { isFusible } from "./ops.ts";
 import type { Region } from "./passes/fuse.ts";
 import {
   iadd,
@@ -234,6 +235,7 @@ export class RegionValues {
 
   compute(id: ValueId, col: IntExpr, body: Body): FloatExpr {
     const n = this.node(id);
+    if (!isFusible(n)) throw new Error(`lowering: a ${n.kind} node cannot be fused`);
     switch (n.kind) {
       case "embedding": {
         const ids: IntExpr = { k: "iload", buf: this.valueParam(n.ids), index: this.row(id) };
@@ -271,16 +273,6 @@ export class RegionValues {
         const [cos, sin] = this.tableLocals(id);
         return ropeExpr(n, col, body, { cos, sin }, (c) => this.operand(id, n.x, c, body), (p) => this.fresh(p));
       }
-      case "input":
-      case "param":
-      case "linear":
-      case "attention":
-      case "moe":
-      case "short_conv":
-      case "linear_attention":
-      case "selective_scan":
-      case "ssd_scan":
-        throw new Error(`lowering: a ${n.kind} node cannot be fused`);
       default:
         return assertNever(n, "node kind");
     }

@@ -10,10 +10,13 @@
  *   vertex id = graph.nodes.length + i: the KV write of the i-th attention node
  */
 import type { Dim, Graph, Node, NodeOf, ValueId } from "../ir.ts";
-import { isCustomOp, isOpaqueOp, nodeInputs } from "../ir.ts";
+import { fusionClass, nodeInputs, type FusionClass } from "../ops.ts";
 
-/** custom: an opaque op that splits CUDA-graph pieces; opaque: one that does not (MoE) */
-export type VertexClass = "source" | "gemm" | "custom" | "opaque" | "fusible";
+/**
+ * The op catalogue's fusion class of the node (ops.ts: FUSION_CLASS). custom: an opaque op that
+ * splits CUDA-graph pieces; opaque: one that does not (MoE)
+ */
+export type VertexClass = FusionClass;
 
 export interface Vertex {
   readonly id: number;
@@ -43,7 +46,7 @@ export class FusionGraph {
     });
     for (const n of graph.nodes) {
       const inputs = n.kind === "attention" ? [n.q, kvOf.get(n.id)!] : nodeInputs(n);
-      vertices.push({ id: n.id, cls: classify(n), inputs, rows: rowsOf(n), node: n, kvWrite: false });
+      vertices.push({ id: n.id, cls: fusionClass(n), inputs, rows: rowsOf(n), node: n, kvWrite: false });
     }
     for (const [att, id] of kvOf) {
       const a = graph.nodes[att] as NodeOf<"attention">;
@@ -75,14 +78,6 @@ export class FusionGraph {
   isGraphOutput(id: number): boolean {
     return id === this.graph.outputs.logits;
   }
-}
-
-function classify(n: Node): VertexClass {
-  if (n.kind === "input" || n.kind === "param") return "source";
-  if (n.kind === "linear") return "gemm";
-  if (isCustomOp(n)) return "custom";
-  if (isOpaqueOp(n)) return "opaque";
-  return "fusible";
 }
 
 /** [R, C] values run over R rows; a 1-D [C] value is one row. */

@@ -7,7 +7,7 @@ import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 describe("graph JSON", () => {
-  it.each(["llama", "qwen3", "mistral-swa"])("round-trips the %s graph", async (name) => {
+  it.each(["llama", "qwen3", "mistral-swa", "gpt2", "lfm2", "jamba", "bamba", "minimax"])("round-trips the %s graph", async (name) => {
     const graph = optimizeGraph((await loadModel(fixture(name))).graph);
     const back = graphFromJson(graphToJson(graph), "graph.json");
     expect(graphToJson(back)).toBe(graphToJson(graph));
@@ -25,6 +25,8 @@ describe("graph JSON", () => {
       [edit((g) => (g.nodes[3]!["kind"] = "conv2d")), /node 3: unknown kind "conv2d"/],
       [edit((g) => (g.nodes.find((n) => n["kind"] === "rms_norm")!["eps"] = "1e-5")), /bad field 'eps'/],
       [edit((g) => (g.nodes.find((n) => n["kind"] === "slice")!["stride"] = 2)), /unexpected field 'stride'/],
+      [edit((g) => (g.nodes.find((n) => n["kind"] === "linear")!["bias"] = -1)), /bad field 'bias' \(id\?\)/],
+      [edit((g) => delete g.nodes.find((n) => n["kind"] === "attention")!["numKvHeads"]), /bad field 'numKvHeads' \(int\)/],
       [edit((g) => (g.nodes.find((n) => n["kind"] === "linear")!["x"] = 9999)), /inconsistent: node \d+ \(linear.*reads value 9999/],
       [edit((g) => (g.version = 7)), /graph version 7; this kiln reads version 1/],
       ["[1, 2", /not valid JSON/],
