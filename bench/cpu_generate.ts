@@ -5,11 +5,11 @@
  *
  *   npx tsx bench/cpu_generate.ts [model-dir]
  */
+import { argmax } from "../runtime/engine/sampler.ts";
 import { loadModel } from "../runtime/model_loader.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { ModelRunner } from "../runtime/model_runner.ts";
 import { Rng } from "../runtime/rng.ts";
-import { argmax } from "../runtime/sampler.ts";
 
 const dir = process.argv[2] ?? DEFAULT_MODEL_DIR;
 const blockSize = 16;
@@ -23,7 +23,7 @@ async function bench(storage: "f32" | "bf16"): Promise<void> {
   const loaded = await loadModel(dir, { weightStorage: storage });
   const V = loaded.model.vocabSize;
   const maxLen = Math.min(loaded.model.maxPositions, 1024);
-  const runner = new ModelRunner(loaded.graph, loaded.weights, V, { numBlocks: Math.ceil(maxLen / blockSize), blockSize });
+  const runner = ModelRunner.forGraph(loaded.graph, loaded.weights, V, { numBlocks: Math.ceil(maxLen / blockSize), blockSize });
   const table = Array.from({ length: runner.numBlocks }, (_, i) => i);
   const rng = new Rng(0);
   const randomTokens = (n: number): number[] => Array.from({ length: n }, () => 5 + (rng.nextU32() % (V - 5)));

@@ -9,6 +9,7 @@ import { compileCommand } from "./compile.ts";
 import { goldenCommand } from "./golden.ts";
 import { runCommand } from "./run.ts";
 import { serveCommand } from "./serve.ts";
+import { verifyCommand } from "./verify.ts";
 
 const program = new Command()
   .name("kiln")
@@ -28,6 +29,7 @@ program.addCommand(runCommand());
 program.addCommand(goldenCommand());
 program.addCommand(compileCommand());
 program.addCommand(serveCommand());
+program.addCommand(verifyCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -11,12 +11,13 @@ import { createEngine } from "../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../runtime/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
 import { KilnError } from "../runtime/errors.ts";
-import { buildServer, DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/app.ts";
+import { DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/server_defaults.ts";
 import { isToolParserName, TOOL_PARSERS, type ToolParserName } from "../runtime/server/tool_parsers/registry.ts";
 import type { BackendName } from "../runtime/step_executor.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface ServeFlags {
+  verify?: boolean;
   host: string;
   port: number;
   maxNumSeqs?: number;
@@ -112,6 +113,7 @@ export function serveCommand(): Command {
       "share of GPU memory the engine may hold, in (0, 1]; the KV pool gets what weights and activations leave (cuda; default 0.9)",
       gpuMemoryUtilizationFlag,
     )
+    .option("--verify", "an engine artifact: hash every file against its manifest, the weights too, before loading (kiln verify)")
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
     .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's: bfloat16 if it stores bf16, float16 if its config says so, else float32), float32, bfloat16 or float16", cudaDtypeFlag("--dtype"), "auto")
     .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16 or float16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
@@ -155,8 +157,11 @@ export function serveCommand(): Command {
         ...(flags.maxNumBatchedTokens === undefined ? {} : { maxNumBatchedTokens: flags.maxNumBatchedTokens }),
         ...(flags.maxModelLen === undefined ? {} : { maxModelLen: flags.maxModelLen }),
         ...(flags.kvCacheMemory === undefined ? {} : { kvCacheBytes: flags.kvCacheMemory }),
+        ...(flags.verify === true ? { load: { verify: true } } : {}),
       });
       const name = flags.servedModelName ?? basename(dir);
+      // loaded here, not at start-up: the other commands never need fastify and the server's modules
+      const { buildServer } = await import("../runtime/server/app.ts");
       const app = buildServer({
         engine,
         tokenizer,

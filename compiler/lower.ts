@@ -11,15 +11,27 @@ import type { FusionPlan } from "./passes/fuse.ts";
 import type { Piece } from "./passes/partition.ts";
 import type { BufferRole, BufferSpec, InputBound, Program, ProgramInput, ProgramOptions, Step } from "./program.ts";
 
+/** Parameters read as weight matrices: GEMM weights and embedding tables (held in the program's dtype on CUDA). */
+export function weightMatrices(graph: Graph): Set<string> {
+  const names = new Set<string>();
+  for (const n of graph.nodes) {
+    const id = n.kind === "linear" ? n.weight : n.kind === "embedding" ? n.table : undefined;
+    const p = id === undefined ? undefined : graph.nodes[id];
+    if (p?.kind === "param") names.add(p.name);
+  }
+  return names;
+}
+
 export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options: ProgramOptions): Program {
   const graph = plan.graph;
   const cpu = options.target.kind === "cpu";
   const node = (id: ValueId): Node => graph.nodes[id]!;
+  const matrices = weightMatrices(graph);
   const valueElem = (id: ValueId): ElemType => {
     const n = node(id);
     if (n.dtype === "i32") return "i32";
-    if (n.kind === "param") return cpu ? n.storage : options.dtype;
-    return cpu || id === graph.outputs.logits ? "f32" : options.dtype;
+    if (n.kind === "param") return cpu ? n.storage : matrices.has(n.name) ? options.dtype : "f32";
+    return "f32";
   };
   const kvElem: ElemType = cpu ? "f32" : (options.kvDtype ?? options.dtype);
 

@@ -6,8 +6,9 @@
  *
  * Graph passes are Graph → Graph; `fuse` turns the graph into a plan of steps (fused regions,
  * GEMMs, custom ops), `partition` cuts the plan into CUDA-graph pieces at custom ops, and
- * `lower` gives every region its kernel in loop/index form. Rendering (render/c.ts,
- * render/cuda.ts) and compiling (toolchain.ts, kernel_cache.ts) happen downstream.
+ * `lower` gives every region its kernel in loop/index form. `compile` runs the whole list;
+ * rendering (render/c.ts, render/cuda.ts) and building binaries (toolchain.ts, kernel_cache.ts,
+ * NVRTC on a GPU machine) happen downstream, from the Program alone.
  */
 import type { Graph } from "./ir.ts";
 import { lowerProgram } from "./lower.ts";
@@ -46,7 +47,12 @@ export interface Compiled {
   readonly program: Program;
 }
 
-export function compileGraph(graph: Graph, options: ProgramOptions): Compiled {
+/**
+ * The one call that turns a traced graph into a Program, for a backend (`options.target`: the CPU,
+ * or CUDA with its sm_XX), the storage of the weights and of the KV cache, and the CUDA-graph
+ * capture sizes. Executors run only what this returns (or what an artifact stored of it).
+ */
+export function compile(graph: Graph, options: ProgramOptions): Compiled {
   const optimized = optimizeGraph(graph);
   const plan = fuse(optimized);
   const program = lowerProgram(plan, partition(plan.steps), options);

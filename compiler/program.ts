@@ -163,12 +163,16 @@ export type StorageDtype = (typeof STORAGE_DTYPES)[number];
 export interface ProgramOptions {
   readonly target: Target;
   /**
-   * storage of activations, KV cache and weights on CUDA; on the CPU activations and caches are
-   * f32 and weights keep the storage the graph's params declare
+   * storage of the weight matrices (GEMM weights and embedding tables) on CUDA; other parameters
+   * (norms, biases, convolution and scan weights) and every activation are f32 there, the logits
+   * too. On the CPU activations and caches are f32 and weights keep the storage the graph's
+   * params declare.
    */
   readonly dtype: StorageDtype;
   /** storage of the KV cache on CUDA when it differs from `dtype` (vLLM's kv_cache_dtype) */
   readonly kvDtype?: StorageDtype;
+  /** decode batch sizes CUDA graphs are captured for; empty: none (vLLM's enforce_eager) */
+  readonly captureSizes?: readonly number[];
 }
 
 export interface Program {

@@ -3,34 +3,38 @@
  *
  *   <out>/manifest.json          format version, model config, target, dtype, shapes, pieces,
  *                                kernels (+ CUDA launch configurations), capture sizes, file hashes
- *   <out>/graph.json             the optimized IR
- *   <out>/program.json           the lowered program: buffers, steps, kernels in loop/index form
+ *   <out>/graph.json             the optimized IR the program computes
+ *   <out>/program.json           the compiled program the executor runs: buffers, steps, kernels
  *   <out>/kernels/module.{c,cu}  every generated kernel, one translation unit
- *   <out>/kernels/module.{so,cubin}  compiled, when a compiler was available
- *   <out>/weights.safetensors    parameters re-laid out and converted for the target
+ *   <out>/kernels/module.{so,cubin}  compiled, when a compiler was available (the manifest says
+ *                                for which host or sm_XX; elsewhere the source is built at load)
+ *   <out>/weights.safetensors    parameters re-laid out and stored as the program reads them
  *   <out>/weight_map.json        checkpoint tensor → parameter, each exactly once
  *   <out>/config.json, generation_config.json, tokenizer files (copied)
  *
  * The artifact is assembled in a sibling folder and renamed into place when complete, so a failed
  * compile leaves nothing half-written. The manifest goes in last and lists the size and SHA-256
- * of every other file, so the loader refuses a truncated or altered artifact.
+ * of every other file: the loader refuses a truncated artifact (sizes) or an altered small file
+ * (digests); `kiln verify` hashes the weights too.
  */
 import fs from "node:fs";
 import nodePath from "node:path";
 import { graphToJson } from "../compiler/graph_json.ts";
 import { kernelsPerLayer } from "../compiler/fusion_report.ts";
 import { KernelCache } from "../compiler/kernel_cache.ts";
-import { compileGraph } from "../compiler/pipeline.ts";
+import { compile } from "../compiler/pipeline.ts";
 import { formatTarget, STORAGE_DTYPES, type StorageDtype, type Target } from "../compiler/program.ts";
 import { renderCModule } from "../compiler/render/c.ts";
 import { cudaLaunch, renderCudaModule } from "../compiler/render/cuda.ts";
-import { C_FLAGS, compileC, compileCuda, findCompiler, nvccFlags } from "../compiler/toolchain.ts";
+import { programToJson } from "../compiler/program_json.ts";
+import { C_FLAGS, compileC, compileCuda, findCompiler, hostArch, nvccFlags } from "../compiler/toolchain.ts";
 import type { ModelRegistry } from "../models/registry.ts";
 import { ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, fileDigest, MANIFEST_FILE } from "./artifact_loader.ts";
 import { weightMapReport, writeArtifactWeights } from "./artifact_weights.ts";
 import { isKilnError, KilnError } from "./errors.ts";
 import { configDtype, loadConfigJson } from "./hf_config.ts";
 import { loadModel } from "./model_loader.ts";
+import { packagePath } from "./package_root.ts";
 
 export const COPIED_FILES = [
   "config.json",
@@ -75,6 +79,8 @@ export interface CompileArtifactOptions {
   readonly target: Target;
   /** default: the checkpoint's dtype (f16 checkpoints become f32 on the CPU) */
   readonly dtype?: StorageDtype;
+  /** the KV cache's storage on CUDA (default: as the weights) */
+  readonly kvCacheDtype?: StorageDtype;
   /** default: the model's max_position_embeddings */
   readonly maxModelLen?: number;
   readonly maxNumSeqs?: number;
@@ -100,7 +106,7 @@ export interface ArtifactSummary {
   readonly compiler: string | undefined;
 }
 
-const KILN_VERSION = String((JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version?: unknown }).version);
+const KILN_VERSION = String((JSON.parse(fs.readFileSync(packagePath("package.json"), "utf8")) as { version?: unknown }).version);
 
 function defaultDtype(modelDir: string, target: Target): StorageDtype {
   const d = configDtype(loadConfigJson(modelDir));
@@ -146,9 +152,11 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
   const weightMap = weightMapReport(loaded.report, loaded.weights.keys(), opts.modelDir);
   const load = lap();
 
-  const { graph, plan, program } = compileGraph(loaded.graph, { target: opts.target, dtype });
+  const sizes = cuda ? captureSizes(maxNumSeqs) : [];
+  const kvDtype = cuda ? (opts.kvCacheDtype ?? dtype) : undefined;
+  const { graph, plan, program } = compile(loaded.graph, { target: opts.target, dtype, ...(kvDtype === undefined ? {} : { kvDtype }), captureSizes: sizes });
   const source = cuda ? renderCudaModule(program.kernels) : renderCModule(program.kernels);
-  const compile = lap();
+  const compileSeconds = lap();
 
   const binary = await buildBinary(opts.target, source, opts.cache ?? new KernelCache(), progress);
   const binarySeconds = lap();
@@ -162,7 +170,7 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
     fs.writeFileSync(nodePath.join(tmp, "kernels", `module.${ext}`), source);
     if (binary) fs.writeFileSync(nodePath.join(tmp, "kernels", `module.${binExt}`), binary.data);
     fs.writeFileSync(nodePath.join(tmp, "graph.json"), graphToJson(graph));
-    fs.writeFileSync(nodePath.join(tmp, "program.json"), JSON.stringify(program));
+    fs.writeFileSync(nodePath.join(tmp, "program.json"), programToJson(program));
     fs.writeFileSync(nodePath.join(tmp, "weight_map.json"), JSON.stringify(weightMap, null, 1));
     for (const f of COPIED_FILES) {
       const src = nodePath.join(opts.modelDir, f);
@@ -170,15 +178,17 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
     }
     const shapes = new Map<string, readonly number[]>();
     for (const n of graph.nodes) if (n.kind === "param") shapes.set(n.name, n.shape.map(Number));
+    const storage = new Map<string, StorageDtype>();
+    for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") storage.set(b.role.name, b.elem);
     progress.start("convert + write weights", shapes.size);
-    const weights = writeArtifactWeights(nodePath.join(tmp, "weights.safetensors"), loaded.weights, shapes, cuda, dtype, () => progress.advance(1));
+    const weights = writeArtifactWeights(nodePath.join(tmp, "weights.safetensors"), loaded.weights, shapes, cuda, dtype, () => progress.advance(1), storage);
     progress.finish();
     const weightSeconds = lap();
 
     const files = hashFiles(tmp, progress);
     const hash = lap();
     const perLayer = kernelsPerLayer(plan);
-    const seconds = { load, compile, binary: binarySeconds, weights: weightSeconds, hash, total: (performance.now() - t0) / 1000 };
+    const seconds = { load, compile: compileSeconds, binary: binarySeconds, weights: weightSeconds, hash, total: (performance.now() - t0) / 1000 };
     const manifest = {
       format: ARTIFACT_FORMAT,
       formatVersion: ARTIFACT_FORMAT_VERSION,
@@ -186,8 +196,9 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
       model: { architecture: loaded.arch, source: nodePath.resolve(opts.modelDir), config: loaded.config.raw },
       target: formatTarget(opts.target),
       dtype,
+      ...(kvDtype === undefined ? {} : { kvCacheDtype: kvDtype }),
       shapes: { maxModelLen, maxNumSeqs, vocabSize: loaded.model.vocabSize, kvLayers: graph.kvLayers },
-      cudaGraphCaptureSizes: cuda ? captureSizes(maxNumSeqs) : [],
+      cudaGraphCaptureSizes: sizes,
       pieces: program.pieces,
       kernelsPerLayer: perLayer,
       kernels: program.kernels.map((k) => ({
@@ -199,7 +210,7 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
       })),
       module: {
         source: `kernels/module.${ext}`,
-        ...(binary ? { binary: { file: `kernels/module.${binExt}`, compiler: binary.compiler, flags: binary.flags } } : {}),
+        ...(binary ? { binary: { file: `kernels/module.${binExt}`, builtFor: cuda ? opts.target.arch : hostArch(), compiler: binary.compiler, flags: binary.flags } } : {}),
       },
       weights: { file: "weights.safetensors", ...weights },
       compileSeconds: seconds,

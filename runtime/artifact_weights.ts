@@ -4,14 +4,15 @@
  * safetensors file named by parameter.
  *
  *   CPU:  matrix weights f32 or bf16 (what the native GEMM reads), vectors (norms, biases) f32
- *   CUDA: every floating tensor in the artifact's dtype (f32, bf16 or f16)
+ *   CUDA: each parameter as the compiled program stores it: weight matrices (GEMM weights,
+ *         embedding tables) in the artifact's dtype (f32, bf16 or f16), the others in f32
  */
 import { assertNever } from "../compiler/ir.ts";
 import type { StorageDtype } from "../compiler/program.ts";
 import type { LoadReport } from "../models/dsl/load_weights.ts";
 import { f32ToBf16, type WeightData } from "../models/dsl/parameter.ts";
 import { KilnError } from "./errors.ts";
-import { SafetensorsFile } from "./safetensors.ts";
+import { DTYPE_SIZES, SafetensorsFile } from "./safetensors.ts";
 import { writeSafetensors, type TensorToWrite } from "./safetensors_writer.ts";
 
 const f32 = new Float32Array(1);
@@ -70,8 +71,9 @@ export function tensorFor(name: string, shape: readonly number[], w: WeightData,
 }
 
 /**
- * Writes the weights file. `shapes` gives each parameter's shape (the graph's param nodes).
- * `onTensor` is called after each tensor is converted (for a progress bar).
+ * Writes the weights file. `shapes` gives each parameter's shape (the graph's param nodes),
+ * `storage` each one's storage on CUDA (the program's param buffers; the artifact's dtype when
+ * absent). `onTensor` is called after each tensor is converted (for a progress bar).
  */
 export function writeArtifactWeights(
   path: string,
@@ -80,25 +82,41 @@ export function writeArtifactWeights(
   cuda: boolean,
   dtype: StorageDtype,
   onTensor: () => void,
+  storage: ReadonlyMap<string, StorageDtype> = new Map(),
 ): { tensors: number; bytes: number } {
   const tensors: TensorToWrite[] = [];
   for (const [name, shape] of [...shapes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const w = weights.get(name);
     if (!w) throw new Error(`no weight for parameter '${name}'`);
-    tensors.push(tensorFor(name, shape, w, cuda, dtype));
+    tensors.push(tensorFor(name, shape, w, cuda, storage.get(name) ?? dtype));
     onTensor();
   }
+  // 4-byte tensors first, then 2-byte ones: every tensor starts aligned to its element size (the
+  // data area starts 8-aligned), so a memory-mapped file is read through typed views, uncopied
+  tensors.sort((a, b) => DTYPE_SIZES[b.dtype] - DTYPE_SIZES[a.dtype]);
   writeSafetensors(path, tensors, { format: "kiln-engine-weights", dtype });
   return { tensors: tensors.length, bytes: tensors.reduce((n, t) => n + t.data.byteLength, 0) };
 }
 
-/** Reads the weights back: F32 and BF16 as stored, F16 widened to f32 (exact). */
-export function readArtifactWeights(path: string): Map<string, WeightData> {
+/**
+ * Reads the weights back: F32 and BF16 as stored, F16 widened to f32 (exact). With `mapFile` (the
+ * native addon's) the file is memory-mapped and aligned tensors are views of it, so nothing is
+ * read or copied until a kernel touches it; without it, or for a misaligned tensor, they are read.
+ */
+export function readArtifactWeights(path: string, mapFile?: (path: string) => ArrayBuffer): Map<string, WeightData> {
   const file = SafetensorsFile.open(path);
   try {
+    const mapped = mapFile?.(path);
     const out = new Map<string, WeightData>();
     for (const info of file.tensors.values()) {
-      out.set(info.name, info.dtype === "BF16" ? { dtype: "bf16", data: file.readBf16Bits(info.name) } : { dtype: "f32", data: file.readF32(info.name) });
+      const at = info.fileOffset;
+      if (mapped !== undefined && info.dtype === "BF16" && at % 2 === 0) {
+        out.set(info.name, { dtype: "bf16", data: new Uint16Array(mapped, at, info.byteLength / 2) });
+      } else if (mapped !== undefined && info.dtype === "F32" && at % 4 === 0) {
+        out.set(info.name, { dtype: "f32", data: new Float32Array(mapped, at, info.byteLength / 4) });
+      } else {
+        out.set(info.name, info.dtype === "BF16" ? { dtype: "bf16", data: file.readBf16Bits(info.name) } : { dtype: "f32", data: file.readF32(info.name) });
+      }
     }
     return out;
   } finally {

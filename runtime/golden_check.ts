@@ -5,11 +5,11 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { argmax } from "./engine/sampler.ts";
 import { KilnError } from "./errors.ts";
 import { loadModel, type LoadOptions } from "./model_loader.ts";
 import { ModelRunner } from "./model_runner.ts";
 import { SafetensorsFile } from "./safetensors.ts";
-import { argmax } from "./sampler.ts";
 import type { BackendName } from "./step_executor.ts";
 
 export interface GoldenPromptResult {
@@ -86,7 +86,7 @@ export async function runGolden(dir: string, opts: GoldenOptions): Promise<{ res
       const steps = refTokens.length;
       const total = prompt.length + steps;
       const blockSize = 16;
-      const runner = new ModelRunner(loaded.graph, loaded.weights, V, {
+      const runner = ModelRunner.forGraph(loaded.graph, loaded.weights, V, {
         numBlocks: Math.ceil(total / blockSize) + 1,
         blockSize,
         ...(opts.backend !== undefined ? { backend: opts.backend } : {}),

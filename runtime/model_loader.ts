@@ -1,11 +1,12 @@
 /**
  * From a model folder to a runnable model: config → registry → DSL model → weights → traced
  * graph. Nothing here knows an architecture; the registry's model classes do. An engine artifact
- * (`kiln compile`'s output) loads through runtime/artifact_loader.ts instead: no tracing.
+ * (`kiln compile`'s output) loads through runtime/artifact_loader.ts instead: its stored program
+ * runs, with nothing traced or compiled.
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { packagePath } from "./package_root.ts";
 import type { Graph } from "../compiler/ir.ts";
 import { ropeFreqBf16 } from "../compiler/passes/rope_freq_bf16.ts";
 import { isArtifactDir, loadArtifact, type ArtifactInfo } from "./artifact_loader.ts";
@@ -18,6 +19,7 @@ import { defaultRegistry, type ModelRegistry } from "../models/registry.ts";
 import { Checkpoint } from "./checkpoint.ts";
 import { checkConfigAgainstCheckpoint } from "./checkpoint_agreement.ts";
 import { KilnError } from "./errors.ts";
+import type { BackendName, CompiledModel } from "./step_executor.ts";
 import { architectures, configDtype, loadConfigJson, type ConfigReader } from "./hf_config.ts";
 
 export interface LoadedModel {
@@ -30,6 +32,8 @@ export interface LoadedModel {
   readonly report: LoadReport;
   /** set when `dir` is an engine artifact */
   readonly artifact?: ArtifactInfo;
+  /** an engine artifact's stored program: what runs, with nothing traced or compiled */
+  readonly compiled?: CompiledModel;
 }
 
 export interface LoadOptions {
@@ -38,8 +42,10 @@ export interface LoadOptions {
   readonly weightStorage?: "f32" | "bf16";
   /** reproduce HF's bf16-rounded rotary frequencies (see compiler/passes/rope_freq_bf16.ts) */
   readonly ropeFreqBf16?: boolean;
-  /** the target the caller runs (`cpu`, `cuda:sm_90`): an artifact compiled for another is refused */
-  readonly target?: string;
+  /** the backend the caller runs (default cpu): an artifact compiled for another is refused */
+  readonly backend?: BackendName;
+  /** hash every file of an engine artifact, its weights too (by default only sizes and the small files' digests are checked) */
+  readonly verify?: boolean;
 }
 
 export function checkpointSource(ckpt: Checkpoint): WeightSource {
@@ -90,4 +96,4 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
 }
 
 /** The embedded default model, shipped in the repository. */
-export const DEFAULT_MODEL_DIR = fileURLToPath(new URL("../assets/fortune-llama", import.meta.url));
+export const DEFAULT_MODEL_DIR = packagePath("assets", "fortune-llama");

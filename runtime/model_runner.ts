@@ -1,8 +1,9 @@
 /**
- * The model runner: a traced graph and its weights on one backend. The engine hands it the
+ * The model runner: a compiled model and its weights on one backend. The engine hands it the
  * chunks of one step; it packs them and returns the wanted logits.
  */
 import type { Graph } from "../compiler/ir.ts";
+import { compile } from "../compiler/pipeline.ts";
 import type { WeightData } from "../models/dsl/parameter.ts";
 import { loadNative } from "./cpu/native.ts";
 import { ProgramExecutor } from "./cpu/program_executor.ts";
@@ -10,7 +11,7 @@ import { KilnError } from "./errors.ts";
 import type { DeviceSamplingRow } from "./device_sampling.ts";
 import { packStep, type SeqChunk } from "./kv_cache.ts";
 import type { StatePool } from "./engine/state_slots.ts";
-import type { BackendName, ExecutorFactory, KvPlanner, StepExecutor } from "./step_executor.ts";
+import type { Backend, BackendName, CompiledModel, KernelOrigin, KvPlanner, StepExecutor } from "./step_executor.ts";
 
 export interface RunnerOptions {
   readonly numBlocks: number;
@@ -21,11 +22,26 @@ export interface RunnerOptions {
 }
 
 // The CPU runs the compiled program: fused generated-C kernels plus native GEMM and attention.
-// (runtime/cpu/executor.ts, which interprets the unfused graph, stays as the reference in tests.)
-const cpuFactory: ExecutorFactory = (graph, weights, opts) => ProgramExecutor.fromGraph(graph, weights, loadNative(), opts);
+// (tests/reference/, which interprets the unfused graph, is the reference in tests.)
+const cpuBackend: Backend = {
+  programOptions: () => ({ target: { kind: "cpu" }, dtype: "f32" }),
+  create: (compiled, weights, opts) => new ProgramExecutor(compiled, weights, loadNative(), opts),
+};
 
 /** Backends register here; the CUDA backend adds itself when it is loaded. */
-export const EXECUTOR_FACTORIES = new Map<BackendName, ExecutorFactory>([["cpu", cpuFactory]]);
+export const BACKEND_REGISTRY = new Map<BackendName, Backend>([["cpu", cpuBackend]]);
+
+/** The registered backend called `name`. */
+export function backendNamed(name: BackendName): Backend {
+  const backend = BACKEND_REGISTRY.get(name);
+  if (!backend) throw new KilnError("INVALID_ARGUMENT", `backend '${name}' is not available`);
+  return backend;
+}
+
+/** Compiles a traced graph for the backend called `name`, with the options its settings give. */
+export function compileFor(name: BackendName, graph: Graph, weights: ReadonlyMap<string, WeightData>): CompiledModel {
+  return compile(graph, backendNamed(name).programOptions(weights));
+}
 
 /** Backends that size the KV pool from device memory register a planner here (the CPU has none). */
 export const KV_PLANNERS = new Map<BackendName, KvPlanner>();
@@ -36,17 +52,29 @@ export class ModelRunner {
   readonly launchSample: ((chunks: readonly SeqChunk[], rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
 
   constructor(
-    readonly graph: Graph,
+    readonly compiled: CompiledModel,
     weights: ReadonlyMap<string, WeightData>,
     readonly vocabSize: number,
     opts: RunnerOptions,
   ) {
-    const backend = opts.backend ?? "cpu";
-    const factory = EXECUTOR_FACTORIES.get(backend);
-    if (!factory) throw new KilnError("INVALID_ARGUMENT", `backend '${backend}' is not available`);
-    const executor = (this.executor = factory(graph, weights, opts));
+    const executor = (this.executor = backendNamed(opts.backend ?? "cpu").create(compiled, weights, opts));
     const launch = executor.launchSample;
     this.launchSample = launch === undefined ? undefined : (chunks, rows) => launch.call(executor, packStep(chunks, executor.blockSize), rows);
+  }
+
+  /** Compiles `graph` for the runner's backend (tests and benchmarks; the engine compiles once, in createEngine). */
+  static forGraph(graph: Graph, weights: ReadonlyMap<string, WeightData>, vocabSize: number, opts: RunnerOptions): ModelRunner {
+    return new ModelRunner(compileFor(opts.backend ?? "cpu", graph, weights), weights, vocabSize, opts);
+  }
+
+  /** the optimized graph the compiled program computes */
+  get graph(): Graph {
+    return this.compiled.graph;
+  }
+
+  /** where the program's kernels came from (an artifact's binary, or built in this process) */
+  get kernelOrigin(): KernelOrigin | undefined {
+    return this.executor.kernelOrigin;
   }
 
   get numBlocks(): number {

@@ -5,9 +5,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SafetensorsFile } from "../runtime/safetensors.ts";
 import { writeSafetensors, type TensorToWrite } from "../runtime/safetensors_writer.ts";
+import { FIXTURES as INDEX } from "./fixtures/index.ts";
 
 export const FIXTURES = fileURLToPath(new URL("./fixtures", import.meta.url));
-export const fixture = (name: string): string => join(FIXTURES, name);
+/** A fixture's folder: one of tests/fixtures, or the fortune model's in assets/ (tests/fixtures/index.ts). */
+export const fixture = (name: string): string => INDEX.find((f) => f.name === name)?.dir ?? join(FIXTURES, name);
 
 /** A writable copy of a fixture folder. */
 export function copyFixture(name: string): string {

@@ -7,7 +7,7 @@
 import type { CudaDevice } from "../../runtime/cuda/device.ts";
 import type { CudaExecutor } from "../../runtime/cuda/executor.ts";
 import { packStep } from "../../runtime/kv_cache.ts";
-import { argmax } from "../../runtime/sampler.ts";
+import { argmax } from "../../runtime/engine/sampler.ts";
 import { profileByCategory } from "../../runtime/cuda/step_profile.ts";
 
 export interface DecodeTiming {

@@ -12,7 +12,7 @@ import type { WeightData } from "../../models/dsl/parameter.ts";
 import { Engine } from "../../runtime/engine/engine.ts";
 import { blocksForOneSequence } from "../../runtime/engine/engine_config.ts";
 import { KilnError } from "../../runtime/errors.ts";
-import { KV_PLANNERS, ModelRunner } from "../../runtime/model_runner.ts";
+import { compileFor, KV_PLANNERS, ModelRunner } from "../../runtime/model_runner.ts";
 import { Rng } from "../../runtime/rng.ts";
 import type { CudaDevice } from "../../runtime/cuda/device.ts";
 
@@ -68,8 +68,9 @@ export async function offlineThroughput(o: ThroughputOptions): Promise<Throughpu
   const planner = KV_PLANNERS.get("cuda");
   if (planner === undefined) throw new KilnError("INVALID_ARGUMENT", "the CUDA backend is not registered");
   const maxModelLen = o.inputLen.hi + o.outputLen.hi;
+  const compiled = compileFor("cuda", o.graph, o.weights);
   const plan = planner({
-    graph: o.graph,
+    compiled,
     weights: o.weights,
     blockSize: o.blockSize,
     utilization: o.gpuMemoryUtilization,
@@ -88,7 +89,7 @@ export async function offlineThroughput(o: ThroughputOptions): Promise<Throughpu
   const promptTokens = requests.reduce((n, r) => n + r.prompt.length, 0);
   const plannedOutputTokens = requests.reduce((n, r) => n + r.maxTokens, 0);
 
-  const runner = new ModelRunner(o.graph, o.weights, o.vocabSize, { numBlocks: plan.numBlocks, blockSize: o.blockSize, backend: "cuda" });
+  const runner = new ModelRunner(compiled, o.weights, o.vocabSize, { numBlocks: plan.numBlocks, blockSize: o.blockSize, backend: "cuda" });
   const engine = new Engine(runner, { maxModelLen, maxNumSeqs: o.maxNumSeqs, maxNumBatchedTokens: o.maxNumBatchedTokens, overlapOutput: o.overlapOutput !== false });
   try {
     // warm-up: plans, activation buffers, the JIT

@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "kernels.h"
+#include "map_file.h"
 #include "thread_pool.h"
 
 namespace kiln {
@@ -207,6 +208,7 @@ Napi::Object initAddon(Napi::Env env, Napi::Object exports) {
   add("writeKv", writeKvBinding);
   add("pagedAttention", pagedAttentionBinding);
   add("numThreads", numThreadsBinding);
+  add("mapFile", mapFileBinding);
   return exports;
 }
 

@@ -34,15 +34,20 @@ function prototype(k: LoweredKernel): string {
 
 export function loadKernelLibrary(kernels: readonly LoweredKernel[], cache: KernelCache = new KernelCache()): KernelLibrary {
   const compiled = compileC(renderCModule(kernels), cache);
+  return bindKernelLibrary(compiled.path, kernels, compiled.hit ? 0 : compiled.seconds);
+}
+
+/** Binds the kernels of an already built shared library (an engine artifact's kernels/module.so). */
+export function bindKernelLibrary(path: string, kernels: readonly LoweredKernel[], compileSeconds = 0): KernelLibrary {
   let lib: ReturnType<typeof koffi.load>;
   // OpenMP's threads otherwise spin after each fused kernel and steal the cores the native GEMM
   // and attention threads need next (prefill measured ~25% faster); libgomp reads this when the
   // library is first loaded, and an explicit setting by the user wins.
   process.env["OMP_WAIT_POLICY"] ??= "PASSIVE";
   try {
-    lib = koffi.load(compiled.path);
+    lib = koffi.load(path);
   } catch (cause) {
-    throw new KilnError("NATIVE_UNAVAILABLE", `cannot load the compiled kernels ${compiled.path}: ${String(cause)}`, { cause });
+    throw new KilnError("NATIVE_UNAVAILABLE", `cannot load the compiled kernels ${path}: ${String(cause)}`, { cause });
   }
   const calls = new Map<string, KernelCall>();
   for (const k of kernels) {
@@ -53,5 +58,5 @@ export function loadKernelLibrary(kernels: readonly LoweredKernel[], cache: Kern
       fn(rows, ...args);
     });
   }
-  return { path: compiled.path, compileSeconds: compiled.hit ? 0 : compiled.seconds, kernels: calls };
+  return { path, compileSeconds, kernels: calls };
 }

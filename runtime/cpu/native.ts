@@ -7,7 +7,7 @@
  */
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
+import { packagePath } from "../package_root.ts";
 import { KilnError } from "../errors.ts";
 
 export interface NativeKernels {
@@ -106,6 +106,11 @@ export interface NativeKernels {
    * OMP_NUM_THREADS, else the CPUs this process may run on. Read once, at the first call.
    */
   readonly numThreads: () => number;
+  /**
+   * The whole file as an ArrayBuffer, memory-mapped copy-on-write (nothing is read until touched;
+   * writes stay private). Throws with the system's reason.
+   */
+  readonly mapFile: (path: string) => ArrayBuffer;
 }
 
 const KERNEL_NAMES = [
@@ -116,9 +121,10 @@ const KERNEL_NAMES = [
   "writeKv",
   "pagedAttention",
   "numThreads",
+  "mapFile",
 ] as const satisfies readonly (keyof NativeKernels)[];
 
-const ADDON_URL = new URL("../../build/native/Release/kiln_cpu.node", import.meta.url);
+const ADDON_PATH = packagePath("build", "native", "Release", "kiln_cpu.node");
 
 function isNativeKernels(mod: unknown): mod is NativeKernels {
   if (typeof mod !== "object" || mod === null) return false;
@@ -130,7 +136,7 @@ function isNativeKernels(mod: unknown): mod is NativeKernels {
  * keep the result). Throws KilnError NATIVE_UNAVAILABLE if it is not built or does not load.
  */
 export function loadNative(): NativeKernels {
-  return loadNativeFrom(fileURLToPath(ADDON_URL));
+  return loadNativeFrom(ADDON_PATH);
 }
 
 /** loadNative from an explicit path to kiln_cpu.node (tests, or a build kept elsewhere). */

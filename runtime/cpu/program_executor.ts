@@ -1,18 +1,22 @@
 /**
- * The CPU backend's default executor: runs the compiled program (compiler/pipeline.ts), not the
- * traced graph. Fused kernels are generated C (kernel_library.ts); GEMMs and paged attention are
- * the native addon's. Generated code does no bounds checks, so everything it indexes with is
+ * The CPU backend's executor: runs a compiled program (compiler/pipeline.ts's `compile`, or an
+ * engine artifact's), nothing else. Fused kernels are generated C (kernel_library.ts): an
+ * artifact's stored shared library when it was built for this host, else built from the
+ * program's kernels (cached on disk); GEMMs and paged attention are the native addon's. Generated code does no bounds checks, so everything it indexes with is
  * checked here first: weights against the program's shapes once, and each step's token ids,
  * logits rows and cache slots before any kernel runs.
  */
-import { assertNever, numel, type Graph, type SymbolicDim } from "../../compiler/ir.ts";
-import { compileGraph } from "../../compiler/pipeline.ts";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { assertNever, numel, type SymbolicDim } from "../../compiler/ir.ts";
 import type { BufferSpec, Program, ProgramInput } from "../../compiler/program.ts";
+import { KernelCache } from "../../compiler/kernel_cache.ts";
+import { compileC, hostArch } from "../../compiler/toolchain.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { KvCache, type StepInputs } from "../kv_cache.ts";
-import type { ExecutorOptions, StepExecutor } from "../step_executor.ts";
-import { loadKernelLibrary, type KernelArg, type KernelLibrary } from "./kernel_library.ts";
+import type { CompiledModel, ExecutorOptions, KernelOrigin, StepExecutor } from "../step_executor.ts";
+import { bindKernelLibrary, loadKernelLibrary, type KernelArg, type KernelLibrary } from "./kernel_library.ts";
 import type { StateSlots } from "../engine/state_slots.ts";
 import { hostStateSlots, seqStates } from "../state_layers.ts";
 import { headDecays, linearAttention } from "./linear_attention.ts";
@@ -23,30 +27,57 @@ import type { NativeKernels } from "./native.ts";
 
 type Sizes = Record<SymbolicDim, number>;
 
+/**
+ * The program's kernels as a library: the artifact's stored binary when it was built for this
+ * host, else its stored source (or the program's kernels) built here.
+ */
+function programLibrary(compiled: CompiledModel): { library: KernelLibrary; origin: KernelOrigin } {
+  const kernels = compiled.program.kernels;
+  const digest = (path: string): string => createHash("sha256").update(readFileSync(path)).digest("hex");
+  const stored = compiled.binary;
+  if (stored === undefined) {
+    const library = loadKernelLibrary(kernels);
+    return { library, origin: { origin: "compiled", sha256: digest(library.path) } };
+  }
+  if (stored.builtFor === hostArch()) {
+    return { library: bindKernelLibrary(stored.path, kernels), origin: { origin: "artifact", sha256: stored.sha256 } };
+  }
+  // built with -march=native for another CPU: its instructions may not exist here
+  const built = compileC(readFileSync(stored.sourcePath, "utf8"), new KernelCache());
+  const library = bindKernelLibrary(built.path, kernels, built.hit ? 0 : built.seconds);
+  const note = `the artifact's kernels were built for '${stored.builtFor}'; rebuilt its stored source for '${hostArch()}'`;
+  return { library, origin: { origin: "rebuilt", sha256: digest(built.path), note } };
+}
+
 export class ProgramExecutor implements StepExecutor {
   readonly kv: KvCache;
   readonly statePool: StateSlots | undefined;
   readonly library: KernelLibrary;
+  readonly kernelOrigin: KernelOrigin | undefined;
+  readonly program: Program;
 
   constructor(
-    readonly program: Program,
+    compiled: CompiledModel,
     private readonly weights: ReadonlyMap<string, WeightData>,
     private readonly native: NativeKernels,
     opts: ExecutorOptions,
     library?: KernelLibrary,
   ) {
+    const program = (this.program = compiled.program);
     if (program.options.target.kind !== "cpu") {
       throw new KilnError("INVALID_ARGUMENT", `the CPU executor cannot run a program compiled for ${program.options.target.kind}`);
     }
     this.kv = new KvCache(program.kvLayers, opts.numBlocks, opts.blockSize);
     this.statePool = hostStateSlots(program.stateLayers, opts.numStateSlots);
     for (const b of program.buffers) if (b.role.kind === "param") this.checkWeight(b);
-    this.library = library ?? loadKernelLibrary(program.kernels);
-  }
-
-  /** Compiles the graph for the CPU and runs that. */
-  static fromGraph(graph: Graph, weights: ReadonlyMap<string, WeightData>, native: NativeKernels, opts: ExecutorOptions): ProgramExecutor {
-    return new ProgramExecutor(compileGraph(graph, { target: { kind: "cpu" }, dtype: "f32" }).program, weights, native, opts);
+    if (library !== undefined) {
+      this.library = library;
+      this.kernelOrigin = undefined;
+    } else {
+      const loaded = programLibrary(compiled);
+      this.library = loaded.library;
+      this.kernelOrigin = loaded.origin;
+    }
   }
 
   get numBlocks(): number {

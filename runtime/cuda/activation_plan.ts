@@ -10,10 +10,9 @@
  * the executor will allocate.
  */
 import { nodeInputs, numel, type Graph, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
-import { compileGraph } from "../../compiler/pipeline.ts";
 import type { BufferSpec } from "../../compiler/program.ts";
 import { planSteps } from "./fused_plan.ts";
-import type { DeviceDtype } from "./device_dtype.ts";
+import type { CompiledModel } from "../step_executor.ts";
 import { attentionScratchBytes, moeScratchBytes, type KvCacheDtype } from "./node_kernels.ts";
 
 /** Offsets are multiples of this (cuBLASLt and vector loads want aligned rows). */
@@ -36,12 +35,7 @@ const isActivation = (graph: Graph, id: ValueId): boolean => {
   return n !== undefined && n.kind !== "input" && n.kind !== "param";
 };
 
-/** The units of running every computed node of `graph` on its own, in graph order. */
-export function nodeUnits(graph: Graph): { readonly kind: "node"; readonly node: ValueId }[] {
-  return graph.nodes.flatMap((n) => (n.kind === "input" || n.kind === "param" ? [] : [{ kind: "node" as const, node: n.id }]));
-}
-
-/** A plan step as far as memory goes: a fused kernel's buffers, or a node run on its own. */
+/** A plan step as far as memory goes: a fused kernel's buffers, or a node (GEMM, custom op) run on its own. */
 export type UsingStep = { readonly kind: "fused"; readonly buffers: readonly BufferSpec[] } | { readonly kind: "node"; readonly node: ValueId };
 
 /** Uses of the compiled plan: a fused kernel's activation buffers, a node's output and inputs. */
@@ -60,17 +54,9 @@ export interface ExecutorActivations {
   readonly uses: StepUses;
 }
 
-/**
- * The graph and step uses of a CudaExecutor made with these options, found without a device:
- * the compiled program's plan (fused kernels on), or every traced node on its own.
- */
-export function executorActivations(
-  traced: Graph,
-  o: { readonly fusedKernels: boolean; readonly arch: string; readonly kvDtype: KvCacheDtype; readonly paramDtype: (name: string) => DeviceDtype },
-): ExecutorActivations {
-  if (!o.fusedKernels) return { graph: traced, uses: planStepUses(traced, nodeUnits(traced)) };
-  const compiled = compileGraph(traced, { target: { kind: "cuda", arch: o.arch }, dtype: "f32", kvDtype: o.kvDtype });
-  return { graph: compiled.graph, uses: planStepUses(compiled.graph, planSteps(compiled.program, o.paramDtype, o.kvDtype)) };
+/** The graph and step uses of a CudaExecutor running `compiled` (its program's plan), found without a device. */
+export function executorActivations(compiled: CompiledModel): ExecutorActivations {
+  return { graph: compiled.graph, uses: planStepUses(compiled.graph, planSteps(compiled.program)) };
 }
 
 /** An activation arena's parts for steps of T tokens and S rows. */

@@ -1,44 +1,44 @@
 /**
- * The CUDA backend's executor: the model's compiled program run on the GPU on one stream. The
- * compiler's fused regions (elementwise chains, norms, rotary with the KV write, the embedding
- * gather) run as its generated CUDA C, compiled once by NVRTC; GEMMs (cuBLASLt, or the GEMV for
- * a few rows), attention and the other custom ops run with hand-written kernels, one per IR
- * node; a region that reads a weight kept in bf16 (the embedding table with bf16 weights) runs
- * node by node too. With fusedKernels: false every node of the traced graph runs on its own.
+ * The CUDA backend's executor: a compiled program (compiler/pipeline.ts's `compile`, or an engine
+ * artifact's) run on the GPU on one stream, nothing else. The program's fused regions
+ * (elementwise chains, norms, rotary with the KV write, the embedding gather) run as its
+ * generated CUDA C, one module (the artifact's stored CUBIN when it was built for this device,
+ * else compiled by NVRTC); GEMMs (cuBLASLt, or the GEMV for a few rows), attention and the other
+ * custom ops run with hand-written kernels, one per IR node (runtime/cuda/node_kernels.ts).
  *
- * Weights are uploaded once; each attention layer's KV pool lives in device memory, in f32, bf16
- * or f16 (`kvCacheDtype`, default as the weights: written rounded to nearest even, read widened
- * to f32 by the attention kernels); activations share one arena sized for the largest step seen
+ * Weights are uploaded once, each as the program stores it; each attention layer's KV pool lives
+ * in device memory, in the program's KV dtype (f32, bf16 or f16: written rounded to nearest even,
+ * read widened to f32 by the attention kernels); activations share one arena sized for the largest step seen
  * so far (grown by doubling), values whose spans over the plan do not overlap sharing bytes
  * (runtime/cuda/activation_plan.ts); a step
  * costs one host→device copy of its packed inputs and one device→host copy of the logits, or,
  * when the engine samples on the device (`sample`), of the S token ids only.
  *
- * Decode steps replay CUDA graphs and prefill and mixed steps of up to the largest capture size
- * replay graph pieces around the custom ops (runtime/cuda/step_graphs.ts); larger steps run
- * eagerly.
+ * Decode steps replay CUDA graphs (captured for the program's capture sizes) and prefill and
+ * mixed steps of up to the largest capture size replay graph pieces around the custom ops
+ * (runtime/cuda/step_graphs.ts); larger steps run eagerly.
  *
- * Weight precision: "f32" (default) keeps every weight in f32 (a bf16 checkpoint is widened on the
- * device, exactly) and runs fp32 GEMMs. "bf16" (or "f16") keeps the GEMM and embedding matrices
- * in that 16-bit format (converted on the device, rounded to nearest even) and runs 16-bit × 16-bit
- * GEMMs with fp32 accumulation and output, rounding each GEMM's input activations to the same
- * format; norms, biases and everything between GEMMs stay f32.
+ * Weight precision, as compiled: dtype "f32" keeps every weight in f32 (a bf16 checkpoint is
+ * widened on the device, exactly) and runs fp32 GEMMs. "bf16" (or "f16") keeps the GEMM and
+ * embedding matrices in that 16-bit format (converted on the device, rounded to nearest even) and
+ * runs 16-bit × 16-bit GEMMs with fp32 accumulation and output, rounding each GEMM's input
+ * activations to the same format; norms, biases and everything between GEMMs stay f32.
  */
 import { numel, type Graph, type ValueId } from "../../compiler/ir.ts";
-import { compileGraph } from "../../compiler/pipeline.ts";
+import { compile } from "../../compiler/pipeline.ts";
+import type { Program, ProgramOptions, StorageDtype } from "../../compiler/program.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
 import { headDecays } from "../cpu/linear_attention.ts";
 import { packSamplingRows, type DeviceSamplingRow } from "../device_sampling.ts";
-import { DEFAULT_STATE_SLOTS, type ExecutorOptions, type StepExecutor } from "../step_executor.ts";
+import { DEFAULT_STATE_SLOTS, type CompiledModel, type ExecutorOptions, type KernelOrigin, type StepExecutor } from "../step_executor.ts";
 import { DeviceStatePool } from "./state_pool.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
 import { planProgram, type ExecStep } from "./fused_plan.ts";
-import { arenaSizes, nodeUnits, planStepUses, type StepUses } from "./activation_plan.ts";
+import { arenaSizes, planStepUses, type StepUses } from "./activation_plan.ts";
 import { allocArena, releaseArena, type Arena } from "./arena.ts";
-import { matrixParams } from "./memory_budget.ts";
 import { stepLauncher, type StepLauncher } from "./step_launch.ts";
 import { profileUnits, type StepProfile } from "./step_profile.ts";
 import { DEFAULT_CAPTURE_SIZES, pieceSegments } from "./decode_graphs.ts";
@@ -73,23 +73,26 @@ const WEIGHT_CONVERSIONS = {
 
 export interface CudaExecutorOptions extends ExecutorOptions {
   readonly attention?: AttentionTuning;
-  readonly weightDtype?: WeightDtype;
-  /** replay CUDA graphs for decode steps (default true; vLLM's enforce_eager turns them off) */
+  /** replay CUDA graphs for decode steps, at the program's capture sizes (default true; vLLM's enforce_eager turns them off) */
   readonly cudaGraphs?: boolean;
-  /** batch sizes decode graphs are captured for (default DEFAULT_CAPTURE_SIZES) */
-  readonly captureSizes?: readonly number[];
   /** GEMMs of at most this many rows run as the hand-written GEMV (default GEMV_MAX_ROWS; 0: always cuBLASLt) */
   readonly gemvMaxRows?: number;
-  /**
-   * run the compiler's fused kernels (generated CUDA C, compiled by NVRTC) for the elementwise
-   * and normalization regions between GEMMs and custom ops (default true); false runs every IR
-   * node of the traced graph with its own hand-written kernel
-   */
-  readonly fusedKernels?: boolean;
   /** sample on the device (`sample`, default true); false leaves sampling to the host */
   readonly deviceSampling?: boolean;
-  /** how the KV cache is held (default: as the weights, weightDtype; vLLM's kv_cache_dtype "auto") */
+}
+
+/** What the CUDA backend compiles for: the device's sm_XX, the weights' and KV cache's storage, the capture sizes. */
+export interface CudaCompileSettings {
+  readonly weightDtype?: WeightDtype;
+  /** default: as the weights (vLLM's kv_cache_dtype "auto") */
   readonly kvCacheDtype?: KvCacheDtype;
+  /** default DEFAULT_CAPTURE_SIZES; empty: no CUDA graphs */
+  readonly captureSizes?: readonly number[];
+}
+
+export function cudaProgramOptions(arch: string, s: CudaCompileSettings): ProgramOptions {
+  const dtype: StorageDtype = s.weightDtype ?? "f32";
+  return { target: { kind: "cuda", arch }, dtype, kvDtype: s.kvCacheDtype ?? dtype, captureSizes: s.captureSizes ?? DEFAULT_CAPTURE_SIZES };
 }
 
 export type { GraphStats } from "./step_graphs.ts";
@@ -126,7 +129,7 @@ export class CudaExecutor implements StepExecutor {
   private readonly graphs: StepGraphs;
   /** steps run without any graph */
   private eagerSteps = 0;
-  /** the units one step launches, in order: the plan's steps, or every node */
+  /** the units one step launches, in order: the compiled program's steps */
   private readonly units: readonly ExecStep[];
   private disposed = false;
   /** per-sequence state of mamba-like layers, in device memory */
@@ -136,10 +139,12 @@ export class CudaExecutor implements StepExecutor {
   /** Queues a step sampled on the device; the returned collector waits for its token ids (absent with deviceSampling: false). */
   readonly launchSample: ((step: StepInputs, rows: readonly DeviceSamplingRow[]) => () => Int32Array) | undefined;
 
-  /** the graph the executor runs: the compiler's optimized graph when fused kernels are on */
+  /** the graph the compiled program computes */
   readonly graph: Graph;
-  /** the compiled program's steps as this executor runs them; undefined: every node on its own */
-  private readonly plan: readonly ExecStep[] | undefined;
+  /** the compiled program this executor runs */
+  readonly program: Program;
+  /** where the program's module came from */
+  readonly kernelOrigin: KernelOrigin | undefined;
   private readonly kvPool: ReadonlyMap<string, KvPoolLayer>;
   /** the activations each step of the plan touches, for packing the arenas */
   private readonly uses: StepUses;
@@ -147,17 +152,19 @@ export class CudaExecutor implements StepExecutor {
   readonly kvDtype: KvCacheDtype;
 
   constructor(
-    traced: Graph,
+    compiled: CompiledModel,
     weights: ReadonlyMap<string, WeightData>,
     private readonly backend: CudaBackend,
     private readonly opts: CudaExecutorOptions,
   ) {
-    const kvDtype: KvCacheDtype = opts.kvCacheDtype ?? opts.weightDtype ?? "f32";
+    const { graph, program } = compiled;
+    const target = program.options.target;
+    if (target.kind !== "cuda") throw new KilnError("INVALID_ARGUMENT", `the CUDA executor cannot run a program compiled for ${target.kind}`);
+    const kvDtype: KvCacheDtype = program.options.kvDtype ?? program.options.dtype;
     this.kvDtype = kvDtype;
-    const compiled =
-      opts.fusedKernels === false ? undefined : compileGraph(traced, { target: { kind: "cuda", arch: backend.device.info.arch }, dtype: "f32", kvDtype });
-    const graph = compiled?.graph ?? traced;
     this.graph = graph;
+    this.program = program;
+    for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") this.dtypes.set(b.role.name, b.elem);
     const { numBlocks, blockSize } = opts;
     if (!Number.isInteger(numBlocks) || numBlocks < 1 || !Number.isInteger(blockSize) || blockSize < 1) {
       throw new KilnError("INVALID_ARGUMENT", `KV cache needs positive integer block count and size (got ${numBlocks}, ${blockSize})`);
@@ -181,12 +188,11 @@ export class CudaExecutor implements StepExecutor {
       }
     }
     this.launchSample = opts.deviceSampling === false ? undefined : (step, rows) => this.launchSampleRows(step, rows);
-    const captureSizes = opts.cudaGraphs === false ? [] : (opts.captureSizes ?? DEFAULT_CAPTURE_SIZES);
+    const captureSizes = opts.cudaGraphs === false ? [] : (program.options.captureSizes ?? DEFAULT_CAPTURE_SIZES);
     if (!captureSizes.every((n) => Number.isInteger(n) && n >= 1)) {
       throw new KilnError("INVALID_ARGUMENT", `CUDA-graph capture sizes must be positive integers (got ${captureSizes.join(", ")})`);
     }
     const kvPool = new Map<string, KvPoolLayer>();
-    const invFreqs = new Map<ValueId, DevicePtr>();
     const decays = new Map<ValueId, DevicePtr>();
     try {
       this.uploadWeights(weights);
@@ -207,13 +213,6 @@ export class CudaExecutor implements StepExecutor {
         backend.device.zero(layer.v, bytes);
         kvPool.set(spec.cacheKey, layer);
       }
-      for (const n of graph.nodes) {
-        if (n.kind !== "rope") continue;
-        const f = Float32Array.from(n.invFreq);
-        const p = this.own(f.byteLength);
-        backend.device.upload(p, f);
-        invFreqs.set(n.id, p);
-      }
       backend.device.synchronize();
     } catch (e) {
       this.dispose();
@@ -230,7 +229,6 @@ export class CudaExecutor implements StepExecutor {
       backend,
       graph,
       kvPool,
-      invFreqs,
       blockSize,
       opts.attention ?? DEFAULT_ATTENTION_TUNING,
       dtypeOf,
@@ -239,9 +237,13 @@ export class CudaExecutor implements StepExecutor {
       kvDtype,
     );
     try {
-      this.plan =
-        compiled === undefined ? undefined : planProgram(compiled.program, backend, (name) => this.dtypes.get(name) ?? "f32", kvDtype, this.nodes.kvWrittenByFusedKernels);
-      this.units = this.plan ?? nodeUnits(graph);
+      const planned = planProgram(program, backend, compiled.binary, this.nodes.kvWrittenByFusedKernels);
+      this.kernelOrigin = planned.kernelOrigin;
+      this.units = planned.steps;
+      // attention only reads the cache: a program must write each layer's step k/v in a fused kernel
+      for (const key of kvPool.keys()) {
+        if (!this.nodes.kvWrittenByFusedKernels.has(key)) throw new KilnError("INVALID_ARGUMENT", `the compiled program writes no step k/v into the KV cache '${key}'`);
+      }
       this.uses = planStepUses(graph, this.units.map((u) => (u.kind === "fused" ? { kind: "fused", buffers: u.kernel.buffers } : u)));
       this.graphs = new StepGraphs(
         {
@@ -267,6 +269,11 @@ export class CudaExecutor implements StepExecutor {
     }
   }
 
+  /** Compiles `graph` for this device with `opts`' storage and capture sizes, and runs that (tests and benchmarks). */
+  static fromGraph(graph: Graph, weights: ReadonlyMap<string, WeightData>, backend: CudaBackend, opts: CudaExecutorOptions & CudaCompileSettings): CudaExecutor {
+    return new CudaExecutor(compile(graph, cudaProgramOptions(backend.device.info.arch, opts)), weights, backend, opts);
+  }
+
   get numBlocks(): number {
     return this.opts.numBlocks;
   }
@@ -289,9 +296,8 @@ export class CudaExecutor implements StepExecutor {
 
   private uploadWeights(weights: ReadonlyMap<string, WeightData>): void {
     const dev = this.backend.device;
-    const matrixDtype = this.opts.weightDtype ?? "f32";
-    const matrices = isHalf(matrixDtype) ? matrixParams(this.graph) : new Set<string>();
-    const target = (name: string): WeightDtype => (matrices.has(name) ? matrixDtype : "f32");
+    // each weight as the program stores it (set from its buffers in the constructor)
+    const target = (name: string): WeightDtype => this.dtypes.get(name) ?? "f32";
     // staging for the weights converted on the device (bf16 → f32, f32 → bf16, ...)
     let stagingBytes = 0;
     for (const [name, w] of weights) if (w.dtype !== target(name)) stagingBytes = Math.max(stagingBytes, w.data.byteLength);
@@ -341,11 +347,10 @@ export class CudaExecutor implements StepExecutor {
     if (a === this.arena) this.arena = undefined;
   }
 
-  /** Launches of one step's plan: fused kernels, and nodes run on their own (undefined: no compiled plan). */
-  get planSummary(): { readonly fusedKernels: number; readonly nodes: number } | undefined {
-    if (this.plan === undefined) return undefined;
-    const fusedKernels = this.plan.filter((s) => s.kind === "fused").length;
-    return { fusedKernels, nodes: this.plan.length - fusedKernels };
+  /** Launches of one step's plan: fused kernels, and nodes (GEMMs, custom ops) run on their own. */
+  get planSummary(): { readonly fusedKernels: number; readonly nodes: number } {
+    const fusedKernels = this.units.filter((s) => s.kind === "fused").length;
+    return { fusedKernels, nodes: this.units.length - fusedKernels };
   }
 
   get graphStats(): GraphStats {

@@ -1,18 +1,21 @@
 /**
- * The compiled program as the CUDA executor runs it. Each fused kernel whose buffers are all
- * held on the device as the program declares them (activations and f32 weights in f32, the
- * step inputs in i32, the KV cache in the executor's KV dtype) is rendered to CUDA C, and all of them are
- * compiled by NVRTC as one module and launched in place of their nodes; the others (a region
- * reading a weight kept in bf16 or f16) and every GEMM and custom op run node by node. A KV layer whose
- * k/v a fused kernel writes into the cache is recorded, so its attention skips its own write.
+ * The compiled program as the CUDA executor runs it. The executor holds every buffer as the
+ * program declares it (weight matrices in the program's dtype, other weights and activations in
+ * f32, the step inputs in i32, the KV cache in the program's KV dtype), so every kernel step of
+ * the program runs as its generated CUDA C: one module, loaded from an artifact's stored CUBIN
+ * when it was built for this device, else compiled by NVRTC from the program (or from the
+ * artifact's stored source, for another sm_XX). GEMMs and custom ops run node by node with the
+ * hand-written kernels. A KV layer whose k/v a fused kernel writes into the cache is recorded, so
+ * its attention skips its own write.
  */
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { Dim, SymbolicDim, ValueId } from "../../compiler/ir.ts";
 import type { BufferSpec, Program } from "../../compiler/program.ts";
-import { CUDA_PRELUDE, cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
+import { cudaLaunch, renderCudaModule } from "../../compiler/render/cuda.ts";
+import type { KernelOrigin, StoredBinary } from "../step_executor.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { CudaDevice, DevicePtr, KernelFunction } from "./device.ts";
-import type { DeviceDtype } from "./device_dtype.ts";
 import type { KernelArg } from "./kernel_args.ts";
 
 /** A fused kernel of the compiled program, loaded: launched with `rows` then its buffers' addresses. */
@@ -32,65 +35,58 @@ export type PlannedStep =
   | { readonly kind: "fused"; readonly kernel: string; readonly rows: Dim; readonly buffers: readonly BufferSpec[] }
   | { readonly kind: "node"; readonly node: ValueId };
 
-/**
- * Which of `program`'s kernel steps run fused: those whose every buffer is held on the device as
- * the program declares it. `paramDtype` says how the device holds a parameter and `kvDtype` the
- * KV cache. Pure: the memory budget plans with it before any device is touched.
- */
-export function planSteps(program: Program, paramDtype: (name: string) => DeviceDtype, kvDtype: DeviceDtype): PlannedStep[] {
-  const onDevice = (b: BufferSpec): boolean => {
-    switch (b.role.kind) {
-      case "input":
-        return b.elem === "i32";
-      case "kv_cache":
-        return b.elem === kvDtype;
-      case "param":
-        return b.elem === "f32" && paramDtype(b.role.name) === "f32";
-      default:
-        return b.elem === "f32";
-    }
-  };
-  const plan: PlannedStep[] = [];
-  for (const s of program.steps) {
-    if (s.kind !== "kernel") {
-      plan.push({ kind: "node", node: s.node });
-      continue;
-    }
-    const buffers = s.args.map((id) => program.buffers[id]!);
-    if (buffers.every(onDevice)) plan.push({ kind: "fused", kernel: s.kernel, rows: s.rows, buffers });
-    else for (const node of s.nodes) plan.push({ kind: "node", node });
+/** The program's steps as the executor plans them. Pure: the memory budget plans with it before any device is touched. */
+export function planSteps(program: Program): PlannedStep[] {
+  return program.steps.map((s): PlannedStep =>
+    s.kind === "kernel" ? { kind: "fused", kernel: s.kernel, rows: s.rows, buffers: s.args.map((id) => program.buffers[id]!) } : { kind: "node", node: s.node },
+  );
+}
+
+const sha256 = (data: Uint8Array): string => createHash("sha256").update(data).digest("hex");
+
+/** The program's module as a CUBIN for this device, and where it came from. */
+function programCubin(program: Program, backend: CudaBackend, stored: StoredBinary | undefined): { cubin: Uint8Array; origin: KernelOrigin } {
+  const arch = backend.device.info.arch;
+  if (stored !== undefined && stored.builtFor === arch) {
+    const cubin = new Uint8Array(readFileSync(stored.path));
+    return { cubin, origin: { origin: "artifact", sha256: sha256(cubin) } };
   }
-  return plan;
+  // the portable-artifact promise: the stored source compiles for any sm_XX
+  const source = stored === undefined ? renderCudaModule(program.kernels) : readFileSync(stored.sourcePath, "utf8");
+  const { cubin } = backend.compiler.compile({ name: "module.cu", source, headers: new Map() }, arch);
+  if (stored === undefined) return { cubin, origin: { origin: "compiled", sha256: sha256(cubin) } };
+  const built = stored.builtFor === "" ? "no CUBIN" : `a CUBIN for ${stored.builtFor}`;
+  const note = `the artifact carries ${built}; compiled its stored CUDA source for this ${arch} device with NVRTC`;
+  return { cubin, origin: { origin: "rebuilt", sha256: sha256(cubin), note } };
 }
 
 /**
- * The plan for `program` with its fused kernels compiled by NVRTC (one module) and loaded;
+ * The plan for `program` with its module loaded (`kernelOrigin` says from where);
  * `kvWritten` receives the cache keys whose KV write a fused kernel does.
  */
 export function planProgram(
   program: Program,
   backend: CudaBackend,
-  paramDtype: (name: string) => DeviceDtype,
-  kvDtype: DeviceDtype,
+  stored: StoredBinary | undefined,
   kvWritten: Set<string>,
-): ExecStep[] {
-  const planned = planSteps(program, paramDtype, kvDtype);
-  const kernels = new Map(program.kernels.map((k) => [k.name, k]));
-  const lowered = [...new Set(planned.flatMap((s) => (s.kind === "fused" ? [s.kernel] : [])))].map((name) => kernels.get(name)!);
+): { readonly steps: ExecStep[]; readonly kernelOrigin: KernelOrigin | undefined } {
+  const planned = planSteps(program);
   const functions = new Map<string, KernelFunction>();
-  if (lowered.length > 0) {
-    const source = [CUDA_PRELUDE, ...lowered.map(renderCudaKernel)].join("\n");
-    const name = `fused_${createHash("sha256").update(source).digest("hex").slice(0, 16)}.cu`;
-    const compiled = backend.compiler.compile({ name, source, headers: new Map() }, backend.device.info.arch);
-    const module = backend.device.loadModule(compiled.cubin, name);
-    for (const k of lowered) functions.set(k.name, backend.device.getFunction(module, k.name));
+  let kernelOrigin: KernelOrigin | undefined;
+  if (program.kernels.length > 0) {
+    const { cubin, origin } = programCubin(program, backend, stored);
+    kernelOrigin = origin;
+    const module = backend.device.loadModule(cubin, "module.cu");
+    for (const k of program.kernels) functions.set(k.name, backend.device.getFunction(module, k.name));
   }
-  return planned.map((s): ExecStep => {
+  const kernels = new Map(program.kernels.map((k) => [k.name, k]));
+  const steps = planned.map((s): ExecStep => {
     if (s.kind === "node") return s;
     for (const b of s.buffers) if (b.role.kind === "kv_cache") kvWritten.add(b.role.cacheKey);
     const launch = cudaLaunch(kernels.get(s.kernel)!);
     return { kind: "fused", kernel: { fn: functions.get(s.kernel)!, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers: s.buffers } };
   });
+  return { steps, kernelOrigin };
 }
 
 /** Launches a fused kernel over this step's rows (none when the step has none). */

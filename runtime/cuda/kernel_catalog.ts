@@ -8,11 +8,7 @@ import type { ArgKind, KernelArg } from "./kernel_args.ts";
 
 export const KERNEL_FILES = [
   "convert.cu",
-  "embedding.cu",
-  "norm.cu",
   "elementwise.cu",
-  "rope.cu",
-  "kv_cache.cu",
   "paged_attention.cu",
   "sampling.cu",
   "moe_experts.cu",
@@ -32,8 +28,6 @@ interface KernelSpec {
   readonly args: readonly ArgKind[];
 }
 
-const UNARY = { file: "elementwise.cu", args: ["ptr", "ptr", "i64"] } as const;
-const BINARY = { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i64", "i64"] } as const;
 // out, x, w, bias, hasBias, M, N, K, split
 const GEMV = ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] as const;
 const ATTENTION = {
@@ -44,9 +38,6 @@ const ATTENTION = {
 } as const;
 
 export const KERNELS = {
-  kiln_embedding_f32: { file: "embedding.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
-  kiln_embedding_bf16: { file: "embedding.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
-  kiln_embedding_f16: { file: "embedding.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
   kiln_bf16_to_f32: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
   kiln_f32_to_bf16: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
   kiln_f16_to_f32: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
@@ -55,25 +46,10 @@ export const KERNELS = {
   kiln_gemv_bf16: { file: "gemv.cu", args: GEMV },
   kiln_gemv_f16: { file: "gemv.cu", args: GEMV },
   kiln_gemv_f32: { file: "gemv.cu", args: GEMV },
-  kiln_rms_norm: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "f32", "f32"] },
-  kiln_layer_norm: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "f32"] },
-  kiln_layer_norm_bias: { file: "norm.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "f32"] },
-  kiln_add: BINARY,
-  kiln_mul: BINARY,
-  kiln_silu: UNARY,
-  kiln_gelu_tanh: UNARY,
-  kiln_gelu: UNARY,
-  kiln_relu: UNARY,
-  kiln_tanh: UNARY,
-  kiln_neg: UNARY,
-  kiln_sigmoid: UNARY,
+  // out, a, b, n, bn: a GEMM's bias where cuBLASLt has no bias epilogue for the shape
+  kiln_add: { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i64", "i64"] },
+  // out, x, n, factor
   kiln_scale: { file: "elementwise.cu", args: ["ptr", "ptr", "i64", "f32"] },
-  kiln_slice_cols: { file: "elementwise.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
-  kiln_gather_rows: { file: "elementwise.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
-  kiln_rope: { file: "rope.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] },
-  kiln_write_kv: { file: "kv_cache.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"] },
-  kiln_write_kv_bf16: { file: "kv_cache.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"] },
-  kiln_write_kv_f16: { file: "kv_cache.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"] },
   kiln_paged_attention: ATTENTION,
   kiln_paged_attention_softcap: ATTENTION,
   kiln_paged_attention_bf16: ATTENTION,

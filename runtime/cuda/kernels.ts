@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KilnError } from "../errors.ts";
+import { PACKAGE_ROOT } from "../package_root.ts";
 import type { CudaDevice, Dim3, KernelFunction } from "./device.ts";
 import { kernelArgs, KERNEL_FILES, KERNEL_HEADERS, KERNELS, type KernelArgValues, type KernelName } from "./kernel_catalog.ts";
 import type { CudaProgram, NvrtcCompiler } from "./nvrtc_compiler.ts";
@@ -26,6 +27,7 @@ export function kernelSourceDir(env: Readonly<Record<string, string | undefined>
   const override = env["KILN_CUDA_KERNELS_DIR"];
   const candidates = [
     ...(override !== undefined && override !== "" ? [override] : []),
+    ...(PACKAGE_ROOT === undefined ? [] : [join(PACKAGE_ROOT, "kernels/cuda")]),
     fileURLToPath(new URL("../../kernels/cuda/", import.meta.url)),
     fileURLToPath(new URL("../kernels/cuda/", import.meta.url)),
     join(process.cwd(), "kernels/cuda"),

@@ -4,16 +4,18 @@
  * context, cuBLASLt workspace, ...) already held at startup, less the weights, the per-sequence
  * state of mamba-like layers and an activation reserve; the rest is KV blocks.
  *
- * Pure arithmetic over the graph: the byte counts mirror what CudaExecutor allocates (weights in
- * f32, or GEMM and embedding matrices in bf16 or f16; KV in f32, bf16 or f16 and state in f32, each with one
+ * Pure arithmetic over the compiled program: the byte counts mirror what CudaExecutor allocates
+ * (each weight as the program stores it; KV in f32, bf16 or f16 and state in f32, each with one
  * padding block or slot for captured decode batches; an activation arena for eager steps of up to
  * nextPow2(T) tokens, and another shared by the decode graphs).
  */
-import type { Graph, KvLayerSpec, StateLayerSpec } from "../../compiler/ir.ts";
+import type { KvLayerSpec, StateLayerSpec } from "../../compiler/ir.ts";
+import type { Program } from "../../compiler/program.ts";
+import type { CompiledModel } from "../step_executor.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
-import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
+import { deviceElementBytes } from "./device_dtype.ts";
 import type { KvCacheDtype } from "./node_kernels.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
@@ -29,27 +31,13 @@ export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: numbe
   return layers.reduce((sum, l) => sum + 2 * deviceElementBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
 }
 
-/** Names of the parameters read as GEMM weights or embedding tables (the ones bf16 / f16 modes keep in 16 bits). */
-export function matrixParams(graph: Graph): Set<string> {
-  const names = new Set<string>();
-  for (const n of graph.nodes) {
-    const id = n.kind === "linear" ? n.weight : n.kind === "embedding" ? n.table : undefined;
-    const p = id === undefined ? undefined : graph.nodes[id];
-    if (p?.kind === "param") names.add(p.name);
-  }
-  return names;
-}
-
-/** Device bytes the executor holds for the graph's weights at the given precision. */
-export function deviceWeightBytes(graph: Graph, weights: ReadonlyMap<string, WeightData>, dtype: DeviceDtype): number {
-  const matrices = isHalf(dtype) ? matrixParams(graph) : new Set<string>();
-  const seen = new Set<string>();
+/** Device bytes the executor holds for the program's weights, each as the program stores it. */
+export function deviceWeightBytes(program: Program, weights: ReadonlyMap<string, WeightData>): number {
   let bytes = 0;
-  for (const n of graph.nodes) {
-    if (n.kind !== "param" || seen.has(n.name)) continue;
-    seen.add(n.name);
-    const w = weights.get(n.name);
-    if (w !== undefined) bytes += w.data.length * (matrices.has(n.name) ? deviceElementBytes(dtype) : 4);
+  for (const b of program.buffers) {
+    if (b.role.kind !== "param") continue;
+    const w = weights.get(b.role.name);
+    if (w !== undefined) bytes += w.data.length * deviceElementBytes(b.elem === "f32" || b.elem === "bf16" || b.elem === "f16" ? b.elem : "f32");
   }
   return bytes;
 }
@@ -72,12 +60,6 @@ export interface ActivationShape {
   readonly multiprocessors: number;
   /** the largest batch decode steps are captured into CUDA graphs for (0: no graphs) */
   readonly graphRows: number;
-  /** the executor's settings that decide which activations get memory */
-  readonly arch: string;
-  readonly weightDtype: DeviceDtype;
-  readonly kvDtype: KvCacheDtype;
-  /** the compiled program's fused kernels (default true) */
-  readonly fusedKernels?: boolean;
 }
 
 /**
@@ -95,14 +77,8 @@ function arenaBytes(a: ExecutorActivations, T: number, S: number, multiprocessor
  * plus the arena the decode graphs share (sized for the largest capture batch), plus
  * ACTIVATION_MARGIN_BYTES for step inputs, rotary tables, captured graphs and rounding.
  */
-export function activationBytes(graph: Graph, s: ActivationShape): number {
-  const matrices = isHalf(s.weightDtype) ? matrixParams(graph) : new Set<string>();
-  const a = executorActivations(graph, {
-    fusedKernels: s.fusedKernels !== false,
-    arch: s.arch,
-    kvDtype: s.kvDtype,
-    paramDtype: (name) => (matrices.has(name) ? s.weightDtype : "f32"),
-  });
+export function activationBytes(compiled: CompiledModel, s: ActivationShape): number {
+  const a = executorActivations(compiled);
   const eager = arenaBytes(a, nextPow2(s.maxTokens), nextPow2(Math.min(s.maxRows, s.maxTokens)), s.multiprocessors);
   const graphs = s.graphRows > 0 ? arenaBytes(a, s.graphRows, s.graphRows, s.multiprocessors) : 0;
   return eager + graphs + ACTIVATION_MARGIN_BYTES;

@@ -1,8 +1,11 @@
 /**
- * How each IR node runs on the GPU: the kernel (or cuBLASLt call) and its launch shape. One
- * exhaustive switch over node kinds, so a new kind does not compile until it runs here too.
+ * How the IR nodes the compiled program leaves to the runtime run on the GPU: GEMMs (cuBLASLt,
+ * or the GEMV for a few rows) and the custom ops (paged attention, MoE, the state-space mixers),
+ * each with its hand-written kernel and launch shape. Every other node runs inside a fused kernel
+ * of the program (runtime/cuda/fused_plan.ts). One exhaustive switch over node kinds, so a new
+ * kind does not compile until it says where it runs.
  */
-import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim, type UnaryOp, type ValueId } from "../../compiler/ir.ts";
+import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDim, type ValueId } from "../../compiler/ir.ts";
 import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
@@ -11,16 +14,6 @@ import type { KernelName } from "./kernel_catalog.ts";
 import { strideGrid } from "./kernels.ts";
 import type { DeviceStatePool } from "./state_pool.ts";
 import type { PackedStep } from "./step_inputs.ts";
-
-const UNARY_KERNELS = {
-  silu: "kiln_silu",
-  gelu_tanh: "kiln_gelu_tanh",
-  gelu: "kiln_gelu",
-  relu: "kiln_relu",
-  tanh: "kiln_tanh",
-  neg: "kiln_neg",
-  sigmoid: "kiln_sigmoid",
-} as const satisfies Record<UnaryOp, KernelName>;
 
 /** The paged attention kernel's limit on head size. */
 export const MAX_HEAD_DIM = 256;
@@ -53,8 +46,6 @@ const ATTENTION_KERNELS = {
   f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
 } as const satisfies Record<KvCacheDtype, Record<"plain" | "softcap", KernelName>>;
 
-const KV_WRITE_KERNELS = { f32: "kiln_write_kv", bf16: "kiln_write_kv_bf16", f16: "kiln_write_kv_f16" } as const satisfies Record<KvCacheDtype, KernelName>;
-const EMBEDDING_KERNELS = { f32: "kiln_embedding_f32", bf16: "kiln_embedding_bf16", f16: "kiln_embedding_f16" } as const satisfies Record<DeviceDtype, KernelName>;
 const GEMV_KERNELS = { f32: "kiln_gemv_f32", bf16: "kiln_gemv_bf16", f16: "kiln_gemv_f16" } as const satisfies Record<DeviceDtype, KernelName>;
 
 /**
@@ -140,14 +131,17 @@ export interface StepFrame {
 }
 
 export class NodeKernels {
-  /** KV layers whose step k/v a fused kernel of the compiled program writes (with the rotary) before attention runs */
+  /**
+   * KV layers whose step k/v a fused kernel of the compiled program writes (with the rotary, when
+   * there is one) before attention runs: every layer, as the fusion pass puts each attention's KV
+   * write in a kernel (compiler/passes/fusion_graph.ts); attention only reads the cache, and
+   * the executor refuses a program that leaves a layer unwritten.
+   */
   readonly kvWrittenByFusedKernels = new Set<string>();
   constructor(
     private readonly backend: CudaBackend,
     private readonly graph: Graph,
     private readonly kvPool: ReadonlyMap<string, KvPoolLayer>,
-    /** rope node id → its inverse frequencies on the device */
-    private readonly invFreqs: ReadonlyMap<ValueId, DevicePtr>,
     private readonly blockSize: number,
     private readonly tuning: AttentionTuning,
     /** how a parameter is held on the device */
@@ -174,14 +168,8 @@ export class NodeKernels {
     const rows = numel(n.shape.slice(0, -1), f.sizes);
     const count = numel(n.shape, f.sizes);
     const last = (shape: Node["shape"]): number => numel(shape.slice(-1), f.sizes);
-    if (count === 0 && n.kind !== "input" && n.kind !== "param") return;
+    if (count === 0) return;
     switch (n.kind) {
-      case "input":
-      case "param":
-        return;
-      case "embedding": {
-        return k.launch(EMBEDDING_KERNELS[this.dtypeOf(n.table)], [rows, 1, 1], [256, 1, 1], [f.ptr(n.id), f.ptr(n.table), f.ptr(n.ids), rows, last(n.shape)]);
-      }
       case "linear": {
         const N = last(n.shape);
         const K = last(this.shapeOf(n.x));
@@ -197,34 +185,9 @@ export class NodeKernels {
         } else {
           added = this.backend.blas.matmul("f32", f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, N, K, bias);
         }
+        // shapes cuBLASLt has no bias-epilogue algorithm for: the bias [N] added over the rows, in place
         if (bias !== undefined && !added) k.launch("kiln_add", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.id), bias, count, N]);
         return;
-      }
-      case "rms_norm": {
-        const groups = count / n.group;
-        return k.launch("kiln_rms_norm", [Math.ceil(groups / 4), 1, 1], [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), groups, n.group, n.eps, n.weightOffset]);
-      }
-      case "layer_norm": {
-        const grid: [number, number, number] = [Math.ceil(rows / 4), 1, 1];
-        if (n.bias === undefined) return k.launch("kiln_layer_norm", grid, [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), rows, last(n.shape), n.eps]);
-        return k.launch("kiln_layer_norm_bias", grid, [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.weight), f.ptr(n.bias), rows, last(n.shape), n.eps]);
-      }
-      case "binary": {
-        const bn = numel(this.shapeOf(n.b), f.sizes);
-        return k.launch(n.op === "add" ? "kiln_add" : "kiln_mul", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.a), f.ptr(n.b), count, bn]);
-      }
-      case "unary":
-        return k.launch(UNARY_KERNELS[n.op], strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), count]);
-      case "scale":
-        return k.launch("kiln_scale", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), count, n.factor]);
-      case "slice":
-        return k.launch("kiln_slice_cols", strideGrid(count), [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), rows, last(this.shapeOf(n.x)), n.start, n.size]);
-      case "gather_rows":
-        return k.launch("kiln_gather_rows", [rows, 1, 1], [256, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.indices), rows, last(n.shape)]);
-      case "rope": {
-        const inv = this.invFreqs.get(n.id);
-        if (inv === undefined) throw new Error(`rope node ${n.id} has no frequencies on the device`);
-        return k.launch("kiln_rope", [rows, 1, 1], [128, 1, 1], [f.ptr(n.id), f.ptr(n.x), f.ptr(n.positions), inv, rows, n.numHeads, n.headDim, n.rotaryDim, n.neox ? 1 : 0]);
       }
       case "attention":
         return this.attention(n, f);
@@ -238,6 +201,18 @@ export class NodeKernels {
         return this.selectiveScan(n, f);
       case "ssd_scan":
         return this.ssdScan(n, f);
+      case "input":
+      case "param":
+      case "embedding":
+      case "rms_norm":
+      case "layer_norm":
+      case "binary":
+      case "unary":
+      case "scale":
+      case "slice":
+      case "gather_rows":
+      case "rope":
+        throw new Error(`${n.kind} node ${n.id} runs inside a fused kernel of the compiled program, not on its own`);
       default:
         return assertNever(n, "node kind");
     }
@@ -368,9 +343,7 @@ export class NodeKernels {
     const { packed } = f;
     const T = packed.T;
     const at = (offset: number): DevicePtr => f.inputs + BigInt(offset * 4);
-    if (!this.kvWrittenByFusedKernels.has(n.cacheKey)) {
-      k.launch(KV_WRITE_KERNELS[this.kvDtype], [T, 1, 1], [128, 1, 1], [layer.k, layer.v, f.ptr(n.k), f.ptr(n.v), at(packed.layout.slotMapping), T, n.numKvHeads * n.headDim]);
-    }
+    // the step's k/v are in the cache already: a fused kernel of the program wrote them (kvWrittenByFusedKernels)
     const headBlocks = attentionHeadBlocks(n.numHeads, n.numKvHeads);
     const splits = attentionSplits(T, headBlocks, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
     const name = ATTENTION_KERNELS[this.kvDtype][n.softcap === undefined ? "plain" : "softcap"];

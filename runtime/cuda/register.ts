@@ -5,11 +5,10 @@
  * KilnError CUDA_UNAVAILABLE, naming every library path tried, where there is no usable driver.
  * It also registers the KV planner that sizes an engine's pool from the device's free memory.
  */
-import { EXECUTOR_FACTORIES, KV_PLANNERS } from "../model_runner.ts";
-import type { ExecutorFactory, KvPlanner } from "../step_executor.ts";
+import { BACKEND_REGISTRY, KV_PLANNERS } from "../model_runner.ts";
+import type { Backend, KvPlanner } from "../step_executor.ts";
 import { CudaBackend, type BackendOpenOptions } from "./backend.ts";
-import { DEFAULT_CAPTURE_SIZES } from "./decode_graphs.ts";
-import { CudaExecutor, type WeightDtype } from "./executor.ts";
+import { CudaExecutor, cudaProgramOptions, type WeightDtype } from "./executor.ts";
 import { activationBytes, describeKvBudget, deviceWeightBytes, kvBudget, kvBytesPerBlock, requireBlocks, stateBytes } from "./memory_budget.ts";
 import type { AttentionTuning, KvCacheDtype } from "./node_kernels.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
@@ -44,54 +43,60 @@ export interface CudaBackendSettings extends BackendOpenOptions {
 export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistration {
   let backend: CudaBackend | undefined;
   const get = (): CudaBackend => (backend ??= CudaBackend.open(opts));
-  const previous = EXECUTOR_FACTORIES.get("cuda");
+  const previous = BACKEND_REGISTRY.get("cuda");
   const weightDtypeFor = (weights: ReadonlyMap<string, WeightData>): WeightDtype =>
     opts.weightDtype === "auto" ? ([...weights.values()].some((w) => w.dtype === "bf16") ? "bf16" : "f32") : (opts.weightDtype ?? "f32");
   const kvDtypeFor = (weights: ReadonlyMap<string, WeightData>): KvCacheDtype =>
     opts.kvCacheDtype === undefined || opts.kvCacheDtype === "auto" ? weightDtypeFor(weights) : opts.kvCacheDtype;
-  const factory: ExecutorFactory = (graph, weights, o) =>
-    new CudaExecutor(graph, weights, get(), {
-      ...o,
-      ...(opts.attention !== undefined ? { attention: opts.attention } : {}),
-      weightDtype: weightDtypeFor(weights),
-      kvCacheDtype: kvDtypeFor(weights),
-      ...(opts.cudaGraphs !== undefined ? { cudaGraphs: opts.cudaGraphs } : {}),
-      ...(opts.captureSizes !== undefined ? { captureSizes: opts.captureSizes } : {}),
-      ...(opts.gemvMaxRows !== undefined ? { gemvMaxRows: opts.gemvMaxRows } : {}),
-      ...(opts.deviceSampling !== undefined ? { deviceSampling: opts.deviceSampling } : {}),
-    });
+  const factory: Backend = {
+    // the device's sm_XX: opening the backend here is what the executor would do next anyway
+    programOptions: (weights) =>
+      cudaProgramOptions(get().device.info.arch, {
+        weightDtype: weightDtypeFor(weights),
+        kvCacheDtype: kvDtypeFor(weights),
+        ...(opts.cudaGraphs === false ? { captureSizes: [] } : opts.captureSizes !== undefined ? { captureSizes: opts.captureSizes } : {}),
+      }),
+    create: (compiled, weights, o) =>
+      new CudaExecutor(compiled, weights, get(), {
+        ...o,
+        ...(opts.attention !== undefined ? { attention: opts.attention } : {}),
+        ...(opts.cudaGraphs !== undefined ? { cudaGraphs: opts.cudaGraphs } : {}),
+        ...(opts.gemvMaxRows !== undefined ? { gemvMaxRows: opts.gemvMaxRows } : {}),
+        ...(opts.deviceSampling !== undefined ? { deviceSampling: opts.deviceSampling } : {}),
+      }),
+  };
   const planner: KvPlanner = (req) => {
     const b = get();
+    const { graph, program } = req.compiled;
+    const kvDtype = program.options.kvDtype ?? program.options.dtype;
+    const capture = opts.cudaGraphs === false ? [] : (program.options.captureSizes ?? []);
     const budget = kvBudget({
       // measured before this engine's weights are uploaded: what is held now belongs to others
       memory: b.device.memInfo(),
       utilization: req.utilization,
-      weightBytes: deviceWeightBytes(req.graph, req.weights, weightDtypeFor(req.weights)),
-      stateBytes: stateBytes(req.graph.stateLayers, req.numStateSlots),
-      activationBytes: activationBytes(req.graph, {
+      weightBytes: deviceWeightBytes(program, req.weights),
+      stateBytes: stateBytes(graph.stateLayers, req.numStateSlots),
+      activationBytes: activationBytes(req.compiled, {
         maxTokens: req.maxNumBatchedTokens,
         maxRows: req.maxNumBatchedTokens,
         multiprocessors: b.device.info.multiprocessors,
-        graphRows: opts.cudaGraphs === false ? 0 : Math.max(0, ...(opts.captureSizes ?? DEFAULT_CAPTURE_SIZES)),
-        arch: b.device.info.arch,
-        weightDtype: weightDtypeFor(req.weights),
-        kvDtype: kvDtypeFor(req.weights),
+        graphRows: Math.max(0, ...capture),
       }),
-      bytesPerBlock: kvBytesPerBlock(req.graph.kvLayers, req.blockSize, kvDtypeFor(req.weights)),
+      bytesPerBlock: kvBytesPerBlock(graph.kvLayers, req.blockSize, kvDtype),
     });
     requireBlocks(budget, req.needBlocks, `one sequence of maxModelLen tokens (blocks of ${req.blockSize})`);
     return { numBlocks: budget.numBlocks, kvBytes: (budget.numBlocks + 1) * budget.bytesPerBlock, description: describeKvBudget(budget) };
   };
   const previousPlanner = KV_PLANNERS.get("cuda");
-  EXECUTOR_FACTORIES.set("cuda", factory);
+  BACKEND_REGISTRY.set("cuda", factory);
   KV_PLANNERS.set("cuda", planner);
   return {
     backend: get,
     dispose: () => {
       // registrations nest: the one made before this one is back in place
-      if (EXECUTOR_FACTORIES.get("cuda") === factory) {
-        if (previous) EXECUTOR_FACTORIES.set("cuda", previous);
-        else EXECUTOR_FACTORIES.delete("cuda");
+      if (BACKEND_REGISTRY.get("cuda") === factory) {
+        if (previous) BACKEND_REGISTRY.set("cuda", previous);
+        else BACKEND_REGISTRY.delete("cuda");
       }
       if (KV_PLANNERS.get("cuda") === planner) {
         if (previousPlanner) KV_PLANNERS.set("cuda", previousPlanner);

@@ -1,7 +1,8 @@
 /**
- * From a model folder to a serving engine: load the model, size the KV pool from a memory
- * budget, build the model runner on the chosen backend, and wire in the tokenizer, the EOS ids
- * of generation_config.json and the sliding window when every attention layer has one.
+ * From a model folder to a serving engine: load the model, compile it for the chosen backend (an
+ * engine artifact's stored program is used as is), size the KV pool from a memory budget, build
+ * the model runner, and wire in the tokenizer, the EOS ids of generation_config.json and the
+ * sliding window when every attention layer has one.
  *
  * The pool: numBlocks when given, else kvCacheBytes when given; else on a device backend (CUDA)
  * a share of device memory (gpuMemoryUtilization, default 0.9, as vLLM), and on the CPU a quarter
@@ -15,7 +16,7 @@ import { KilnError } from "../errors.ts";
 import { loadGenerationConfig } from "../generation_config.ts";
 import { KvCache } from "../kv_cache.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../model_loader.ts";
-import { KV_PLANNERS, ModelRunner } from "../model_runner.ts";
+import { compileFor, KV_PLANNERS, ModelRunner } from "../model_runner.ts";
 import { DEFAULT_STATE_SLOTS, type BackendName, type KvPlan } from "../step_executor.ts";
 import { KilnTokenizer } from "../tokenizer.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
@@ -41,6 +42,8 @@ export interface CreateEngineOptions extends Omit<EngineOptions, "maxModelLen" |
   readonly numStateSlots?: number;
   readonly backend?: BackendName;
   readonly load?: LoadOptions;
+  /** the model folder's tokenizer, when the caller has loaded it already (loading a large one takes a second) */
+  readonly tokenizer?: KilnTokenizer;
 }
 
 export interface CreatedEngine {
@@ -78,8 +81,11 @@ export const ATTENTION_FREE_MAX_MODEL_LEN = 8192;
 
 export async function createEngine(opts: CreateEngineOptions = {}): Promise<CreatedEngine> {
   const dir = opts.modelDir ?? DEFAULT_MODEL_DIR;
-  const model = await loadModel(dir, opts.load ?? {});
-  const tokenizer = KilnTokenizer.load(dir);
+  const backend = opts.backend ?? "cpu";
+  const model = await loadModel(dir, { ...opts.load, backend });
+  // the one compile of this engine; an artifact's program was compiled by `kiln compile`
+  const compiled = model.compiled ?? compileFor(backend, model.graph, model.weights);
+  const tokenizer = opts.tokenizer ?? KilnTokenizer.load(dir);
   const generation = loadGenerationConfig(dir);
   const blockSize = opts.blockSize ?? 16;
   const attentionFree = model.graph.kvLayers.length === 0;
@@ -109,7 +115,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
   } else {
     const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
     const plan = planner({
-      graph: model.graph,
+      compiled,
       weights: model.weights,
       blockSize,
       utilization: utilization ?? DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -122,13 +128,13 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
   const numBlocks = kvPool.numBlocks;
   let contextLowered: CreatedEngine["contextLowered"];
   const need = blocksForOneSequence(maxModelLen, blockSize, window, opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS);
-  if (opts.maxModelLen === undefined && !attentionFree && need > numBlocks && numBlocks * blockSize >= 2) {
+  if (opts.maxModelLen === undefined && need > numBlocks && numBlocks * blockSize >= 2) {
     // one sequence of the full window would not fit: serve the window that does (as vLLM lowers
     // max_model_len to the KV capacity), and say so; the engine keeps refusing an explicit one
     contextLowered = { from: maxModelLen };
     maxModelLen = numBlocks * blockSize;
   }
-  const runner = new ModelRunner(model.graph, model.weights, model.model.vocabSize, {
+  const runner = new ModelRunner(compiled, model.weights, model.model.vocabSize, {
     numBlocks,
     blockSize,
     ...(numStateSlots === undefined ? {} : { numStateSlots }),

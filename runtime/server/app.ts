@@ -24,6 +24,9 @@ import { UnknownFieldLog } from "./request_fields.ts";
 import { StructuredOutputs } from "./structured_output.ts";
 import { TOOL_PARSERS, type ToolParserName } from "./tool_parsers/registry.ts";
 import type { ToolParser } from "./tool_parsers/tool_parser.ts";
+import { DEFAULT_CORS, DEFAULT_LIMITS, type CorsOptions } from "./server_defaults.ts";
+
+export { DEFAULT_CORS, DEFAULT_LIMITS, type CorsOptions } from "./server_defaults.ts";
 
 export interface ServerLimits {
   /** running + queued requests before 503 (default 1024) */
@@ -41,17 +44,6 @@ export interface ServerLimits {
 }
 
 /** Cross-origin access for browser apps, as vLLM's --allowed-origins / -methods / -headers / --allow-credentials. */
-export interface CorsOptions {
-  /** "*" or exact origins such as "https://app.example" */
-  readonly origins: readonly string[];
-  readonly methods: readonly string[];
-  readonly headers: readonly string[];
-  readonly credentials: boolean;
-}
-
-/** vLLM's defaults: any origin, method and header, no credentials. */
-export const DEFAULT_CORS: CorsOptions = { origins: ["*"], methods: ["*"], headers: ["*"], credentials: false };
-
 export interface ServerOptions extends ServerLimits {
   readonly engine: Engine;
   readonly tokenizer: KilnTokenizer;
@@ -68,13 +60,6 @@ export interface ServerOptions extends ServerLimits {
   readonly logger?: FastifyServerOptions["logger"];
 }
 
-export const DEFAULT_LIMITS = {
-  maxPendingRequests: 1024,
-  bodyLimit: 4 * 2 ** 20,
-  requestTimeoutMs: 30_000,
-  headersTimeoutMs: 10_000,
-  maxConnections: 1024,
-} as const;
 
 /** The parser "auto" tool choice uses; both flags are needed, as in vLLM. */
 function autoToolParser(opts: ServerOptions): ToolParser | undefined {

@@ -106,7 +106,10 @@ export class PromptTokenizer {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(new URL("./tokenize_worker.mjs", import.meta.url), { workerData: { dir: this.tokenizer.dir } });
+    // compiled to JavaScript (build/js), the worker's module runs as it is; from TypeScript, the
+    // .mjs registers tsx for it
+    const entry = import.meta.url.endsWith(".js") ? "./tokenize_worker_main.js" : "./tokenize_worker.mjs";
+    const w = new Worker(new URL(entry, import.meta.url), { workerData: { dir: this.tokenizer.dir } });
     w.unref();
     w.on("message", (m: WorkerReply) => {
       const waiting = this.waiting.get(m.id);

@@ -1,12 +1,18 @@
-/** `kiln run` on the embedded model at temperature 0 reproduces the HF reference's greedy text. */
+/**
+ * `kiln run` on the embedded model reproduces the HF reference's greedy text: at temperature 0,
+ * with top-k 1 at any temperature, cut at a stop string or at the context window, and on the
+ * CUDA backend (the emulator of the CUDA libraries).
+ */
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { blocksForGeneration } from "../../runtime/generate.ts";
+import { blocksForGeneration } from "../../cli/run.ts";
+import { buildEmulator, emulatorEnv } from "../cuda/emulator/build_emulator.ts";
 import { copyFixture, editConfig } from "../fixture_copy.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
 const refs = JSON.parse(readFileSync(new URL("../../assets/fortune-llama/reference.json", import.meta.url), "utf8")) as {
   prompt: string;
   greedy: string;
@@ -34,6 +40,38 @@ describe("kiln run", () => {
     expect(kiln(args)).toBe(a);
     expect(a.trim().length).toBeGreaterThan(0);
   });
+
+  it("with --top-k 1 samples the greedy text at any temperature", () => {
+    const ref = refs[1]!;
+    const out = kiln(["run", "--prompt", ref.prompt, "--temperature", "0.8", "--top-k", "1", "--max-tokens", "24", "--ignore-eos", "--no-skip-special-tokens"]);
+    expect(out).toBe(ref.greedy + "\n");
+  });
+
+  it("ends at a --stop string, which is not printed", () => {
+    const ref = refs[0]!;
+    const out = kiln(["run", "--prompt", ref.prompt, "--temperature", "0", "--max-tokens", "24", "--stop", "zzz", "--stop", "form"]);
+    expect(out).toBe(ref.greedy.slice(0, ref.greedy.indexOf("form")) + "\n");
+  });
+
+  it("ends at --max-model-len (prompt + output), as --stats reports", () => {
+    const ref = refs[0]!;
+    const r = spawnSync(process.execPath, ["--import", "tsx", "cli/kiln.ts", "run", "-p", ref.prompt, "--temperature", "0", "--max-model-len", "10", "--stats"], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const m = /^prompt (\d+) tokens, generated (\d+) \(length\); first token [\d.]+ ms, decode \d+ tokens\/s$/m.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    expect(Number(m![1]) + Number(m![2])).toBe(10);
+    expect(ref.greedy.startsWith(r.stdout.slice(0, -1))).toBe(true);
+  });
+
+  it("--backend cuda, on the emulated CUDA libraries, gives the same greedy text", () => {
+    const ref = refs[0]!;
+    const env = { ...emulatorEnv(buildEmulator()), KILN_CACHE_DIR: CUBIN_CACHE };
+    const out = kiln(["run", "--backend", "cuda", "--prompt", ref.prompt, "--temperature", "0", "--max-tokens", "24", "--ignore-eos", "--no-skip-special-tokens"], env);
+    expect(out).toBe(ref.greedy + "\n");
+  }, 300_000);
 
   it("fails with a typed error line for a missing model folder", () => {
     try {

@@ -9,14 +9,14 @@
 import { describe, expect, it } from "vitest";
 import type { Graph, StorageDType } from "../../compiler/ir.ts";
 import { checkProgram } from "../../compiler/invariants.ts";
-import { compileGraph } from "../../compiler/pipeline.ts";
+import { compile } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
 import { f32ToBf16, type WeightData } from "../../models/dsl/parameter.ts";
 import { CpuExecutor } from "../../runtime/cpu/executor.ts";
 import { loadNative } from "../../runtime/cpu/native.ts";
 import { ProgramExecutor } from "../../runtime/cpu/program_executor.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
-import { EXECUTOR_FACTORIES } from "../../runtime/model_runner.ts";
+import { BACKEND_REGISTRY } from "../../runtime/model_runner.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
@@ -95,15 +95,17 @@ function maxRelErr(a: Float32Array, b: Float32Array): number {
   return num / den;
 }
 
+const CPU = { target: { kind: "cpu" }, dtype: "f32" } as const;
+
 describe("the CPU program", () => {
   it("computes what the unfused graph computes, for every fusible op", () => {
     const graph = buildModel();
     const weights = weightsFor(graph);
     const native = loadNative();
     const opts = { numBlocks: 8, blockSize: 4 };
-    const compiled = compileGraph(graph, { target: { kind: "cpu" }, dtype: "f32" });
+    const compiled = compile(graph, { target: { kind: "cpu" }, dtype: "f32" });
     expect(checkProgram(compiled.program)).toEqual([]);
-    const fused = new ProgramExecutor(compiled.program, weights, native, opts);
+    const fused = new ProgramExecutor(compiled, weights, native, opts);
     const reference = new CpuExecutor(graph, weights, native, opts);
     const prompts = [[3, 9, 27, 1, 38, 5, 12], [7, 7, 30, 2, 19]];
     const tables = [[0, 1], [2, 3]];
@@ -127,7 +129,7 @@ describe("the CPU program", () => {
       ["t", { dtype: "f32", data: Float32Array.from({ length: 12 }, (_, i) => i) }],
       ["b", { dtype: "f32", data: new Float32Array([0.5, -1, 2, 10]) }],
     ]);
-    const ex = ProgramExecutor.fromGraph(graph, weights, loadNative(), { numBlocks: 1, blockSize: 4 });
+    const ex = new ProgramExecutor(compile(graph, CPU), weights, loadNative(), { numBlocks: 1, blockSize: 4 });
     const out = ex.run(packStep([{ tokens: [2, 0], numCached: 0, blockTable: [0], allLogits: true }], 4));
     expect(Array.from(out)).toEqual([8.5, 8, 12, 21, 0.5, 0, 4, 13]);
   });
@@ -137,19 +139,20 @@ describe("the CPU program", () => {
     const opts = { numBlocks: 4, blockSize: 16 };
     const step = packStep([{ tokens: [5, 17, 301, 44, 2, 90, 411, 8], numCached: 0, blockTable: [0, 1], allLogits: true }], 16);
     const want = new CpuExecutor(graph, weights, loadNative(), opts).run(step);
-    const got = ProgramExecutor.fromGraph(graph, weights, loadNative(), opts).run(step);
+    const got = new ProgramExecutor(compile(graph, CPU), weights, loadNative(), opts).run(step);
     expect(maxRelErr(got, want)).toBeLessThan(1e-6);
   });
 
   it("is what the model runner runs on the CPU", async () => {
     const { graph, weights } = await loadModel(fixture("llama"));
-    const executor = EXECUTOR_FACTORIES.get("cpu")!(graph, weights, { numBlocks: 2, blockSize: 16 });
+    const cpu = BACKEND_REGISTRY.get("cpu")!;
+    const executor = cpu.create(compile(graph, cpu.programOptions(weights)), weights, { numBlocks: 2, blockSize: 16 });
     expect(executor).toBeInstanceOf(ProgramExecutor);
   });
 
   it("refuses token ids outside the vocabulary and cache slots outside the cache before running", async () => {
     const { graph, weights } = await loadModel(fixture("llama"));
-    const ex = ProgramExecutor.fromGraph(graph, weights, loadNative(), { numBlocks: 2, blockSize: 16 });
+    const ex = new ProgramExecutor(compile(graph, CPU), weights, loadNative(), { numBlocks: 2, blockSize: 16 });
     expect(() => ex.run(packStep([{ tokens: [512], numCached: 0, blockTable: [0] }], 16))).toThrow(/input_ids entry 512 is outside the vocabulary \(512\)/);
     expect(() => ex.run(packStep([{ tokens: [1], numCached: 40, blockTable: [0, 1, 5] }], 16))).toThrow(/slot_mapping\[0\] = 88 is outside the cache's 32 slots/);
   });

@@ -9,7 +9,7 @@ import { graphFromJson, graphToJson } from "../../compiler/graph_json.ts";
 import { checkGraph, checkPlan, checkProgram } from "../../compiler/invariants.ts";
 import { isCustomOp, type Graph, type NodeKind } from "../../compiler/ir.ts";
 import { commonSubexpressionElimination } from "../../compiler/passes/cse.ts";
-import { compileGraph } from "../../compiler/pipeline.ts";
+import { compile } from "../../compiler/pipeline.ts";
 import type { Tensor } from "../../compiler/trace.ts";
 import { traceModel, type CausalLM, type ModelInputs, type SequenceStateKind } from "../../models/dsl/causal_lm.ts";
 import { ParallelLMHead, VocabParallelEmbedding } from "../../models/dsl/embedding.ts";
@@ -18,6 +18,7 @@ import { Module, SINGLE_DEVICE } from "../../models/dsl/module.ts";
 import { CausalShortConv } from "../../models/dsl/short_conv.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
+import { FIXTURES, fixturesWhere } from "../fixtures/index.ts";
 
 /** embed → one short conv → head: attention-free, declaring `declared` */
 class TinyConvLM extends Module implements CausalLM {
@@ -40,7 +41,7 @@ class TinyConvLM extends Module implements CausalLM {
 const count = (g: Graph, kind: NodeKind): number => g.nodes.filter((n) => n.kind === kind).length;
 
 describe("MoE, short conv and lightning attention in the compiler", () => {
-  for (const [name, stateful, layers] of [
+  const LAYERS = [
     ["qwen3-moe", undefined, { attention: 2, moe: 2 }],
     ["lfm2", "short_conv", { attention: 2, short_conv: 2 }],
     ["minimax", "linear_attention", { attention: 2, linear_attention: 2, moe: 4 }],
@@ -48,11 +49,17 @@ describe("MoE, short conv and lightning attention in the compiler", () => {
     ["mamba2", "ssd_scan", { attention: 0, short_conv: 2, ssd_scan: 2 }],
     ["jamba", "selective_scan", { attention: 2, short_conv: 2, selective_scan: 2, moe: 2 }],
     ["bamba", "ssd_scan", { attention: 2, short_conv: 2, ssd_scan: 2 }],
-  ] as const) {
+  ] as const;
+
+  it("the table covers every fixture with state layers or experts", () => {
+    expect(LAYERS.map(([name]) => name)).toEqual(fixturesWhere((f) => f.stateLayers || f.moe).map((f) => f.name));
+  });
+
+  for (const [name, stateful, layers] of LAYERS) {
     it(`${name}: each custom op is a step of its own; stateful ones split pieces, moe does not`, async () => {
       const { graph } = await loadModel(fixture(name));
       for (const [kind, n] of Object.entries(layers)) expect(count(graph, kind as NodeKind), kind).toBe(n);
-      const { plan, program, graph: optimized } = compileGraph(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32" });
+      const { plan, program, graph: optimized } = compile(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32" });
       expect(checkGraph(optimized)).toEqual([]);
       expect(checkPlan(plan)).toEqual([]);
       expect(checkProgram(program)).toEqual([]);
@@ -87,9 +94,9 @@ describe("MoE, short conv and lightning attention in the compiler", () => {
     expect(count(commonSubexpressionElimination(g), "short_conv")).toBe(3);
   });
 
-  it("graph JSON round-trips moe, short_conv, linear_attention and scan nodes, and refuses a bad routing rule", async () => {
-    for (const name of ["lfm2", "minimax", "mamba", "mamba2", "jamba", "bamba"] as const) {
-      const { graph } = await loadModel(fixture(name));
+  it("graph JSON round-trips every fixture's graph (moe, short_conv, linear_attention and scan nodes among them), and refuses a bad routing rule", async () => {
+    for (const f of FIXTURES) {
+      const { graph } = await loadModel(f.dir);
       const text = graphToJson(graph);
       expect(graphToJson(graphFromJson(text, "graph.json"))).toBe(text);
     }

@@ -4,7 +4,7 @@ import type { Graph, Node } from "../../compiler/ir.ts";
 import { checkPlan } from "../../compiler/invariants.ts";
 import { fuse, type FusionPlan, type PlanStep } from "../../compiler/passes/fuse.ts";
 import { partition } from "../../compiler/passes/partition.ts";
-import { compileGraph, optimizeGraph } from "../../compiler/pipeline.ts";
+import { compile, optimizeGraph } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
@@ -68,7 +68,7 @@ describe("fusion", () => {
 
   it("emits each distinct kernel once for the whole model", async () => {
     const { graph } = await loadModel(fixture("llama"));
-    const { program } = compileGraph(graph, { target: { kind: "cpu" }, dtype: "f32" });
+    const { program } = compile(graph, { target: { kind: "cpu" }, dtype: "f32" });
     expect(program.kernels.map((k) => k.name)).toEqual([
       "embedding_rms_norm_f32",
       "rope_kv_write_f32",

@@ -1,5 +1,4 @@
 /** Graph passes: each does its one rewrite, and every pass leaves every fixture's graph well formed. */
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { assertGraph, checkGraph, checkPlan, checkProgram } from "../../compiler/invariants.ts";
 import type { Graph } from "../../compiler/ir.ts";
@@ -7,27 +6,13 @@ import { commonSubexpressionElimination } from "../../compiler/passes/cse.ts";
 import { constantFolding } from "../../compiler/passes/const_fold.ts";
 import { deadCodeElimination } from "../../compiler/passes/dce.ts";
 import { fuse } from "../../compiler/passes/fuse.ts";
-import { compileGraph, optimizeGraph } from "../../compiler/pipeline.ts";
+import { compile, optimizeGraph } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
+import { FIXTURES } from "../fixtures/index.ts";
 
-const FORTUNE = fileURLToPath(new URL("../../assets/fortune-llama", import.meta.url));
-const MODELS = [
-  fixture("llama"),
-  fixture("llama-bf16"),
-  fixture("qwen2"),
-  fixture("qwen3"),
-  fixture("mistral-swa"),
-  FORTUNE,
-  fixture("qwen3-moe"),
-  fixture("lfm2"),
-  fixture("minimax"),
-  fixture("mamba"),
-  fixture("mamba2"),
-  fixture("jamba"),
-  fixture("bamba"),
-];
+const MODELS = FIXTURES.map((f) => [f.name, f.dir] as const);
 
 /** A graph whose logits are `f(x)` for a [S, 8] input row picked by logits_indices. */
 function graphOf(f: (x: Tensor, g: GraphBuilder) => Tensor): Graph {
@@ -96,13 +81,13 @@ describe("graph passes", () => {
     expect(checkGraph(broken).join("\n")).toMatch(/reads value \d+, which is not an earlier node/);
   });
 
-  it.each(MODELS)("every pass keeps the invariants of %s, and the plan and program are well formed", async (dir) => {
+  it.each(MODELS)("every pass keeps the invariants of %s, and the plan and program are well formed", async (_name, dir) => {
     const { graph } = await loadModel(dir);
     assertGraph(graph, "tracing");
     const optimized = optimizeGraph(graph, (pass, out) => assertGraph(out, pass.name));
     expect(checkPlan(fuse(optimized))).toEqual([]);
     for (const target of [{ kind: "cpu" } as const, { kind: "cuda", arch: "sm_90" } as const]) {
-      expect(checkProgram(compileGraph(graph, { target, dtype: "bf16" }).program)).toEqual([]);
+      expect(checkProgram(compile(graph, { target, dtype: "bf16" }).program)).toEqual([]);
     }
   });
 });

@@ -1,9 +1,11 @@
 /** Packing the CUDA executor's activations by their spans over the plan (runtime/cuda/activation_plan.ts). */
 import { describe, expect, it } from "vitest";
 import { numel, type Graph, type ValueId } from "../../compiler/ir.ts";
-import { ACTIVATION_ALIGN, executorActivations, layoutActivations, nodeUnits, planStepUses, type StepUses } from "../../runtime/cuda/activation_plan.ts";
+import { ACTIVATION_ALIGN, executorActivations, layoutActivations, planStepUses, type StepUses } from "../../runtime/cuda/activation_plan.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
-import { fixture } from "../fixture_copy.ts";
+import { FIXTURES } from "../fixtures/index.ts";
+import { compile } from "../../compiler/pipeline.ts";
+import { cudaProgramOptions } from "../../runtime/cuda/executor.ts";
 
 /** Checks the layout's promises for `uses` at sizes T = S = n; returns packed / unshared. */
 function checkLayout(graph: Graph, uses: StepUses, n: number): number {
@@ -55,22 +57,21 @@ describe("activation layout", () => {
       ],
       outputs: { logits: 4 },
     } as unknown as Graph;
-    const layout = layoutActivations(g, planStepUses(g, nodeUnits(g)), { T: 4, S: 4 });
+    // each node a step of its own
+    const steps = [1, 2, 3, 4].map((node) => ({ kind: "node" as const, node }));
+    const layout = layoutActivations(g, planStepUses(g, steps), { T: 4, S: 4 });
     expect(layout.unsharedBytes).toBe(4 * 1024);
     expect(layout.bytes).toBe(2 * 1024);
     expect(layout.offsets.get(1)).not.toBe(layout.offsets.get(2));
     expect(layout.offsets.get(3)).toBe(layout.offsets.get(1)); // 1 is dead once 2 is written
   });
 
-  for (const name of ["llama", "qwen3-moe", "jamba", "bamba", "lfm2"]) {
-    it(`${name}: the compiled plan's values pack without overlap, well under one buffer each`, async () => {
-      const m = await loadModel(fixture(name));
-      const fused = executorActivations(m.graph, { fusedKernels: true, arch: "sm_90", kvDtype: "f32", paramDtype: () => "f32" });
-      const unfused = executorActivations(m.graph, { fusedKernels: false, arch: "sm_90", kvDtype: "f32", paramDtype: () => "f32" });
-      for (const n of [1, 37, 512]) {
-        expect(checkLayout(fused.graph, fused.uses, n)).toBeLessThan(0.5);
-        expect(checkLayout(unfused.graph, unfused.uses, n)).toBeLessThan(0.5);
-      }
+  for (const f of FIXTURES) {
+    it(`${f.name}: the compiled plan's values pack without overlap, well under one buffer each`, async () => {
+      const m = await loadModel(f.dir);
+      const compiled = compile(m.graph, cudaProgramOptions("sm_90", {}));
+      const { graph, uses } = executorActivations(compiled);
+      for (const n of [1, 37, 512]) expect(checkLayout(graph, uses, n)).toBeLessThan(0.5);
     });
   }
 });

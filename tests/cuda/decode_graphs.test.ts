@@ -5,12 +5,16 @@
 import { describe, expect, it } from "vitest";
 import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/cuda/decode_graphs.ts";
 import { packDecodeStep, packStepInputs } from "../../runtime/cuda/step_inputs.ts";
-import { nodeUnits } from "../../runtime/cuda/activation_plan.ts";
+import { planSteps, type ExecStep } from "../../runtime/cuda/fused_plan.ts";
 import { isCustomOp } from "../../compiler/ir.ts";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
+import { compile } from "../../compiler/pipeline.ts";
+import { CudaExecutor, cudaProgramOptions } from "../../runtime/cuda/executor.ts";
+import { CpuExecutor } from "../../runtime/cpu/executor.ts";
+import { loadNative } from "../../runtime/cpu/native.ts";
 import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
+import { FIXTURES, fixturesWhere } from "../fixtures/index.ts";
 import { emulatedSuite } from "./emulated_suite.ts";
 import { compare } from "./parity_support.ts";
 
@@ -76,17 +80,24 @@ describe("decode-graph padding", () => {
     expect(() => packDecodeStep(decode, limits, { ...pad, stateSlot: undefined })).toThrow(/padding slot/);
   });
 
-  it("cuts the units into pieces at every custom op and before the logits rows", async () => {
-    for (const name of ["llama", "bamba"] as const) {
-      const { graph } = await loadModel(fixture(name));
-      const units = nodeUnits(graph);
+  it("cuts the compiled plan into pieces at every custom op and before the logits rows", async () => {
+    for (const { name, dir } of FIXTURES) {
+      const loaded = await loadModel(dir);
+      const { graph, program } = compile(loaded.graph, cudaProgramOptions("sm_90", {}));
+      // the plan as the executor holds it, without a device: its fused kernels unloaded
+      const units = planSteps(program).map(
+        (s): ExecStep => (s.kind === "node" ? s : { kind: "fused", kernel: { fn: { name: s.kernel, handle: 0n }, block: 0, sharedBytes: 0, rows: s.rows, buffers: s.buffers } }),
+      );
       const segments = pieceSegments(graph, units);
       // contiguous, covering every unit once
       expect(segments[0]!.from).toBe(0);
       expect(segments.at(-1)!.to).toBe(units.length);
       segments.forEach((g, i) => i > 0 && expect(g.from).toBe(segments[i - 1]!.to));
-      const kinds = (g: (typeof segments)[number]) => units.slice(g.from, g.to).map((u) => graph.nodes[(u as { node: number }).node]!);
+      const kinds = (g: (typeof segments)[number]) => units.slice(g.from, g.to).flatMap((u) => (u.kind === "node" ? [graph.nodes[u.node]!] : []));
       for (const g of segments.filter((x) => x.piece)) {
+        for (const u of units.slice(g.from, g.to)) {
+          if (u.kind === "fused") expect(u.kernel.rows !== "S" && u.kernel.buffers.every((b) => !b.shape.includes("S")), `${name}: an S-sized kernel inside a piece`).toBe(true);
+        }
         for (const n of kinds(g)) {
           expect(isCustomOp(n), `${name}: ${n.kind} inside a piece`).toBe(false);
           expect(n.shape.includes("S"), `${name}: an S-sized value inside a piece`).toBe(false);
@@ -130,8 +141,8 @@ emulatedSuite("decode graphs on the emulated device", (backend) => {
     it(`${name}: replayed graphs give the eager executor's logits over changing batch sizes`, async () => {
       const { graph, weights } = await loadModel(fixture(name));
       const opts = { numBlocks: 32, blockSize: 4, numStateSlots: 6 };
-      const eager = new CudaExecutor(graph, weights, backend(), { ...opts, cudaGraphs: false });
-      const graphed = new CudaExecutor(graph, weights, backend(), { ...opts, captureSizes: [1, 2, 4, 8] });
+      const eager = CudaExecutor.fromGraph(graph, weights, backend(), { ...opts, cudaGraphs: false });
+      const graphed = CudaExecutor.fromGraph(graph, weights, backend(), { ...opts, captureSizes: [1, 2, 4, 8] });
       try {
         const numSeqs = 6;
         const slots = Array.from({ length: numSeqs }, () => [eager.statePool?.allocate(), graphed.statePool?.allocate()] as const);
@@ -178,8 +189,8 @@ emulatedSuite("decode graphs on the emulated device", (backend) => {
     it(`${name}: prefill and mixed steps replay graph pieces and give the eager executor's logits`, async () => {
       const { graph, weights } = await loadModel(fixture(name));
       const opts = { numBlocks: 32, blockSize: 4, numStateSlots: 4 };
-      const eager = new CudaExecutor(graph, weights, backend(), { ...opts, cudaGraphs: false });
-      const graphed = new CudaExecutor(graph, weights, backend(), { ...opts, captureSizes: [1, 2, 4, 8] });
+      const eager = CudaExecutor.fromGraph(graph, weights, backend(), { ...opts, cudaGraphs: false });
+      const graphed = CudaExecutor.fromGraph(graph, weights, backend(), { ...opts, captureSizes: [1, 2, 4, 8] });
       try {
         const numSeqs = 4;
         const slots = Array.from({ length: numSeqs }, () => [eager.statePool?.allocate(), graphed.statePool?.allocate()] as const);
@@ -237,7 +248,7 @@ emulatedSuite("decode graphs on the emulated device", (backend) => {
   it("runs decode batches past the largest capture size eagerly, and frees every graph on dispose", async () => {
     const { graph, weights } = await loadModel(fixture("llama"));
     const before = backend().device.allocatedBytes;
-    const ex = new CudaExecutor(graph, weights, backend(), { numBlocks: 8, blockSize: 16, captureSizes: [1, 2] });
+    const ex = CudaExecutor.fromGraph(graph, weights, backend(), { numBlocks: 8, blockSize: 16, captureSizes: [1, 2] });
     const decode = (n: number): void => {
       ex.run(packStep(Array.from({ length: n }, (_, s) => ({ tokens: [5 + s], numCached: 3, blockTable: [s] })), 16));
     };
@@ -251,18 +262,23 @@ emulatedSuite("decode graphs on the emulated device", (backend) => {
   });
 
   describe("the compiler's fused kernels", () => {
-    for (const name of ["llama", "qwen3", "lfm2"] as const) {
-      it(`${name}: the fused program runs fewer launches and gives the node-by-node logits`, async () => {
-        const { graph, weights } = await loadModel(fixture(name));
-        const opts = { numBlocks: 16, blockSize: 4, numStateSlots: 2, cudaGraphs: false };
-        const fused = new CudaExecutor(graph, weights, backend(), opts);
-        const plain = new CudaExecutor(graph, weights, backend(), { ...opts, fusedKernels: false });
+    // every fixture (the fortune model is llama's shape)
+    for (const { name, dir, stateLayers, moe, positions } of fixturesWhere((f) => !f.trained)) {
+      it(`${name}: the fused program runs fewer launches than the traced graph has nodes and gives the CPU reference executor's logits`, async () => {
+        const { graph, weights } = await loadModel(dir);
+        const opts = { numBlocks: 16, blockSize: 4, numStateSlots: 2 };
+        const fused = CudaExecutor.fromGraph(graph, weights, backend(), { ...opts, cudaGraphs: false });
+        // the traced graph interpreted node by node on the host, with no compiler pass (runtime/cpu/executor.ts)
+        const plain = new CpuExecutor(graph, weights, loadNative(), opts);
         try {
-          const summary = fused.planSummary!;
-          expect(plain.planSummary).toBeUndefined();
+          const summary = fused.planSummary;
           expect(summary.fusedKernels).toBeGreaterThan(0);
-          const nodeLaunches = plain.graph.nodes.filter((n) => n.kind !== "input" && n.kind !== "param").length;
-          expect(summary.fusedKernels + summary.nodes).toBeLessThanOrEqual(nodeLaunches / 2);
+          // the traced graph node by node: what the model costs without the compiler
+          const nodeLaunches = graph.nodes.filter((n) => n.kind !== "input" && n.kind !== "param").length;
+          // rotary decoders fuse to at most half the launches; models with more custom ops (state-space
+          // mixers, experts) or learned positions keep more of their launches as custom-op steps
+          const share = stateLayers || moe || positions !== "rope" ? 0.75 : 0.5;
+          expect(summary.fusedKernels + summary.nodes).toBeLessThanOrEqual(nodeLaunches * share);
           const slot = [fused.statePool?.allocate(), plain.statePool?.allocate()] as const;
           const step = (which: 0 | 1, tokens: number[], numCached: number) =>
             packStep([{ tokens, numCached, blockTable: [0, 1, 2, 3, 4], ...(slot[which] === undefined ? {} : { stateSlot: slot[which] }) }], 4);

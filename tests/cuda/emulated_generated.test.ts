@@ -7,23 +7,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LoweredKernel } from "../../compiler/kernel_ir.ts";
-import { compileGraph } from "../../compiler/pipeline.ts";
+import { compile } from "../../compiler/pipeline.ts";
 import { cudaLaunch, renderCudaModule } from "../../compiler/render/cuda.ts";
 import { CudaBackend } from "../../runtime/cuda/backend.ts";
 import { CudaError } from "../../runtime/cuda/check.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
+import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 import { randomF32, rng } from "./parity_support.ts";
 
-const missing = missingEmulatorTool();
 
 // a fresh CUBIN cache, so every program goes through nvrtcCompileProgram
 const cacheDir = mkdtempSync(join(tmpdir(), "kiln-emu-cubin-"));
 let backend: CudaBackend;
 
 beforeAll(() => {
-  if (missing !== undefined) return;
   Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: cacheDir });
   backend = CudaBackend.open();
 }, 300_000);
@@ -35,12 +33,12 @@ afterAll(() => {
 
 async function llamaKernel(name: string): Promise<LoweredKernel> {
   const { graph } = await loadModel(fixture("llama"));
-  const k = compileGraph(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32" }).program.kernels.find((x) => x.name === name);
+  const k = compile(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32" }).program.kernels.find((x) => x.name === name);
   if (k === undefined) throw new Error(`no kernel ${name}`);
   return k;
 }
 
-describe.skipIf(missing !== undefined)(`generated kernels on the emulator${missing ? ` (needs ${missing})` : ""}`, () => {
+describe("generated kernels on the emulator", () => {
   it("runs the fused add + RMS norm compiled through NVRTC", async () => {
     const k = await llamaKernel("add_rms_norm_f32");
     const reduce = k.body.find((s) => s.s === "reduce");

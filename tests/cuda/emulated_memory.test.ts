@@ -11,16 +11,16 @@ import { registerCudaBackend, type CudaRegistration } from "../../runtime/cuda/r
 import { createEngine } from "../../runtime/engine/create_engine.ts";
 import { isKilnError } from "../../runtime/errors.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../../runtime/model_loader.ts";
-import { buildEmulator, emulatorEnv, missingEmulatorTool } from "./emulator/build_emulator.ts";
+import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
+import { compile } from "../../compiler/pipeline.ts";
+import { cudaProgramOptions } from "../../runtime/cuda/executor.ts";
 
 const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
 
-const missing = missingEmulatorTool();
 
 let cuda: CudaRegistration;
 
 beforeAll(() => {
-  if (missing !== undefined) return;
   Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
   cuda = registerCudaBackend();
   cuda.backend();
@@ -28,26 +28,24 @@ beforeAll(() => {
 
 afterAll(() => cuda?.dispose());
 
-describe.skipIf(missing !== undefined)(`gpuMemoryUtilization on the emulated device${missing === undefined ? "" : ` — skipped: ${missing} is not on the PATH`}`, () => {
+describe("gpuMemoryUtilization on the emulated device", () => {
   const maxNumBatchedTokens = 64;
 
   it("the pool takes what the share leaves after weights and activations, and generation stays inside it", async () => {
     const dev = cuda.backend().device;
     const model = await loadModel(DEFAULT_MODEL_DIR);
     const perBlock = kvBytesPerBlock(model.graph.kvLayers, 16, "f32");
+    const compiled = compile(model.graph, cudaProgramOptions(dev.info.arch, {}));
     const before = dev.memInfo();
     const used = before.total - before.free;
     const fixed =
       used +
-      deviceWeightBytes(model.graph, model.weights, "f32") +
-      activationBytes(model.graph, {
+      deviceWeightBytes(compiled.program, model.weights) +
+      activationBytes(compiled, {
         maxTokens: maxNumBatchedTokens,
         maxRows: maxNumBatchedTokens,
         multiprocessors: dev.info.multiprocessors,
         graphRows: Math.max(...DEFAULT_CAPTURE_SIZES),
-        arch: dev.info.arch,
-        weightDtype: "f32",
-        kvDtype: "f32",
       });
     // a share that leaves room for 201.5 blocks: 200 for the pool and the executor's padding block
     const utilization = (fixed + 201.5 * perBlock) / before.total;

@@ -19,7 +19,7 @@ emulatedSuite("learned positions on the emulated CUDA backend", (backend) => {
       ts.map((t) => (t.name === "transformer.wpe.weight" ? { ...t, shape: [64, t.shape[1]!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, 64 * t.shape[1]! * 4) } : t)),
     );
     const { graph, weights } = await loadModel(dir);
-    const ex = new CudaExecutor(graph, weights, backend(), { numBlocks: 8, blockSize: 16 });
+    const ex = CudaExecutor.fromGraph(graph, weights, backend(), { numBlocks: 8, blockSize: 16 });
     try {
       const table = Array.from({ length: 8 }, (_, i) => i);
       const tokens = Array.from({ length: 63 }, (_, i) => 100 + ((i * 7) % 400)); // every id past the position table's 64 rows

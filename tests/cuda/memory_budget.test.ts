@@ -15,6 +15,9 @@ import {
 import { isKilnError } from "../../runtime/errors.ts";
 import { loadModel } from "../../runtime/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
+import { compile } from "../../compiler/pipeline.ts";
+import type { Program } from "../../compiler/program.ts";
+import { cudaProgramOptions } from "../../runtime/cuda/executor.ts";
 
 const GiB = 2 ** 30;
 
@@ -69,24 +72,25 @@ describe("KV budget from device memory", () => {
   it("weights: every parameter in f32, or the GEMM and embedding matrices in bf16", async () => {
     const m = await loadModel(fixture("llama"));
     const all = [...m.weights.values()].reduce((n, w) => n + w.data.length, 0);
-    expect(deviceWeightBytes(m.graph, m.weights, "f32")).toBe(all * 4);
-    const bf16 = deviceWeightBytes(m.graph, m.weights, "bf16");
+    const program = (weightDtype: "f32" | "bf16"): Program => compile(m.graph, cudaProgramOptions("sm_90", { weightDtype })).program;
+    expect(deviceWeightBytes(program("f32"), m.weights)).toBe(all * 4);
+    const bf16 = deviceWeightBytes(program("bf16"), m.weights);
     expect(bf16).toBeLessThan(all * 4);
     expect(bf16).toBeGreaterThan(all * 2); // the norms stay f32
   });
 
-  const EXEC = { arch: "sm_90", weightDtype: "f32", kvDtype: "f32" } as const;
 
   it("activations grow with the step's tokens and include the margin", async () => {
-    const m = await loadModel(fixture("llama"));
-    const small = activationBytes(m.graph, { maxTokens: 16, maxRows: 16, multiprocessors: 132, graphRows: 0, ...EXEC });
-    const big = activationBytes(m.graph, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 0, ...EXEC });
+    const loaded = await loadModel(fixture("llama"));
+    const m = compile(loaded.graph, cudaProgramOptions("sm_90", {}));
+    const small = activationBytes(m, { maxTokens: 16, maxRows: 16, multiprocessors: 132, graphRows: 0 });
+    const big = activationBytes(m, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 0 });
     expect(small).toBeGreaterThan(ACTIVATION_MARGIN_BYTES);
     expect(big).toBeGreaterThan(small);
     // the executor's buffers double: 300 tokens take what 512 do
-    expect(activationBytes(m.graph, { maxTokens: 300, maxRows: 300, multiprocessors: 132, graphRows: 0, ...EXEC })).toBe(big);
+    expect(activationBytes(m, { maxTokens: 300, maxRows: 300, multiprocessors: 132, graphRows: 0 })).toBe(big);
     // the decode graphs' arena comes on top
-    expect(activationBytes(m.graph, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 256, ...EXEC })).toBeGreaterThan(big);
+    expect(activationBytes(m, { maxTokens: 512, maxRows: 512, multiprocessors: 132, graphRows: 256 })).toBeGreaterThan(big);
   });
 
   it("state: f32 per slot over every state tensor, and one padding slot", () => {

@@ -14,13 +14,13 @@ emulatedSuite("step profile on the emulated CUDA backend", (backend) => {
     const { graph, weights } = await loadModel(fixture("qwen3"));
     const table = Array.from({ length: 4 }, (_, i) => i);
     const prompt = Array.from({ length: 20 }, (_, i) => 5 + ((i * 31) % 500));
-    const ex = new CudaExecutor(graph, weights, backend(), { numBlocks: 4, blockSize: 16, weightDtype: "bf16", cudaGraphs: false });
+    const ex = CudaExecutor.fromGraph(graph, weights, backend(), { numBlocks: 4, blockSize: 16, weightDtype: "bf16", cudaGraphs: false });
     try {
       ex.run(packStep([{ tokens: prompt, numCached: 0, blockTable: table }], 16));
       const step = packStep([{ tokens: [7], numCached: 20, blockTable: table }], 16);
       const plain = ex.run(step);
       const p = ex.profileStep(step, 1);
-      const plan = ex.planSummary!;
+      const plan = ex.planSummary;
       expect(p.units.length).toBe(plan.fusedKernels + plan.nodes);
       expect(p.units.every((u) => u.ms >= 0)).toBe(true);
       const cats = new Map(profileByCategory(p.units).map((c) => [c.category, c]));
@@ -32,7 +32,7 @@ emulatedSuite("step profile on the emulated CUDA backend", (backend) => {
       // the GEMVs read every bf16 matrix but the embedding table (the LM head is tied here or not)
       const gemvBytes = cats.get("gemv")!.weightBytes;
       expect(gemvBytes).toBeGreaterThan(0);
-      expect(gemvBytes).toBeLessThanOrEqual(deviceWeightBytes(ex.graph, weights, "bf16"));
+      expect(gemvBytes).toBeLessThanOrEqual(deviceWeightBytes(ex.program, weights));
       expect(Array.from(ex.run(step))).toEqual(Array.from(plain));
     } finally {
       ex.dispose();

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { createEngine, type CreatedEngine } from "../../runtime/engine/create_engine.ts";
 import { Engine } from "../../runtime/engine/engine.ts";
 import type { RequestResult } from "../../runtime/engine/request_output.ts";
-import { fixture } from "../fixture_copy.ts";
+import { fixturesWhere } from "../fixtures/index.ts";
 import { makePrompts } from "./fake_runner.ts";
 
 const prompts = makePrompts(10, 3, 45, 500, 77).map((p) => p.map((t) => t + 5));
@@ -33,17 +33,17 @@ function expectAllReturned(created: CreatedEngine, engine: Engine): void {
   expect(engine.stats().numFreeBlocks).toBe(engine.stats().numBlocks);
 }
 
-for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", "bamba"] as const) {
-  describe(`${name} in the batching engine`, async () => {
-    const big = await createEngine({ modelDir: fixture(name), numBlocks: 64, blockSize: 8, maxModelLen: 128 });
+for (const f of fixturesWhere((x) => x.stateLayers || x.moe)) {
+  describe(`${f.name} in the batching engine`, async () => {
+    const big = await createEngine({ modelDir: f.dir, numBlocks: 64, blockSize: 8, maxModelLen: 128 });
     const alone: number[][] = [];
     for (let i = 0; i < prompts.length; i++) {
       const [r] = await engineOn(big, 256).generateBatch([prompts[i]!], { temperature: 0, maxTokens: maxTokens[i]!, ignoreEos: true });
       alone.push(tokensOf(r!));
     }
 
-    it(name === "qwen3-moe" ? "has no per-sequence state" : "declares per-sequence state slots", () => {
-      expect(big.runner.statePool === undefined).toBe(name === "qwen3-moe");
+    it(f.stateLayers ? "declares per-sequence state slots" : "has no per-sequence state", () => {
+      expect(big.runner.statePool === undefined).toBe(!f.stateLayers);
     });
 
     it("concurrent requests, prefilled in chunks of at most 16 tokens, give the tokens of each alone", async () => {
@@ -54,7 +54,7 @@ for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", 
     });
 
     it("the same when the KV pool is small enough to preempt; preempted sequences give back their slots", async () => {
-      const small = await createEngine({ modelDir: fixture(name), numBlocks: 8, blockSize: 8, maxModelLen: 64 });
+      const small = await createEngine({ modelDir: f.dir, numBlocks: 8, blockSize: 8, maxModelLen: 64 });
       const engine = engineOn(small, 32, 64);
       expect(await runAll(engine)).toEqual(alone);
       expect(engine.stats().numPreemptions).toBeGreaterThan(0);

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { EngineCore } from "../../runtime/engine/engine_core.ts";
 import { applyLogitBias, applyPenalties } from "../../runtime/engine/logits_processors.ts";
 import { positionLogprobs } from "../../runtime/engine/logprobs.ts";
-import { drawToken, filterDistribution, sampleToken, type FilterParams } from "../../runtime/engine/sampler.ts";
+import { argmax, drawToken, filterDistribution, sampleToken, type FilterParams } from "../../runtime/engine/sampler.ts";
 import { resolveSamplingParams, type SamplingParamsInput } from "../../runtime/engine/sampling_params.ts";
 import { isKilnError } from "../../runtime/errors.ts";
 import { Rng } from "../../runtime/rng.ts";
@@ -87,6 +87,13 @@ describe("filtering", () => {
   it("draws by cumulative probability", () => {
     const d = { ids: [5, 2, 7], probs: [0.5, 0.3, 0.2] };
     expect([0, 0.49, 0.5, 0.79, 0.8, 0.999].map((u) => drawToken(d, u))).toEqual([5, 5, 2, 2, 7, 7]);
+  });
+
+  it("greedy is argmax, the lowest id winning ties (as torch.argmax); -inf rows give 0", () => {
+    expect(argmax(Float32Array.from([0.5, 2, -1, 2]))).toBe(1);
+    expect(argmax(Float32Array.from([-Infinity, -Infinity]))).toBe(0);
+    const seqCtx = { promptTokens: () => new Set<number>(), outputCounts: new Map<number, number>(), stopTokenIds: new Set<number>(), numOutputTokens: 0, rng: new Rng(1) };
+    expect(sampleToken(Float32Array.from([0.5, 2, -1, 2, 0, 0, 0, 0]), { ...seqCtx, params: params({ temperature: 0 }) })).toBe(1);
   });
 });
 

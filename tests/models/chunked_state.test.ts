@@ -30,7 +30,7 @@ for (const name of Object.keys(STATE_TENSORS) as (keyof typeof STATE_TENSORS)[])
     const prompt = Array.from(ref.readI32("prompt_2")); // 40 tokens
     ref.close();
     const V = loaded.model.vocabSize;
-    const runner = new ModelRunner(loaded.graph, loaded.weights, V, { numBlocks: 8, blockSize: 8 });
+    const runner = ModelRunner.forGraph(loaded.graph, loaded.weights, V, { numBlocks: 8, blockSize: 8 });
     const table = Array.from({ length: 8 }, (_, i) => i);
     const pool = runner.statePool;
 

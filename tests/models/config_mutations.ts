@@ -8,6 +8,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ErrorCode } from "../../runtime/errors.ts";
 import { fixture } from "../fixture_copy.ts";
+import { FIXTURES, type FixtureFacts } from "../fixtures/index.ts";
+
+/** One fixture of each architecture (the first of each model type, random weights): every config parser once. */
+export const ONE_PER_ARCHITECTURE: readonly FixtureFacts[] = FIXTURES.filter(
+  (f, i) => !f.trained && FIXTURES.findIndex((g) => !g.trained && g.modelType === f.modelType) === i,
+);
 
 /** What a mutated model folder must do when loaded the way `kiln run` loads it. */
 export interface Expectation {

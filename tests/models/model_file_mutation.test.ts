@@ -1,7 +1,7 @@
 /**
  * Model-file mutation test: hundreds of hostile edits to the fixtures' config.json, safetensors
  * header and data, tokenizer files and generation_config.json, each loaded the way `kiln run` loads
- * a model (loadModel, KilnTokenizer.load, loadGenerationConfig, then a two-token generation). Each
+ * a model (its runPrompt: the tokenizer, then createEngine, then a two-token generation). Each
  * must either work (only where the mutation is harmless) or fail with a KilnError of an expected
  * code that names the folder, within 10 s and without the process growing by hundreds of MB. A
  * sample runs through the real CLI: exit status 2, one `kiln: error [CODE]:` line, no stack trace.
@@ -13,22 +13,18 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import { runPrompt } from "../../cli/run.ts";
 import { isKilnError } from "../../runtime/errors.ts";
-import { blocksForGeneration, generate } from "../../runtime/generate.ts";
-import { loadGenerationConfig } from "../../runtime/generation_config.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
-import { ModelRunner } from "../../runtime/model_runner.ts";
-import { KilnTokenizer } from "../../runtime/tokenizer.ts";
 import { fixture } from "../fixture_copy.ts";
-import { numericFieldMutations, type Mutation } from "./config_mutations.ts";
+import { numericFieldMutations, ONE_PER_ARCHITECTURE, type Mutation } from "./config_mutations.ts";
 import { configStructureMutations, generationConfigMutations, safetensorsMutations, tokenizerMutations } from "./file_mutations.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MAX_MS = 10_000;
 const MAX_RSS_GROWTH = 512 * 2 ** 20;
 
-// One of each family: Llama, sliding windows, Gemma, GPT-2, OPT, Mamba-2, hybrid MoE (Jamba, MiniMax).
-const NUMERIC_FIXTURES = ["llama", "mistral-swa", "gemma2", "gpt2", "opt", "mamba2", "jamba", "minimax"];
+// Every architecture's config, once (tests/fixtures/index.ts).
+const NUMERIC_FIXTURES = ONE_PER_ARCHITECTURE.map((f) => f.name);
 const GROUPS: readonly [string, readonly Mutation[]][] = [
   ["config.json numeric fields", NUMERIC_FIXTURES.flatMap(numericFieldMutations)],
   ["config.json structure", configStructureMutations()],
@@ -77,23 +73,8 @@ function mutatedCopy(m: Mutation, dir = join(tmpRoot, `work-${m.fixture}`)): str
 
 /** What `kiln run -m dir -p hi --max-tokens 2 --temperature 0` does, in-process; the generated ids. */
 async function runLikeCli(dir: string): Promise<number[]> {
-  const loaded = await loadModel(dir);
-  const tokenizer = KilnTokenizer.load(dir);
-  const defaults = loadGenerationConfig(dir);
-  const prompt = tokenizer.encode("hi", { addSpecialTokens: true });
-  const maxModelLen = loaded.model.maxPositions;
-  const runner = new ModelRunner(loaded.graph, loaded.weights, loaded.model.vocabSize, {
-    numBlocks: blocksForGeneration(prompt.length, 2, maxModelLen, 16),
-    blockSize: 16,
-  });
-  try {
-    const sampling = { temperature: 0, topP: 1, topK: undefined, minP: 0 };
-    const { tokens } = generate(runner, prompt, { maxTokens: 2, sampling, seed: 1, stopTokenIds: defaults.eosTokenIds, maxModelLen });
-    tokenizer.decode(tokens);
-    return tokens;
-  } finally {
-    runner.dispose();
-  }
+  const { tokenIds } = await runPrompt({ model: dir, prompt: "hi", maxTokens: 2, temperature: 0, seed: 1 });
+  return [...tokenIds];
 }
 
 const baselines = new Map<string, number[]>();

@@ -1,43 +1,45 @@
 /**
- * Engine artifacts: `compileArtifact` of every supported fixture and of the fortune model runs
- * greedily exactly as the model folder does; what is inside (weights per target, weight map,
- * kernels, launch configurations); and every way a broken artifact is refused.
+ * Engine artifacts: `compileArtifact` of every fixture and of the fortune model runs greedily
+ * exactly as the model folder does, from the stored program; what is inside (weights as the
+ * program stores them, weight map, kernels, launch configurations); and every way a broken
+ * artifact is refused or, for the weights, found by `verifyArtifact`.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { findCompiler } from "../../compiler/toolchain.ts";
 import { compileArtifact, parseTarget } from "../../runtime/artifact.ts";
-import { MANIFEST_FILE } from "../../runtime/artifact_loader.ts";
+import { MANIFEST_FILE, verifyArtifact } from "../../runtime/artifact_loader.ts";
 import { f32ToF16 } from "../../runtime/artifact_weights.ts";
+import { greedyTokens } from "../../runtime/engine/greedy.ts";
 import { isKilnError, type ErrorCode } from "../../runtime/errors.ts";
-import { generate } from "../../runtime/generate.ts";
 import { loadModel, type LoadedModel } from "../../runtime/model_loader.ts";
 import { ModelRunner } from "../../runtime/model_runner.ts";
 import { SafetensorsFile } from "../../runtime/safetensors.ts";
 import { fixture } from "../fixture_copy.ts";
+import { FIXTURES } from "../fixtures/index.ts";
 
-const FORTUNE = fileURLToPath(new URL("../../assets/fortune-llama", import.meta.url));
-const MODELS: [string, string][] = [
-  ["llama", fixture("llama")],
-  ["llama-bf16", fixture("llama-bf16")],
-  ["qwen2", fixture("qwen2")],
-  ["qwen3", fixture("qwen3")],
-  ["mistral-swa", fixture("mistral-swa")],
-  ["fortune-llama", FORTUNE],
-];
 const tmp = (name: string): string => join(mkdtempSync(join(tmpdir(), "kiln-artifact-")), name);
+
+/** The runner of a loaded model: an artifact's stored program, or the folder's graph compiled for the CPU. */
+function runnerOf(m: LoadedModel, numBlocks = 8): ModelRunner {
+  const opts = { numBlocks, blockSize: 16 };
+  return m.compiled === undefined ? ModelRunner.forGraph(m.graph, m.weights, m.model.vocabSize, opts) : new ModelRunner(m.compiled, m.weights, m.model.vocabSize, opts);
+}
 
 /** Greedy tokens and the logits they came from, for a few prompts (one longer than mistral's window). */
 function greedy(m: LoadedModel): { tokens: number[][]; logits: number[] } {
-  const runner = new ModelRunner(m.graph, m.weights, m.model.vocabSize, { numBlocks: 8, blockSize: 16 });
+  const runner = runnerOf(m);
   const prompts = [[5, 17, 301, 44], [9, 8, 7, 6, 5, 4, 3, 2, 100, 200, 300, 400, 12]];
-  const tokens = prompts.map((p) => generate(runner, p, { maxTokens: 10, sampling: { temperature: 0, topP: 1, topK: undefined, minP: 0 }, seed: 0, stopTokenIds: [], maxModelLen: 64 }).tokens);
-  const logits = Array.from(runner.execute([{ tokens: prompts[1]!, numCached: 0, blockTable: [0, 1] }]));
-  runner.dispose();
-  return { tokens, logits };
+  try {
+    const tokens = greedyTokens(runner, prompts, 10, { maxModelLen: 64 });
+    const slot = runner.statePool?.allocate();
+    const logits = Array.from(runner.execute([{ tokens: prompts[1]!, numCached: 0, blockTable: [0, 1], ...(slot === undefined ? {} : { stateSlot: slot }) }]));
+    return { tokens, logits };
+  } finally {
+    runner.dispose();
+  }
 }
 
 async function refusal(dir: string, code: ErrorCode, message: RegExp, opts = {}): Promise<void> {
@@ -52,41 +54,22 @@ async function refusal(dir: string, code: ErrorCode, message: RegExp, opts = {})
 }
 
 describe("engine artifacts", () => {
-  it.each(MODELS)("%s: the CPU artifact runs greedily exactly as the model folder", async (_name, dir) => {
+  it.each(FIXTURES.map((f) => [f.name, f.dir] as const))("%s: the CPU artifact runs its stored program greedily exactly as the model folder", async (_name, dir) => {
     const out = tmp("engine");
-    const summary = await compileArtifact({ modelDir: dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
-    expect(summary.kernelsPerLayer.after.every((n) => n === 9)).toBe(true);
+    await compileArtifact({ modelDir: dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
     const fromFolder = await loadModel(dir);
     const fromArtifact = await loadModel(out);
+    expect(fromFolder.compiled).toBeUndefined();
+    expect(fromArtifact.compiled?.binary?.path).toBe(join(out, "kernels/module.so"));
     expect(fromArtifact.artifact?.maxModelLen).toBe(256);
     expect(fromArtifact.model.vocabSize).toBe(fromFolder.model.vocabSize);
+    expect(fromArtifact.graph.stateLayers).toEqual(fromFolder.graph.stateLayers);
     const a = greedy(fromFolder);
     const b = greedy(fromArtifact);
     expect(b.tokens).toEqual(a.tokens);
     expect(b.logits).toEqual(a.logits);
     rmSync(out, { recursive: true, force: true });
   });
-
-  it.each(["qwen3-moe", "lfm2", "minimax", "mamba", "mamba2", "jamba", "bamba"])(
-    "%s: the CPU artifact of a MoE, state-space or hybrid model generates exactly as the model folder",
-    async (name) => {
-      const out = tmp("engine");
-      await compileArtifact({ modelDir: fixture(name), outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
-      const fromFolder = await loadModel(fixture(name));
-      const fromArtifact = await loadModel(out);
-      expect(fromArtifact.graph.stateLayers).toEqual(fromFolder.graph.stateLayers);
-      const run = (m: LoadedModel): number[][] => {
-        const runner = new ModelRunner(m.graph, m.weights, m.model.vocabSize, { numBlocks: 8, blockSize: 16 });
-        const prompts = [[5, 17, 301, 44], [9, 8, 7, 6, 5, 4, 3, 2, 100, 200, 300, 400, 12]];
-        const sampling = { temperature: 0, topP: 1, topK: undefined, minP: 0 };
-        const tokens = prompts.map((p) => generate(runner, p, { maxTokens: 10, sampling, seed: 0, stopTokenIds: [], maxModelLen: 64 }).tokens);
-        runner.dispose();
-        return tokens;
-      };
-      expect(run(fromArtifact)).toEqual(run(fromFolder));
-      rmSync(out, { recursive: true, force: true });
-    },
-  );
 
   it("records a weight map where every checkpoint tensor fills exactly one parameter", async () => {
     const out = tmp("llama");
@@ -116,7 +99,7 @@ describe("engine artifacts", () => {
     await expect(compileArtifact({ modelDir: fixture("llama"), outDir: tmp("x"), target: { kind: "cpu" }, dtype: "f16" })).rejects.toThrow(/f32 or bf16/);
   });
 
-  it("writes a CUDA artifact: every tensor in the dtype, the kernels' source, launch configurations and capture sizes", async () => {
+  it("writes a CUDA artifact: matrices in the dtype and the rest in f32, the kernels' source, launch configurations and capture sizes", async () => {
     const out = tmp("cuda");
     const summary = await compileArtifact({ modelDir: fixture("qwen3"), outDir: out, target: parseTarget("cuda:sm_90"), dtype: "f16", maxNumSeqs: 20 });
     const manifest = JSON.parse(readFileSync(join(out, MANIFEST_FILE), "utf8")) as Record<string, unknown> & {
@@ -130,13 +113,17 @@ describe("engine artifacts", () => {
     for (const k of manifest.kernels) expect(k.launch.grid[0] === "T" || k.launch.grid[0] === "S").toBe(true);
     expect(readFileSync(join(out, "kernels/module.cu"), "utf8")).toContain('extern "C" __global__');
     const w = SafetensorsFile.open(join(out, "weights.safetensors"));
-    expect(new Set([...w.tensors.values()].map((t) => t.dtype))).toEqual(new Set(["F16"]));
+    expect(w.info("model.layers.0.self_attn.qkv_proj.weight").dtype).toBe("F16");
+    expect(w.info("model.embed_tokens.weight").dtype).toBe("F16");
+    expect(w.info("model.layers.0.input_layernorm.weight").dtype).toBe("F32");
     w.close();
+    const program = JSON.parse(readFileSync(join(out, "program.json"), "utf8")) as { program: { options: unknown } };
+    expect(program.program.options).toEqual({ target: { kind: "cuda", arch: "sm_90" }, dtype: "f16", kvDtype: "f16", captureSizes: [1, 2, 4, 8, 16, 24] });
     expect(summary.compiler !== undefined).toBe(findCompiler("nvcc").version !== undefined);
     await refusal(out, "INVALID_ARGUMENT", /compiled for target "cuda:sm_90", but this backend runs 'cpu'/);
   });
 
-  it("refuses a wrong format version, a missing file, a corrupt file and a foreign manifest", async () => {
+  it("refuses a wrong format version, a missing file, an altered small file and a foreign manifest; verify finds altered weights", async () => {
     const good = tmp("good");
     await compileArtifact({ modelDir: fixture("llama"), outDir: good, target: { kind: "cpu" } });
     const variant = (name: string, edit: (dir: string) => void): string => {
@@ -150,19 +137,28 @@ describe("engine artifacts", () => {
       f(m);
       writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(m));
     };
-    await refusal(variant("v2", (d) => editManifest(d, (m) => (m["formatVersion"] = 2))), "CONFIG_INVALID", /format version 2 is not the version 1/);
+    await refusal(variant("v1", (d) => editManifest(d, (m) => (m["formatVersion"] = 1))), "CONFIG_INVALID", /format version 1 is not the version 2/);
     await refusal(variant("other", (d) => editManifest(d, (m) => (m["format"] = "something-else"))), "CONFIG_INVALID", /not a kiln-engine manifest/);
     await refusal(variant("nograph", (d) => unlinkSync(join(d, "graph.json"))), "MODEL_NOT_FOUND", /graph\.json is missing/);
+    const flipByte = (p: string, at: (bytes: Buffer) => number): void => {
+      const bytes = readFileSync(p);
+      bytes[at(bytes)]! ^= 0x40;
+      writeFileSync(p, bytes);
+    };
+    // a small file is hashed at every load
     await refusal(
-      variant("corrupt", (d) => {
-        const p = join(d, "weights.safetensors");
-        const bytes = readFileSync(p);
-        bytes[bytes.length - 3]! ^= 0x40;
-        writeFileSync(p, bytes);
-      }),
+      variant("program", (d) => flipByte(join(d, "program.json"), (b) => b.indexOf('"steps"') + 2)),
       "CONFIG_INVALID",
-      /weights\.safetensors does not match its SHA-256/,
+      /program\.json does not match its SHA-256/,
     );
+    // the weights only by size at load; verify (and --verify) hash them
+    const weights = variant("weights", (d) => flipByte(join(d, "weights.safetensors"), (b) => b.length - 3));
+    expect((await loadModel(weights)).artifact).toBeDefined();
+    expect(verifyArtifact(good).every((f) => f.ok)).toBe(true);
+    expect(verifyArtifact(weights).filter((f) => !f.ok)).toEqual([
+      { file: "weights.safetensors", bytes: readFileSync(join(weights, "weights.safetensors")).length, ok: false, problem: "SHA-256 differs from the manifest" },
+    ]);
+    await refusal(weights, "CONFIG_INVALID", /weights\.safetensors does not match its SHA-256/, { verify: true });
     await refusal(variant("truncated", (d) => writeFileSync(join(d, "graph.json"), "{}")), "CONFIG_INVALID", /graph\.json is \d+ bytes, the manifest says \d+/);
     await refusal(variant("badjson", (d) => writeFileSync(join(d, MANIFEST_FILE), "{")), "CONFIG_INVALID", /manifest\.json cannot be read/);
     await refusal(good, "INVALID_ARGUMENT", /stored as f32; recompile with --dtype bf16/, { weightStorage: "bf16" });

@@ -26,9 +26,24 @@ describe("kiln compile + kiln run", () => {
     const text = kiln(["run", "--model", out, "--prompt", ref.prompt, "--temperature", "0", "--max-tokens", "24", "--ignore-eos", "--no-skip-special-tokens"]);
     expect(text).toBe(ref.greedy + "\n");
 
+    // kiln verify hashes the weights too; an altered weight is found there (the load checks its size only)
+    expect(kiln(["verify", out])).toMatch(/all \d+ files match the manifest/);
+    const weights = join(out, "weights.safetensors");
+    const bytes = readFileSync(weights);
+    bytes[bytes.length - 5]! ^= 0x01;
+    writeFileSync(weights, bytes);
+    try {
+      kiln(["verify", out]);
+      throw new Error("expected verify to fail");
+    } catch (e) {
+      const err = e as { status: number; stdout: string };
+      expect(err.status).toBe(1);
+      expect(err.stdout).toMatch(/BAD  weights\.safetensors \(\d+ bytes\): SHA-256 differs from the manifest/);
+    }
+
     // a corrupted artifact is refused with one clear line and exit status 2
     const manifest = join(out, "manifest.json");
-    writeFileSync(manifest, readFileSync(manifest, "utf8").replace('"formatVersion": 1', '"formatVersion": 99'));
+    writeFileSync(manifest, readFileSync(manifest, "utf8").replace('"formatVersion": 2', '"formatVersion": 99'));
     try {
       kiln(["run", "--model", out, "--prompt", "x"]);
       throw new Error("expected a refusal");

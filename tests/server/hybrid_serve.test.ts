@@ -9,11 +9,11 @@ import { ATTENTION_FREE_MAX_MODEL_LEN, createEngine } from "../../runtime/engine
 import { loadGenerationConfig } from "../../runtime/generation_config.ts";
 import { SafetensorsFile } from "../../runtime/safetensors.ts";
 import { buildServer } from "../../runtime/server/app.ts";
-import { fixture } from "../fixture_copy.ts";
+import { fixturesWhere } from "../fixtures/index.ts";
 
-for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", "bamba"] as const) {
-  describe(`kiln serve ${name}`, async () => {
-    const dir = fixture(name);
+for (const f of fixturesWhere((x) => x.stateLayers || x.moe)) {
+  describe(`kiln serve ${f.name}`, async () => {
+    const dir = f.dir;
     const created = await createEngine({ modelDir: dir, blockSize: 16, kvCacheBytes: 8 * 2 ** 20, maxNumBatchedTokens: 24 });
     const app = buildServer({
       engine: created.engine,
@@ -57,7 +57,7 @@ for (const name of ["lfm2", "minimax", "qwen3-moe", "mamba", "mamba2", "jamba", 
       const res = await app.inject({ method: "GET", url: "/v1/models" });
       const window = (res.json() as { data: { max_model_len: number }[] }).data[0]!.max_model_len;
       expect(window).toBe(created.maxModelLen);
-      expect(window).toBe(name === "mamba" || name === "mamba2" ? ATTENTION_FREE_MAX_MODEL_LEN : created.model.model.maxPositions);
+      expect(window).toBe(!f.attention ? ATTENTION_FREE_MAX_MODEL_LEN : created.model.model.maxPositions);
       const tooLong = await app.inject({
         method: "POST",
         url: "/v1/completions",

@@ -1,14 +1,14 @@
 /*
  * add_rms_norm_bf16: add + rms_norm, one block per row of [T]
  *   rows  number of rows this step
- *   x0    in  bf16 [T, 64]  activation
- *   x1    in  bf16 [T, 64]  activation
- *   y0    out bf16 [T, 64]  add result
- *   w0    in  bf16 [64]  weight
- *   y1    out bf16 [T, 64]  rms_norm result
+ *   x0    in  f32  [T, 64]  activation
+ *   x1    in  f32  [T, 64]  activation
+ *   y0    out f32  [T, 64]  add result
+ *   w0    in  f32  [64]  weight
+ *   y1    out f32  [T, 64]  rms_norm result
  * launch: grid (T, 1, 1), block (32, 1, 1), dynamic shared memory 260 bytes
  */
-extern "C" __global__ void __launch_bounds__(32) add_rms_norm_bf16(const long long rows, const __nv_bfloat16* __restrict__ x0, const __nv_bfloat16* __restrict__ x1, __nv_bfloat16* __restrict__ y0, const __nv_bfloat16* __restrict__ w0, __nv_bfloat16* __restrict__ y1) {
+extern "C" __global__ void __launch_bounds__(32) add_rms_norm_bf16(const long long rows, const float* __restrict__ x0, const float* __restrict__ x1, float* __restrict__ y0, const float* __restrict__ w0, float* __restrict__ y1) {
   const long long r = blockIdx.x;
   if (r >= rows) return;
   extern __shared__ float kiln_smem[];

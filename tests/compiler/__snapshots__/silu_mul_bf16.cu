@@ -1,11 +1,11 @@
 /*
  * silu_mul_bf16: silu + mul, one block per row of [T]
  *   rows  number of rows this step
- *   x0    in  bf16 [T, 256]  activation
- *   y0    out bf16 [T, 128]  mul result
+ *   x0    in  f32  [T, 256]  activation
+ *   y0    out f32  [T, 128]  mul result
  * launch: grid (T, 1, 1), block (32, 1, 1), dynamic shared memory 0 bytes
  */
-extern "C" __global__ void __launch_bounds__(32) silu_mul_bf16(const long long rows, const __nv_bfloat16* __restrict__ x0, __nv_bfloat16* __restrict__ y0) {
+extern "C" __global__ void __launch_bounds__(32) silu_mul_bf16(const long long rows, const float* __restrict__ x0, float* __restrict__ y0) {
   const long long r = blockIdx.x;
   if (r >= rows) return;
   for (long long c0 = (long long)threadIdx.x * 4; c0 < 128; c0 += (long long)blockDim.x * 4) {

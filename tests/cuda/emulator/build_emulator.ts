@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { requireEmulatorTools } from "../../required_tools.ts";
 
 const EMULATOR_DIR = fileURLToPath(new URL(".", import.meta.url));
 export const KERNELS_DIR = fileURLToPath(new URL("../../../kernels/cuda/", import.meta.url));
@@ -58,6 +59,8 @@ function generatedKernels(files: readonly string[]): string {
 
 /** Builds (or finds) the emulator; returns the shared object's path. */
 export function buildEmulator(): string {
+  // a missing tool fails the test that needs the emulator, with what to install (no silent skip)
+  requireEmulatorTools();
   const files = cudaSources();
   const h = createHash("sha256");
   for (const f of [...SOURCES, ...HEADERS]) h.update(f).update(readFileSync(join(EMULATOR_DIR, f)));
@@ -103,16 +106,4 @@ const CUBIN_CACHE = fileURLToPath(new URL("../../../build/cuda-emulator/cubin-ca
 /** Points this process's CUDA libraries at the emulator (built if needed) and kiln's CUBIN cache into the build folder. */
 export function useEmulator(): void {
   Object.assign(process.env, emulatorEnv(buildEmulator()), { KILN_CACHE_DIR: CUBIN_CACHE });
-}
-
-/** The emulator needs g++ to build and nvcc behind its NVRTC: the first of them missing from the PATH, if any. */
-export function missingEmulatorTool(): string | undefined {
-  for (const tool of ["g++", "nvcc"]) {
-    try {
-      execFileSync(tool, ["--version"], { stdio: "ignore" });
-    } catch {
-      return tool;
-    }
-  }
-  return undefined;
 }

@@ -1,0 +1,91 @@
+/**
+ * The compiled program is the contract: loading an engine artifact and running it traces nothing,
+ * compiles nothing and builds no kernels; the executor runs the stored program with the stored
+ * shared library, whose digest it reports. The compiler entry points are wrapped to record any
+ * call made while an artifact loads and runs.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { compileArtifact } from "../../runtime/artifact.ts";
+import { MANIFEST_FILE } from "../../runtime/artifact_loader.ts";
+import { createEngine } from "../../runtime/engine/create_engine.ts";
+import { FIXTURES, fixtureFacts } from "../fixtures/index.ts";
+
+const guard = vi.hoisted(() => ({ watching: false, calls: [] as string[] }));
+const record = (what: string): void => {
+  if (guard.watching) guard.calls.push(what);
+};
+
+vi.mock("../../compiler/pipeline.ts", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../compiler/pipeline.ts")>();
+  return { ...real, compile: (...a: Parameters<typeof real.compile>) => (record("compile"), real.compile(...a)) };
+});
+vi.mock("../../compiler/toolchain.ts", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../compiler/toolchain.ts")>();
+  return {
+    ...real,
+    compileC: (...a: Parameters<typeof real.compileC>) => (record("compileC"), real.compileC(...a)),
+    compileCuda: (...a: Parameters<typeof real.compileCuda>) => (record("compileCuda"), real.compileCuda(...a)),
+  };
+});
+vi.mock("../../models/dsl/causal_lm.ts", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../models/dsl/causal_lm.ts")>();
+  return { ...real, traceModel: (...a: Parameters<typeof real.traceModel>) => (record("traceModel"), real.traceModel(...a)) };
+});
+
+afterEach(() => {
+  guard.watching = false;
+  guard.calls.length = 0;
+});
+
+const tmp = (name: string): string => join(mkdtempSync(join(tmpdir(), "kiln-contract-")), name);
+
+async function greedyText(modelDir: string, prompt: string): Promise<{ text: string; origin: unknown }> {
+  const { engine, runner } = await createEngine({ modelDir, maxModelLen: 256 });
+  try {
+    const [out] = await engine.generateBatch([prompt], { temperature: 0, maxTokens: 12, ignoreEos: true });
+    return { text: out!.completions[0]!.text, origin: runner.kernelOrigin };
+  } finally {
+    engine.close();
+    runner.dispose();
+  }
+}
+
+describe("an artifact runs what was compiled", () => {
+  it("the model folder traces and compiles (the wrappers see it)", async () => {
+    guard.watching = true;
+    await greedyText(fixtureFacts("llama").dir, "hello");
+    expect(guard.calls).toContain("traceModel");
+    expect(guard.calls).toContain("compile");
+  });
+
+  for (const f of FIXTURES.filter((x) => ["fortune-llama", "qwen3-moe", "bamba", "gpt2"].includes(x.name))) {
+    it(`${f.name}: loading and running the CPU artifact traces, compiles and builds nothing; the stored library runs`, async () => {
+      const out = tmp(f.name);
+      await compileArtifact({ modelDir: f.dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
+      const manifest = JSON.parse(readFileSync(join(out, MANIFEST_FILE), "utf8")) as { files: Record<string, { sha256: string }> };
+      const folder = await greedyText(f.dir, "Once upon a time");
+      guard.watching = true;
+      const artifact = await greedyText(out, "Once upon a time");
+      expect(guard.calls).toEqual([]);
+      expect(artifact.origin).toEqual({ origin: "artifact", sha256: manifest.files["kernels/module.so"]!.sha256 });
+      expect(artifact.text).toBe(folder.text);
+    });
+  }
+
+  it("a library built for another CPU is rebuilt from the stored source, and says so", async () => {
+    const out = tmp("moved");
+    await compileArtifact({ modelDir: fixtureFacts("llama").dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
+    const path = join(out, MANIFEST_FILE);
+    const manifest = JSON.parse(readFileSync(path, "utf8")) as { module: { binary: { builtFor: string } } };
+    manifest.module.binary.builtFor = "riscv64 some other cpu";
+    writeFileSync(path, JSON.stringify(manifest));
+    guard.watching = true;
+    const { origin } = await greedyText(out, "hi");
+    expect(guard.calls).toEqual(["compileC"]);
+    expect(origin).toMatchObject({ origin: "rebuilt", note: expect.stringMatching(/built for 'riscv64 some other cpu'; rebuilt its stored source/) });
+  });
+});
