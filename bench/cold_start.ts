@@ -16,8 +16,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { writeSafetensors, type TensorToWrite } from "../runtime/safetensors_writer.ts";
-import type { JsonObject } from "../runtime/hf_config.ts";
+import { writeSafetensors, type TensorToWrite } from "../runtime/io/safetensors_writer.ts";
+import type { JsonObject } from "../models/hf_config.ts";
 import { QWEN3_06B } from "./gpu/random_llama.ts";
 
 const { values: args } = parseArgs({

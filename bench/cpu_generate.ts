@@ -6,10 +6,10 @@
  *   npx tsx bench/cpu_generate.ts [model-dir]
  */
 import { argmax } from "../runtime/engine/sampler.ts";
-import { loadModel } from "../runtime/model_loader.ts";
-import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
-import { ModelRunner } from "../runtime/model_runner.ts";
-import { Rng } from "../runtime/rng.ts";
+import { loadModel } from "../runtime/io/model_loader.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
+import { ModelRunner } from "../runtime/backends/model_runner.ts";
+import { Rng } from "../runtime/engine/rng.ts";
 
 const dir = process.argv[2] ?? DEFAULT_MODEL_DIR;
 const blockSize = 16;

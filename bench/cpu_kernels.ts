@@ -2,7 +2,7 @@
 // Shapes are Linear layers of a small model: x [M, K] · w [N, K]ᵀ; M = 1 is decode (GEMV, bound by
 // reading w, so GB/s of weight is printed too), M = 128 / 512 prefill. A plain JS triple loop on a
 // small shape gives the baseline.
-import { loadNative } from "../runtime/cpu/native.ts";
+import { loadNative } from "../runtime/backends/cpu/native.ts";
 
 const native = loadNative();
 

@@ -15,15 +15,15 @@ import { parseArgs } from "node:util";
 import { traceModel } from "../models/dsl/causal_lm.ts";
 import { SINGLE_DEVICE } from "../models/dsl/module.ts";
 import { defaultRegistry } from "../models/registry.ts";
-import { architectures, ConfigReader, type JsonObject } from "../runtime/hf_config.ts";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep } from "../runtime/cuda/decode_graphs.ts";
-import { packDecodeStep, packStepInputs } from "../runtime/cuda/step_inputs.ts";
-import { packSamplingRows } from "../runtime/device_sampling.ts";
+import { architectures, ConfigReader, type JsonObject } from "../models/hf_config.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep } from "../runtime/backends/cuda/decode_graphs.ts";
+import { packDecodeStep, packStepInputs } from "../runtime/backends/cuda/step_inputs.ts";
+import { packSamplingRows } from "../runtime/engine/device_sampling.ts";
 import { Engine } from "../runtime/engine/engine.ts";
-import type { StepInputs } from "../runtime/kv_cache.ts";
-import { BACKEND_REGISTRY, ModelRunner } from "../runtime/model_runner.ts";
-import { Rng } from "../runtime/rng.ts";
-import type { Backend, StepExecutor } from "../runtime/step_executor.ts";
+import type { StepInputs } from "../runtime/backends/kv_cache.ts";
+import { BACKEND_REGISTRY, ModelRunner } from "../runtime/backends/model_runner.ts";
+import { Rng } from "../runtime/engine/rng.ts";
+import type { Backend, StepExecutor } from "../runtime/backends/step_executor.ts";
 
 const { values: args } = parseArgs({
   options: {

@@ -8,9 +8,9 @@
  */
 import { parseArgs } from "node:util";
 import { createEngine } from "../runtime/engine/create_engine.ts";
-import { loadGenerationConfig } from "../runtime/generation_config.ts";
-import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
-import { Rng } from "../runtime/rng.ts";
+import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
+import { Rng } from "../runtime/engine/rng.ts";
 import { buildServer } from "../runtime/server/app.ts";
 
 const { values } = parseArgs({

@@ -9,8 +9,8 @@
 import { parseArgs } from "node:util";
 import { createEngine } from "../runtime/engine/create_engine.ts";
 import type { TokenConstraintFactory } from "../runtime/engine/token_constraint.ts";
-import { loadGenerationConfig } from "../runtime/generation_config.ts";
-import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
+import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
 import { StructuredOutputs } from "../runtime/server/structured_output.ts";
 
 const { values: args } = parseArgs({

@@ -13,8 +13,8 @@
 import { parseArgs } from "node:util";
 import { createEngine } from "../runtime/engine/create_engine.ts";
 import { Engine } from "../runtime/engine/engine.ts";
-import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
-import { Rng } from "../runtime/rng.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
+import { Rng } from "../runtime/engine/rng.ts";
 
 const { values: args } = parseArgs({
   options: {

@@ -1,12 +1,12 @@
 /**
  * `kiln compile <model-dir> --target cuda:sm_90|cpu --dtype bf16|f16|f32 --max-model-len N
- *  --max-num-seqs N -o <dir>`: writes an engine artifact (runtime/artifact.ts) that `kiln run` and
+ *  --max-num-seqs N -o <dir>`: writes an engine artifact (runtime/io/artifact.ts) that `kiln run` and
  * `kiln serve` load without tracing. Long steps draw progress bars on a terminal; the summary
  * (kernels, kernels per layer before/after fusion, times, sizes) goes to stdout.
  */
 import cliProgress from "cli-progress";
 import { Command } from "commander";
-import { compileArtifact, parseDtype, parseTarget, type ArtifactSummary, type ProgressReporter } from "../runtime/artifact.ts";
+import { compileArtifact, parseDtype, parseTarget, type ArtifactSummary, type ProgressReporter } from "../runtime/io/artifact.ts";
 import { intFlag } from "./options.ts";
 
 interface CompileFlags {

@@ -3,8 +3,8 @@
  * prompt, then a summary line; exits non-zero when a check fails.
  */
 import { Command, InvalidArgumentError } from "commander";
-import { runGolden } from "../runtime/golden_check.ts";
-import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
+import { runGolden } from "./golden_check.ts";
+import { BACKENDS, type BackendName } from "../runtime/backends/step_executor.ts";
 import { cudaDtypeFlag, floatFlag, registerCudaFromFlags, type CudaDtypeChoice } from "./options.ts";
 
 interface GoldenFlags {

@@ -3,7 +3,7 @@
  * loads plugins first (--plugin, KILN_PLUGINS) and turns typed errors into one clear line.
  */
 import { Command } from "commander";
-import { isKilnError } from "../runtime/errors.ts";
+import { isKilnError } from "../runtime/engine/errors.ts";
 import { loadPlugins, pluginsFromEnv } from "../models/registry.ts";
 import { compileCommand } from "./compile.ts";
 import { goldenCommand } from "./golden.ts";

@@ -2,12 +2,12 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError } from "commander";
-import { declaredArtifactDtype, isArtifactDir } from "../runtime/artifact_loader.ts";
-import { configDtype, loadConfigJson } from "../runtime/hf_config.ts";
-import { KilnError } from "../runtime/errors.ts";
-import { BACKENDS, type BackendName } from "../runtime/step_executor.ts";
-import type { CudaRegistration } from "../runtime/cuda/register.ts";
-import type { DeviceDtype } from "../runtime/cuda/device_dtype.ts";
+import { declaredArtifactDtype, isArtifactDir } from "../runtime/io/artifact_loader.ts";
+import { configDtype, loadConfigJson } from "../models/hf_config.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
+import { BACKENDS, type BackendName } from "../runtime/backends/step_executor.ts";
+import type { CudaRegistration } from "../runtime/backends/cuda/register.ts";
+import type { DeviceDtype } from "../runtime/backends/cuda/device_dtype.ts";
 
 export function intFlag(name: string, min = 0): (v: string) => number {
   return (v) => {
@@ -89,7 +89,7 @@ export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" |
     }
     return undefined;
   }
-  const { registerCudaBackend } = await import("../runtime/cuda/register.ts");
+  const { registerCudaBackend } = await import("../runtime/backends/cuda/register.ts");
   return registerCudaBackend({ cudaGraphs: flags.enforceEager !== true, weightDtype: cudaWeightDtype(flags.dtype, modelDir), kvCacheDtype: flags.kvCacheDtype });
 }
 

@@ -10,11 +10,11 @@ import { Command, InvalidArgumentError } from "commander";
 import { createEngine } from "../runtime/engine/create_engine.ts";
 import type { FinishReason } from "../runtime/engine/sequence.ts";
 import type { SamplingParamsInput } from "../runtime/engine/sampling_params.ts";
-import { isKilnError, KilnError } from "../runtime/errors.ts";
-import { loadGenerationConfig } from "../runtime/generation_config.ts";
-import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
-import type { BackendName } from "../runtime/step_executor.ts";
-import { KilnTokenizer } from "../runtime/tokenizer.ts";
+import { isKilnError, KilnError } from "../runtime/engine/errors.ts";
+import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
+import type { BackendName } from "../runtime/backends/step_executor.ts";
+import { KilnTokenizer } from "../runtime/io/tokenizer.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, floatFlag, intFlag, registerCudaFromFlags } from "./options.ts";
 
 /** What one `kiln run` generates, besides the flags of the backend it runs on. */

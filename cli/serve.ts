@@ -8,12 +8,12 @@
 import { basename } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { createEngine } from "../runtime/engine/create_engine.ts";
-import { loadGenerationConfig } from "../runtime/generation_config.ts";
-import { DEFAULT_MODEL_DIR } from "../runtime/model_loader.ts";
-import { KilnError } from "../runtime/errors.ts";
+import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
 import { DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/server_defaults.ts";
 import { isToolParserName, TOOL_PARSERS, type ToolParserName } from "../runtime/server/tool_parsers/registry.ts";
-import type { BackendName } from "../runtime/step_executor.ts";
+import type { BackendName } from "../runtime/backends/step_executor.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface ServeFlags {

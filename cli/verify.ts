@@ -5,7 +5,7 @@
  * 0 when every file matches, 1 when any does not.
  */
 import { Command } from "commander";
-import { verifyArtifact } from "../runtime/artifact_loader.ts";
+import { verifyArtifact } from "../runtime/io/artifact_loader.ts";
 
 export function verifyCommand(): Command {
   return new Command("verify")

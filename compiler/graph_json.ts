@@ -8,7 +8,7 @@
  *
  * (`stateLayers` may be absent in files written before mamba-like layers existed: none.)
  */
-import { KilnError } from "../runtime/errors.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
 import { checkGraph } from "./invariants.ts";
 import {
   assertNever,

@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import nodePath from "node:path";
-import { KilnError } from "../runtime/errors.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
 import { KernelCache, type CacheEntry } from "./kernel_cache.ts";
 
 export const C_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"] as const;

@@ -2,7 +2,7 @@
  * Tracing: the DSL's Tensor records ops into a Graph. Shapes and dtypes are checked as each op is
  * built; a mismatch throws a TRACE_SHAPE error naming the module prefix where it happened.
  */
-import { KilnError } from "../runtime/errors.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
 import {
   formatShape,
   type BinaryOp,

@@ -7,8 +7,8 @@
  *   logits = lm_head(final_layernorm(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { CONV_KERNEL, FACTOR, HEAD_DIM, HEADS, STATE_SIZE } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
+import { CONV_KERNEL, FACTOR, HEAD_DIM, HEADS, STATE_SIZE } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { LLAMA_STACKED, loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";

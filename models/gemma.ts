@@ -14,10 +14,10 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
-import { KilnError } from "../runtime/errors.ts";
-import { EPS, LAYERS, POSITIONS, POSITIVE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
-import { parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
+import { EPS, LAYERS, POSITIONS, POSITIVE, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
+import { parseRope, type RopeConfig } from "./rope_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
 import { parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import { layerTypeList } from "./dsl/layer_types.ts";

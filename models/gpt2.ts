@@ -10,8 +10,8 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
-import { EPS, LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
+import { EPS, LAYERS, POSITIONS, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
 import { Attention } from "./dsl/attention.ts";
 import { parseAttentionSizes, type AttentionKeys } from "./dsl/attention_sizes.ts";

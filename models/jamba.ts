@@ -14,8 +14,8 @@
  * (no renormalization).
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { CONV_KERNEL, EPS, EXPERTS, FACTOR, LAYERS, POSITIONS, STATE_SIZE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
+import { CONV_KERNEL, EPS, EXPERTS, FACTOR, LAYERS, POSITIONS, STATE_SIZE, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
 import { Attention } from "./dsl/attention.ts";
 import { HF_ATTENTION_KEYS, parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";

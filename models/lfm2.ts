@@ -10,9 +10,9 @@
  *   logits = lm_head(embedding_norm(h[last rows]))   // "embedding_norm" is the final norm
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { CONV_KERNEL, describeRange, EPS, inRange, LAYERS, layerIndex, POSITIONS, POSITIVE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
-import { checkRotaryDim, parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { CONV_KERNEL, describeRange, EPS, inRange, LAYERS, layerIndex, POSITIONS, POSITIVE, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
+import { checkRotaryDim, parseRope, type RopeConfig } from "./rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
 import { HF_ATTENTION_KEYS, parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import { layerTypeList } from "./dsl/layer_types.ts";

@@ -9,9 +9,9 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
-import { EPS, LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
-import { checkRotaryDim, parseRope, rotaryDimOf, type RopeConfig } from "../runtime/rope_config.ts";
+import { EPS, LAYERS, POSITIONS, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
+import { checkRotaryDim, parseRope, rotaryDimOf, type RopeConfig } from "./rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
 import { parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import { layerTypeList } from "./dsl/layer_types.ts";

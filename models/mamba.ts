@@ -7,8 +7,8 @@
  *   logits = lm_head(norm_f(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { CONV_KERNEL, EPS, FACTOR, HEAD_DIM, HEADS, LAYERS, STATE_SIZE, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
+import { CONV_KERNEL, EPS, FACTOR, HEAD_DIM, HEADS, LAYERS, STATE_SIZE, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
 import type { CausalLM, ModelArgs, ModelInputs, SequenceStateKind } from "./dsl/causal_lm.ts";
 import { ParallelLMHead, VocabParallelEmbedding } from "./dsl/embedding.ts";
 import { loadWeights, type LoadReport, type WeightSource } from "./dsl/load_weights.ts";

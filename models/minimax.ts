@@ -10,9 +10,9 @@
  *   logits = lm_head(rmsnorm(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { EPS, EXPERTS, FINITE, LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
-import { checkRotaryDim, parseRope, type RopeConfig } from "../runtime/rope_config.ts";
+import { EPS, EXPERTS, FINITE, LAYERS, POSITIONS, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
+import { checkRotaryDim, parseRope, type RopeConfig } from "./rope_config.ts";
 import { Attention } from "./dsl/attention.ts";
 import { parseAttentionSizes } from "./dsl/attention_sizes.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";

@@ -12,8 +12,8 @@
  */
 import type { UnaryOp } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/trace.ts";
-import { LAYERS, POSITIONS, VOCAB, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
+import { LAYERS, POSITIONS, VOCAB, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
 import { parseActivation } from "./dsl/activation.ts";
 import { Attention } from "./dsl/attention.ts";
 import { HF_ATTENTION_KEYS, parseAttentionSizes } from "./dsl/attention_sizes.ts";

@@ -8,8 +8,8 @@
  *   logits = lm_head(rmsnorm(h[last rows]))
  */
 import type { Tensor } from "../compiler/trace.ts";
-import { EXPERTS, LAYERS, WIDTH } from "../runtime/config_limits.ts";
-import type { ConfigReader } from "../runtime/hf_config.ts";
+import { EXPERTS, LAYERS, WIDTH } from "./config_limits.ts";
+import type { ConfigReader } from "./hf_config.ts";
 import type { ModelArgs } from "./dsl/causal_lm.ts";
 import { DecoderOnlyLM } from "./dsl/decoder_lm.ts";
 import { FusedMoE, parseTopK, SparseMoeBlock, type FusedMoEOptions } from "./dsl/fused_moe.ts";

@@ -6,7 +6,7 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { KilnError } from "../runtime/errors.ts";
+import { KilnError } from "../runtime/engine/errors.ts";
 import type { CausalLMClass } from "./dsl/causal_lm.ts";
 import { LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM } from "./llama.ts";
 import { BambaForCausalLM } from "./bamba.ts";

@@ -3,8 +3,8 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SafetensorsFile } from "../runtime/safetensors.ts";
-import { writeSafetensors, type TensorToWrite } from "../runtime/safetensors_writer.ts";
+import { SafetensorsFile } from "../runtime/io/safetensors.ts";
+import { writeSafetensors, type TensorToWrite } from "../runtime/io/safetensors_writer.ts";
 import { FIXTURES as INDEX } from "./fixtures/index.ts";
 
 export const FIXTURES = fileURLToPath(new URL("./fixtures", import.meta.url));

@@ -4,11 +4,11 @@
  * of a decode step, and the device's copy bandwidth, which sets the floor for a decode step that
  * reads every weight once.
  */
-import type { CudaDevice } from "../../runtime/cuda/device.ts";
-import type { CudaExecutor } from "../../runtime/cuda/executor.ts";
-import { packStep } from "../../runtime/kv_cache.ts";
+import type { CudaDevice } from "../../runtime/backends/cuda/device.ts";
+import type { CudaExecutor } from "../../runtime/backends/cuda/executor.ts";
+import { packStep } from "../../runtime/backends/kv_cache.ts";
 import { argmax } from "../../runtime/engine/sampler.ts";
-import { profileByCategory } from "../../runtime/cuda/step_profile.ts";
+import { profileByCategory } from "../../runtime/backends/cuda/step_profile.ts";
 
 export interface DecodeTiming {
   readonly context: number;

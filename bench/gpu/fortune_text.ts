@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createEngine } from "../../runtime/engine/create_engine.ts";
-import type { BackendName } from "../../runtime/step_executor.ts";
+import type { BackendName } from "../../runtime/backends/step_executor.ts";
 
 export interface TextCheck {
   readonly matched: number;

@@ -25,18 +25,18 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CudaBackend } from "../../runtime/cuda/backend.ts";
-import { deviceElementBytes } from "../../runtime/cuda/device_dtype.ts";
-import { CudaExecutor, type WeightDtype } from "../../runtime/cuda/executor.ts";
-import { deviceWeightBytes, kvBytesPerBlock } from "../../runtime/cuda/memory_budget.ts";
-import { registerCudaBackend } from "../../runtime/cuda/register.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { runGolden } from "../../runtime/golden_check.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import type { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
+import { deviceElementBytes } from "../../runtime/backends/cuda/device_dtype.ts";
+import { CudaExecutor, type WeightDtype } from "../../runtime/backends/cuda/executor.ts";
+import { deviceWeightBytes, kvBytesPerBlock } from "../../runtime/backends/cuda/memory_budget.ts";
+import { registerCudaBackend } from "../../runtime/backends/cuda/register.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { runGolden } from "../../cli/golden_check.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { runParityCases } from "../../tests/cuda/parity_cases.ts";
 import { batchedDecodeTiming, blocksFor, copyBandwidth, decodeProfile, decodeTiming, prefillTokensPerSecond } from "./decode_bench.ts";
 import { fortuneGreedyText } from "./fortune_text.ts";
-import type { JsonObject } from "../../runtime/hf_config.ts";
+import type { JsonObject } from "../../models/hf_config.ts";
 import { offlineThroughput } from "./offline_throughput.ts";
 import { LLAMA_32_1B, QWEN3_06B, randomModel, TINY_LLAMA, TINY_QWEN3, type RandomModel } from "./random_llama.ts";
 

@@ -11,10 +11,10 @@ import type { Graph } from "../../compiler/ir.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { Engine } from "../../runtime/engine/engine.ts";
 import { blocksForOneSequence } from "../../runtime/engine/engine_config.ts";
-import { KilnError } from "../../runtime/errors.ts";
-import { compileFor, KV_PLANNERS, ModelRunner } from "../../runtime/model_runner.ts";
-import { Rng } from "../../runtime/rng.ts";
-import type { CudaDevice } from "../../runtime/cuda/device.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
+import { compileFor, KV_PLANNERS, ModelRunner } from "../../runtime/backends/model_runner.ts";
+import { Rng } from "../../runtime/engine/rng.ts";
+import type { CudaDevice } from "../../runtime/backends/cuda/device.ts";
 
 export interface LengthRange {
   readonly lo: number;

@@ -10,7 +10,7 @@ import { traceModel } from "../../models/dsl/causal_lm.ts";
 import { SINGLE_DEVICE } from "../../models/dsl/module.ts";
 import type { WeightData } from "../../models/dsl/parameter.ts";
 import { defaultRegistry } from "../../models/registry.ts";
-import { architectures, ConfigReader, type JsonObject } from "../../runtime/hf_config.ts";
+import { architectures, ConfigReader, type JsonObject } from "../../models/hf_config.ts";
 
 /** meta-llama/Llama-3.2-1B's config.json, as far as the model reads it */
 export const LLAMA_32_1B: JsonObject = {

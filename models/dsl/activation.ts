@@ -4,7 +4,7 @@
  * "gelu_new", "gelu_fast" and "gelu_pytorch_tanh" are all GELU's tanh approximation.
  */
 import type { UnaryOp } from "../../compiler/ir.ts";
-import type { ConfigReader } from "../../runtime/hf_config.ts";
+import type { ConfigReader } from "../hf_config.ts";
 
 export const HF_ACTIVATIONS = {
   relu: "relu",

@@ -4,8 +4,8 @@
  * hidden size dividing into heads when the config leaves head_dim to be derived. Every model with
  * attention reads its sizes here, so the checks cannot drift apart between architectures.
  */
-import type { ConfigReader } from "../../runtime/hf_config.ts";
-import { HEAD_DIM, HEADS, WIDTH } from "../../runtime/config_limits.ts";
+import type { ConfigReader } from "../hf_config.ts";
+import { HEAD_DIM, HEADS, WIDTH } from "../config_limits.ts";
 
 export interface AttentionSizes {
   readonly hiddenSize: number;

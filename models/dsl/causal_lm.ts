@@ -4,8 +4,8 @@
  */
 import type { Graph } from "../../compiler/ir.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
-import { KilnError } from "../../runtime/errors.ts";
-import type { ConfigReader } from "../../runtime/hf_config.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
+import type { ConfigReader } from "../hf_config.ts";
 import type { LoadReport, WeightSource } from "./load_weights.ts";
 import type { ModelContext } from "./module.ts";
 import type { Parameter } from "./parameter.ts";

@@ -16,9 +16,9 @@
  */
 import type { MoeActivation, MoeRouting } from "../../compiler/ir.ts";
 import type { Tensor } from "../../compiler/trace.ts";
-import { EXPERTS } from "../../runtime/config_limits.ts";
-import { KilnError } from "../../runtime/errors.ts";
-import type { ConfigReader } from "../../runtime/hf_config.ts";
+import { EXPERTS } from "../config_limits.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
+import type { ConfigReader } from "../hf_config.ts";
 import type { StackedParam } from "./load_weights.ts";
 import { Module, type ModelContext } from "./module.ts";
 import type { Parameter, WeightLoader } from "./parameter.ts";

@@ -35,6 +35,6 @@ export {
 export { DecoderOnlyLM, DecoderStack, type DecoderLayer, type DecoderLMConfig, type DecoderStackSizes } from "./decoder_lm.ts";
 export { traceModel, type CausalLM, type CausalLMClass, type ModelArgs, type ModelInputs } from "./causal_lm.ts";
 export { Tensor, GraphBuilder } from "../../compiler/trace.ts";
-export type { ConfigReader } from "../../runtime/hf_config.ts";
-export { parseRope, type RopeConfig } from "../../runtime/rope_config.ts";
+export type { ConfigReader } from "../hf_config.ts";
+export { parseRope, type RopeConfig } from "../rope_config.ts";
 export { registerModel, loadPlugins } from "../registry.ts";

@@ -2,8 +2,8 @@
  * Per-layer lists in HF configs (`layer_types`, lists of layer indices), checked where they are
  * read: one entry per layer, each entry a kind the architecture builds, each index a real layer.
  */
-import { layerIndex } from "../../runtime/config_limits.ts";
-import type { ConfigReader } from "../../runtime/hf_config.ts";
+import { layerIndex } from "../config_limits.ts";
+import type { ConfigReader } from "../hf_config.ts";
 
 /** `key` (default layer_types) as a list of exactly `numLayers` kinds from `allowed`. */
 export function layerTypeList<T extends string>(

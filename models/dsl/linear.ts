@@ -4,7 +4,7 @@
  * checkpoint tensor to that partition. At tensor-parallel size 1 every partition is the whole.
  */
 import type { Tensor } from "../../compiler/trace.ts";
-import { KilnError } from "../../runtime/errors.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
 import { Module, type ModelContext } from "./module.ts";
 import { type Parameter, type WeightLoader } from "./parameter.ts";
 

@@ -4,7 +4,7 @@
  * transposed (GPT-2's Conv1D) and a list of checkpoint names to skip. It consumes every
  * checkpoint tensor or fails listing each one it could not place and each parameter left empty.
  */
-import { KilnError } from "../../runtime/errors.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
 import type { Module } from "./module.ts";
 import type { SourceTensor } from "./parameter.ts";
 

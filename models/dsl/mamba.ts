@@ -25,9 +25,9 @@
  */
 import type { StateTensorSpec } from "../../compiler/ir.ts";
 import type { Tensor } from "../../compiler/trace.ts";
-import { KilnError } from "../../runtime/errors.ts";
-import { HEADS, WIDTH } from "../../runtime/config_limits.ts";
-import type { ConfigReader } from "../../runtime/hf_config.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
+import { HEADS, WIDTH } from "../config_limits.ts";
+import type { ConfigReader } from "../hf_config.ts";
 import { ColumnParallelLinear, ReplicatedLinear, RowParallelLinear } from "./linear.ts";
 import { Module, type ModelContext } from "./module.ts";
 import { RMSNorm } from "./norm.ts";

@@ -5,7 +5,7 @@
  * shard by shard, and a tensor-parallel layer narrows the full checkpoint tensor to its rank's
  * part. Loaders check shapes and dtypes and name the checkpoint tensor when they refuse one.
  */
-import { KilnError } from "../../runtime/errors.ts";
+import { KilnError } from "../../runtime/engine/errors.ts";
 import type { StorageDType } from "../../compiler/ir.ts";
 
 export type WeightData =

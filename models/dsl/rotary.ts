@@ -3,7 +3,7 @@
  * (default, linear, dynamic, llama3 scaling) and are baked into the graph as constants.
  */
 import type { Tensor } from "../../compiler/trace.ts";
-import { ropeInvFreq, type RopeConfig } from "../../runtime/rope_config.ts";
+import { ropeInvFreq, type RopeConfig } from "../rope_config.ts";
 
 export class RotaryEmbedding {
   readonly invFreq: readonly number[];

@@ -11,7 +11,7 @@
  * so a hash in the map always names K/V that is really in the pool. A sequence frees its blocks
  * last-first, so its tail (the least shareable part) is evicted before its head.
  */
-import { KilnError } from "../errors.ts";
+import { KilnError } from "./errors.ts";
 import { extendBlockHashes, type BlockHash } from "./prefix_hash.ts";
 import type { Sequence } from "./sequence.ts";
 

@@ -3,7 +3,7 @@
  * a multi-byte character), stop strings, and the part safe to stream now. As in vLLM, a token
  * that ends generation as a stop token contributes no text unless includeStopStrInOutput.
  */
-import { IncrementalDetokenizer, type TokenDecoder } from "../detokenizer.ts";
+import { IncrementalDetokenizer, type TokenDecoder } from "../io/detokenizer.ts";
 import type { SamplingParams } from "./sampling_params.ts";
 import { findStop, partialStopLength } from "./stop_checker.ts";
 

@@ -12,13 +12,13 @@
  */
 import os from "node:os";
 import type { KvLayerSpec } from "../../compiler/ir.ts";
-import { KilnError } from "../errors.ts";
-import { loadGenerationConfig } from "../generation_config.ts";
-import { KvCache } from "../kv_cache.ts";
-import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../model_loader.ts";
-import { compileFor, KV_PLANNERS, ModelRunner } from "../model_runner.ts";
-import { DEFAULT_STATE_SLOTS, type BackendName, type KvPlan } from "../step_executor.ts";
-import { KilnTokenizer } from "../tokenizer.ts";
+import { KilnError } from "./errors.ts";
+import { loadGenerationConfig } from "../io/generation_config.ts";
+import { KvCache } from "../backends/kv_cache.ts";
+import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../io/model_loader.ts";
+import { compileFor, KV_PLANNERS, ModelRunner } from "../backends/model_runner.ts";
+import { DEFAULT_STATE_SLOTS, type BackendName, type KvPlan } from "../backends/step_executor.ts";
+import { KilnTokenizer } from "../io/tokenizer.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import { blocksForOneSequence, DEFAULT_MAX_NUM_BATCHED_TOKENS } from "./engine_config.ts";
 

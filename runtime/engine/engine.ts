@@ -10,8 +10,8 @@
  *   const stream = engine.generate({ prompt: "You will", params: { maxTokens: 16 }, signal });
  *   for await (const d of stream) process.stdout.write(d.text);
  */
-import type { TokenDecoder } from "../detokenizer.ts";
-import { KilnError } from "../errors.ts";
+import type { TokenDecoder } from "../io/detokenizer.ts";
+import { KilnError } from "./errors.ts";
 import { CompletionText } from "./completion_text.ts";
 import { DeltaStream } from "./delta_stream.ts";
 import { EngineCore, type CoreStats, type EngineCoreOptions, type PendingStep, type SequenceUpdate, type StepResult } from "./engine_core.ts";

@@ -3,7 +3,7 @@
  * can hold at least one sequence of maxModelLen tokens (else that sequence would preempt itself
  * forever).
  */
-import { KilnError } from "../errors.ts";
+import { KilnError } from "./errors.ts";
 import type { SchedulerConfig } from "./scheduler.ts";
 import type { SchedulingPolicy } from "./waiting_queue.ts";
 

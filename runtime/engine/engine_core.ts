@@ -7,9 +7,9 @@
  * Text (detokenization, stop strings) is the caller's side
  * (engine.ts); it ends sequences that hit a stop string through finishSequence.
  */
-import type { SeqChunk } from "../kv_cache.ts";
-import { samplingRow, type DeviceSamplingRow } from "../device_sampling.ts";
-import { KilnError } from "../errors.ts";
+import type { SeqChunk } from "../backends/kv_cache.ts";
+import { samplingRow, type DeviceSamplingRow } from "./device_sampling.ts";
+import { KilnError } from "./errors.ts";
 import { BlockManager } from "./block_manager.ts";
 import { resolveEngineConfig, type EngineCoreOptions } from "./engine_config.ts";
 import { positionLogprobs, type PositionLogprobs } from "./logprobs.ts";

@@ -8,8 +8,8 @@
  * quickselect, and top-p sorts only the smallest head of the distribution that holds its mass.
  * The CUDA backend's kiln_sample_rows (kernels/cuda/sampling.cu) samples the same way on the device.
  */
-import { KilnError } from "../errors.ts";
-import type { Rng } from "../rng.ts";
+import { KilnError } from "./errors.ts";
+import type { Rng } from "./rng.ts";
 import { applyLogitBias, applyMinTokens, applyPenalties, hasPenalties, type PenaltyContext } from "./logits_processors.ts";
 import { isGreedy, type SamplingParams } from "./sampling_params.ts";
 import type { TokenConstraint } from "./token_constraint.ts";

@@ -3,7 +3,7 @@
  * arrives. Defaults are vLLM's SamplingParams defaults. Absent optional knobs are `undefined`
  * (no -1 for "off": an API edge that speaks vLLM's top_k = -1 maps it to undefined).
  */
-import { KilnError } from "../errors.ts";
+import { KilnError } from "./errors.ts";
 
 export interface SamplingParams {
   /** completions per prompt; they share the prompt's KV blocks */

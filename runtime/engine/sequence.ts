@@ -4,7 +4,7 @@
  * sequences over the same prompt. The scheduler moves it waiting → running (→ preempted →
  * running …) → finished; everything here is plain data plus small derived getters.
  */
-import { Rng } from "../rng.ts";
+import { Rng } from "./rng.ts";
 import type { TokenConstraint } from "./token_constraint.ts";
 import type { BlockHash } from "./prefix_hash.ts";
 import type { SamplingParams } from "./sampling_params.ts";

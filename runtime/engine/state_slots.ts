@@ -8,7 +8,7 @@
  * The engine handles slot ids through `StatePool`; where the memory lives is the backend's
  * business (host arrays here, device memory on CUDA), as with the KV cache.
  */
-import { KilnError } from "../errors.ts";
+import { KilnError } from "./errors.ts";
 
 export type StateDtype = "f32" | "bf16";
 

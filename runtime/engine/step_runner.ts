@@ -2,8 +2,8 @@
  * What the engine needs from a model: run one step over the scheduled chunks and hand back the
  * wanted logits. ModelRunner (any backend) satisfies it; the pure tests use fakes.
  */
-import type { DeviceSamplingRow } from "../device_sampling.ts";
-import type { SeqChunk } from "../kv_cache.ts";
+import type { DeviceSamplingRow } from "./device_sampling.ts";
+import type { SeqChunk } from "../backends/kv_cache.ts";
 import type { StatePool } from "./state_slots.ts";
 
 export interface StepRunner {

@@ -3,7 +3,7 @@
  * `{"error": {"message", "type", "param", "code"}}`.
  */
 import type { z } from "zod";
-import { isKilnError } from "../errors.ts";
+import { isKilnError } from "../engine/errors.ts";
 
 export interface ApiErrorBody {
   readonly error: {

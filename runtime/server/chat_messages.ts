@@ -5,7 +5,7 @@
  * Llama 3.1's and Qwen3's write `arguments | tojson`), tool results with their `tool_call_id`.
  */
 import type { z } from "zod";
-import type { ChatMessage as TemplateMessage, TemplateToolCall } from "../tokenizer.ts";
+import type { ChatMessage as TemplateMessage, TemplateToolCall } from "../io/tokenizer.ts";
 import { unsupported } from "./request_fields.ts";
 import type { ChatMessage, Tool } from "./schemas.ts";
 

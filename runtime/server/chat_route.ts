@@ -1,7 +1,7 @@
 /** POST /v1/chat/completions: the model's chat template, then generation, whole or streamed. */
 import type { FastifyInstance } from "fastify";
 import type { PositionLogprobs } from "../engine/logprobs.ts";
-import { isKilnError } from "../errors.ts";
+import { isKilnError } from "../engine/errors.ts";
 import { ApiError, toApiError } from "./api_error.ts";
 import { admit, checkModel, tokenText, type ServerContext } from "./context.ts";
 import { readBody } from "./request_fields.ts";

@@ -4,7 +4,7 @@ import type { PositionLogprobs } from "../engine/logprobs.ts";
 import { ApiError, toApiError } from "./api_error.ts";
 import { admit, checkModel, tokenText, type ServerContext } from "./context.ts";
 import { readBody, refuseUnsupportedOutput, unsupported } from "./request_fields.ts";
-import { IncrementalDetokenizer } from "../detokenizer.ts";
+import { IncrementalDetokenizer } from "../io/detokenizer.ts";
 import type { CompletionDelta } from "../engine/request_output.ts";
 import {
   completionLogprobs,

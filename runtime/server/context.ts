@@ -1,7 +1,7 @@
 /** What every route needs: the engine, the tokenizer, limits and metrics. */
 import type { Engine } from "../engine/engine.ts";
-import type { GenerationDefaults } from "../generation_config.ts";
-import type { KilnTokenizer } from "../tokenizer.ts";
+import type { GenerationDefaults } from "../io/generation_config.ts";
+import type { KilnTokenizer } from "../io/tokenizer.ts";
 import { ApiError } from "./api_error.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import type { PromptTokenizer } from "./prompt_tokenizer.ts";

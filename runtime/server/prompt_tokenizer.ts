@@ -6,8 +6,8 @@
  * are tokenized in place: a round trip to the worker would cost more than the work.
  */
 import { Worker } from "node:worker_threads";
-import { ERROR_CODES, KilnError } from "../errors.ts";
-import type { KilnTokenizer } from "../tokenizer.ts";
+import { ERROR_CODES, KilnError } from "../engine/errors.ts";
+import type { KilnTokenizer } from "../io/tokenizer.ts";
 import { ApiError } from "./api_error.ts";
 
 /** Prompts at least this long (in UTF-16 units) go to the worker. */

@@ -4,7 +4,7 @@
  * context-window checks that turn an oversize request into a 400 stating both lengths.
  */
 import type { SamplingParamsInput } from "../engine/sampling_params.ts";
-import type { GenerationDefaults } from "../generation_config.ts";
+import type { GenerationDefaults } from "../io/generation_config.ts";
 import { ApiError } from "./api_error.ts";
 import type { ChatCompletionRequest, CompletionRequest } from "./schemas.ts";
 

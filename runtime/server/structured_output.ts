@@ -12,7 +12,7 @@ import type { GrammarMatcher } from "../engine/grammar/grammar_matcher.ts";
 import type { GrammarSpec } from "../engine/grammar/grammar_spec.ts";
 import { allocateTokenBitmask, applyTokenBitmask } from "../engine/grammar/token_bitmask.ts";
 import type { TokenConstraint, TokenConstraintFactory } from "../engine/token_constraint.ts";
-import type { KilnTokenizer } from "../tokenizer.ts";
+import type { KilnTokenizer } from "../io/tokenizer.ts";
 import { ApiError } from "./api_error.ts";
 
 /** The request fields that ask for structured output (completions and chat share them). */

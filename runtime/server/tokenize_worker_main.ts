@@ -3,8 +3,8 @@
  * encodes the texts it is sent, one at a time, and answers with their ids (or the error).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { isKilnError } from "../errors.ts";
-import { KilnTokenizer } from "../tokenizer.ts";
+import { isKilnError } from "../engine/errors.ts";
+import { KilnTokenizer } from "../io/tokenizer.ts";
 
 interface Job {
   readonly id: number;

@@ -8,7 +8,7 @@ import { backendFlag, cudaDtypeFlag, cudaWeightDtype, gpuMemoryUtilizationFlag }
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compileArtifact, parseTarget } from "../../runtime/artifact.ts";
+import { compileArtifact, parseTarget } from "../../runtime/io/artifact.ts";
 import { copyFixture, editConfig, fixture } from "../fixture_copy.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

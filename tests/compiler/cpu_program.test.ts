@@ -12,12 +12,12 @@ import { checkProgram } from "../../compiler/invariants.ts";
 import { compile } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
 import { f32ToBf16, type WeightData } from "../../models/dsl/parameter.ts";
-import { CpuExecutor } from "../../runtime/cpu/executor.ts";
-import { loadNative } from "../../runtime/cpu/native.ts";
-import { ProgramExecutor } from "../../runtime/cpu/program_executor.ts";
-import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
-import { BACKEND_REGISTRY } from "../../runtime/model_runner.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { CpuExecutor } from "../reference/cpu_executor.ts";
+import { loadNative } from "../../runtime/backends/cpu/native.ts";
+import { ProgramExecutor } from "../../runtime/backends/cpu/program_executor.ts";
+import { packStep, type SeqChunk } from "../../runtime/backends/kv_cache.ts";
+import { BACKEND_REGISTRY } from "../../runtime/backends/model_runner.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 const H = 32, V = 40, NH = 4, NKV = 2, D = 8, I = 24;

@@ -16,7 +16,7 @@ import { ParallelLMHead, VocabParallelEmbedding } from "../../models/dsl/embeddi
 import type { LoadReport } from "../../models/dsl/load_weights.ts";
 import { Module, SINGLE_DEVICE } from "../../models/dsl/module.ts";
 import { CausalShortConv } from "../../models/dsl/short_conv.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { FIXTURES, fixturesWhere } from "../fixtures/index.ts";
 

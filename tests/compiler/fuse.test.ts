@@ -6,7 +6,7 @@ import { fuse, type FusionPlan, type PlanStep } from "../../compiler/passes/fuse
 import { partition } from "../../compiler/passes/partition.ts";
 import { compile, optimizeGraph } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 function layerOf(n: Node): number | undefined {

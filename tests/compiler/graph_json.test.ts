@@ -2,8 +2,8 @@
 import { describe, expect, it } from "vitest";
 import { graphFromJson, graphToJson } from "../../compiler/graph_json.ts";
 import { optimizeGraph } from "../../compiler/pipeline.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 describe("graph JSON", () => {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { defaultCacheDir, KernelCache, type CacheKeyParts } from "../../compiler/kernel_cache.ts";
 import { compileC, findCompiler } from "../../compiler/toolchain.ts";
-import { isKilnError } from "../../runtime/errors.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 
 const fresh = (): KernelCache => new KernelCache(mkdtempSync(join(tmpdir(), "kiln-cache-")));
 const PARTS: CacheKeyParts = { source: "void f(void) {}", flags: ["-O3"], arch: "sm_90", compiler: "nvcc 13.0" };

@@ -21,7 +21,7 @@ import {
   stateOf,
   type FieldsOf,
 } from "../../compiler/ops.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 const COMMON = ["id", "kind", "shape", "dtype", "scope"];

@@ -8,7 +8,7 @@ import { deadCodeElimination } from "../../compiler/passes/dce.ts";
 import { fuse } from "../../compiler/passes/fuse.ts";
 import { compile, optimizeGraph } from "../../compiler/pipeline.ts";
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { FIXTURES } from "../fixtures/index.ts";
 

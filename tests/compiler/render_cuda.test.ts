@@ -7,7 +7,7 @@ import { compile } from "../../compiler/pipeline.ts";
 import { STORAGE_DTYPES } from "../../compiler/program.ts";
 import { cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
 import type { LoweredKernel } from "../../compiler/kernel_ir.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 
 const SM90 = { kind: "cuda", arch: "sm_90" } as const;

@@ -15,7 +15,7 @@ import { STORAGE_DTYPES } from "../../compiler/program.ts";
 import { renderCudaModule } from "../../compiler/render/cuda.ts";
 import { findCompiler, nvccFlags } from "../../compiler/toolchain.ts";
 import type { LoweredKernel } from "../../compiler/kernel_ir.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { FIXTURES } from "../fixtures/index.ts";
 import { requireTools } from "../required_tools.ts";
 

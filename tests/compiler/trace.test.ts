@@ -2,8 +2,8 @@
 import { describe, expect, it } from "vitest";
 import { nodeInputs, type Graph } from "../../compiler/ir.ts";
 import { GraphBuilder } from "../../compiler/trace.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { RMSNorm } from "../../models/dsl/norm.ts";
 import { fixture } from "../fixture_copy.ts";
 

@@ -1,11 +1,11 @@
-/** Packing the CUDA executor's activations by their spans over the plan (runtime/cuda/activation_plan.ts). */
+/** Packing the CUDA executor's activations by their spans over the plan (runtime/backends/cuda/activation_plan.ts). */
 import { describe, expect, it } from "vitest";
 import { numel, type Graph, type ValueId } from "../../compiler/ir.ts";
-import { ACTIVATION_ALIGN, executorActivations, layoutActivations, planStepUses, type StepUses } from "../../runtime/cuda/activation_plan.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { ACTIVATION_ALIGN, executorActivations, layoutActivations, planStepUses, type StepUses } from "../../runtime/backends/cuda/activation_plan.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { FIXTURES } from "../fixtures/index.ts";
 import { compile } from "../../compiler/pipeline.ts";
-import { cudaProgramOptions } from "../../runtime/cuda/executor.ts";
+import { cudaProgramOptions } from "../../runtime/backends/cuda/executor.ts";
 
 /** Checks the layout's promises for `uses` at sizes T = S = n; returns packed / unshared. */
 function checkLayout(graph: Graph, uses: StepUses, n: number): number {

@@ -1,9 +1,9 @@
 /**
  * CPU twin of kiln_sample_rows (kernels/cuda/sampling.cu): the same algorithm on the same packed
- * params (runtime/device_sampling.ts), with sequential sums where the kernel reduces over its
+ * params (runtime/engine/device_sampling.ts), with sequential sums where the kernel reduces over its
  * block. The adjustments are applied to a copy; the logits are left as they are.
  */
-import { SAMPLING_ENTRY_WORDS, SAMPLING_HEADER_WORDS } from "../../runtime/device_sampling.ts";
+import { SAMPLING_ENTRY_WORDS, SAMPLING_HEADER_WORDS } from "../../runtime/engine/device_sampling.ts";
 import { F32_MAX } from "../../runtime/engine/logits_processors.ts";
 
 const bits = new DataView(new ArrayBuffer(8));

@@ -3,16 +3,16 @@
 // against one that runs every step eagerly, over decode batches of changing sizes with KV caches
 // and mamba-like state.
 import { describe, expect, it } from "vitest";
-import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/cuda/decode_graphs.ts";
-import { packDecodeStep, packStepInputs } from "../../runtime/cuda/step_inputs.ts";
-import { planSteps, type ExecStep } from "../../runtime/cuda/fused_plan.ts";
+import { captureSizeFor, DEFAULT_CAPTURE_SIZES, graphTableWidth, isDecodeStep, padDecodeStep, padMixedStep, pieceSegments } from "../../runtime/backends/cuda/decode_graphs.ts";
+import { packDecodeStep, packStepInputs } from "../../runtime/backends/cuda/step_inputs.ts";
+import { planSteps, type ExecStep } from "../../runtime/backends/cuda/fused_plan.ts";
 import { isCustomOp } from "../../compiler/ir.ts";
 import { compile } from "../../compiler/pipeline.ts";
-import { CudaExecutor, cudaProgramOptions } from "../../runtime/cuda/executor.ts";
-import { CpuExecutor } from "../../runtime/cpu/executor.ts";
-import { loadNative } from "../../runtime/cpu/native.ts";
-import { packStep, type SeqChunk } from "../../runtime/kv_cache.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { CudaExecutor, cudaProgramOptions } from "../../runtime/backends/cuda/executor.ts";
+import { CpuExecutor } from "../reference/cpu_executor.ts";
+import { loadNative } from "../../runtime/backends/cpu/native.ts";
+import { packStep, type SeqChunk } from "../../runtime/backends/kv_cache.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { FIXTURES, fixturesWhere } from "../fixtures/index.ts";
 import { emulatedSuite } from "./emulated_suite.ts";
@@ -268,7 +268,7 @@ emulatedSuite("decode graphs on the emulated device", (backend) => {
         const { graph, weights } = await loadModel(dir);
         const opts = { numBlocks: 16, blockSize: 4, numStateSlots: 2 };
         const fused = CudaExecutor.fromGraph(graph, weights, backend(), { ...opts, cudaGraphs: false });
-        // the traced graph interpreted node by node on the host, with no compiler pass (runtime/cpu/executor.ts)
+        // the traced graph interpreted node by node on the host, with no compiler pass (tests/reference/cpu_executor.ts)
         const plain = new CpuExecutor(graph, weights, loadNative(), opts);
         try {
           const summary = fused.planSummary;

@@ -4,8 +4,8 @@
 // it downloads no logits for steps where no request asks for logprobs.
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
-import { registerCudaBackend, type CudaRegistration } from "../../runtime/cuda/register.ts";
+import { CudaExecutor } from "../../runtime/backends/cuda/executor.ts";
+import { registerCudaBackend, type CudaRegistration } from "../../runtime/backends/cuda/register.ts";
 import { createEngine } from "../../runtime/engine/create_engine.ts";
 import type { SamplingParamsInput } from "../../runtime/engine/sampling_params.ts";
 import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";

@@ -3,18 +3,18 @@
 // GEMVs, fp32 accumulation) and an f16 cache (emulated_backend.test.ts has the bf16 goldens), and
 // the device bytes bf16 and f16 take.
 import { expect, it } from "vitest";
-import { CudaExecutor, cudaProgramOptions, type CudaCompileSettings, type CudaExecutorOptions } from "../../runtime/cuda/executor.ts";
-import { deviceWeightBytes } from "../../runtime/cuda/memory_budget.ts";
-import { registerCudaBackend } from "../../runtime/cuda/register.ts";
-import { runGolden } from "../../runtime/golden_check.ts";
-import { packStep } from "../../runtime/kv_cache.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { CudaExecutor, cudaProgramOptions, type CudaCompileSettings, type CudaExecutorOptions } from "../../runtime/backends/cuda/executor.ts";
+import { deviceWeightBytes } from "../../runtime/backends/cuda/memory_budget.ts";
+import { registerCudaBackend } from "../../runtime/backends/cuda/register.ts";
+import { runGolden } from "../../cli/golden_check.ts";
+import { packStep } from "../../runtime/backends/kv_cache.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { fixturesWhere } from "../fixtures/index.ts";
 import { emulatedSuite } from "./emulated_suite.ts";
 import { compile } from "../../compiler/pipeline.ts";
-import { CpuExecutor } from "../../runtime/cpu/executor.ts";
-import { loadNative } from "../../runtime/cpu/native.ts";
+import { CpuExecutor } from "../reference/cpu_executor.ts";
+import { loadNative } from "../../runtime/backends/cpu/native.ts";
 import type { Program } from "../../compiler/program.ts";
 
 emulatedSuite("16-bit storage on the emulated CUDA backend", (backend) => {

@@ -5,15 +5,15 @@
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { offlineThroughput } from "../../bench/gpu/offline_throughput.ts";
-import { activationBytes, deviceWeightBytes, kvBytesPerBlock } from "../../runtime/cuda/memory_budget.ts";
-import { DEFAULT_CAPTURE_SIZES } from "../../runtime/cuda/decode_graphs.ts";
-import { registerCudaBackend, type CudaRegistration } from "../../runtime/cuda/register.ts";
+import { activationBytes, deviceWeightBytes, kvBytesPerBlock } from "../../runtime/backends/cuda/memory_budget.ts";
+import { DEFAULT_CAPTURE_SIZES } from "../../runtime/backends/cuda/decode_graphs.ts";
+import { registerCudaBackend, type CudaRegistration } from "../../runtime/backends/cuda/register.ts";
 import { createEngine } from "../../runtime/engine/create_engine.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { DEFAULT_MODEL_DIR, loadModel } from "../../runtime/model_loader.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../../runtime/io/model_loader.ts";
 import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 import { compile } from "../../compiler/pipeline.ts";
-import { cudaProgramOptions } from "../../runtime/cuda/executor.ts";
+import { cudaProgramOptions } from "../../runtime/backends/cuda/executor.ts";
 
 const CUBIN_CACHE = fileURLToPath(new URL("../../build/cuda-emulator/cubin-cache", import.meta.url));
 

@@ -2,10 +2,10 @@
 // vocabulary alone, positions by the position table, each checked on the host before a kernel
 // reads a row.
 import { expect, it } from "vitest";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { packStep } from "../../runtime/kv_cache.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { CudaExecutor } from "../../runtime/backends/cuda/executor.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { packStep } from "../../runtime/backends/kv_cache.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { copyFixture, editConfig, editWeights } from "../fixture_copy.ts";
 import { emulatedSuite } from "./emulated_suite.ts";
 

@@ -5,7 +5,7 @@
  * the emulator, which requires both).
  */
 import { afterAll, beforeAll, describe } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
+import { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
 import { useEmulator } from "./emulator/build_emulator.ts";
 
 export function emulatedSuite(title: string, body: (backend: () => CudaBackend) => void): void {

@@ -3,10 +3,10 @@
 // 1e-3, bf16 weights within 2e-2).
 // Skipped, saying why, where no CUDA driver is found (the emulated suite covers the same code).
 import { afterAll, describe, expect, it } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
-import { registerCudaBackend } from "../../runtime/cuda/register.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { runGolden, type GoldenOptions } from "../../runtime/golden_check.ts";
+import { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
+import { registerCudaBackend } from "../../runtime/backends/cuda/register.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { runGolden, type GoldenOptions } from "../../cli/golden_check.ts";
 import { fixturesWhere, type FixtureFacts } from "../fixtures/index.ts";
 import { PARITY_CASES, runParityCases } from "./parity_cases.ts";
 

@@ -1,11 +1,11 @@
-// The host's kernel catalog (runtime/cuda/kernel_catalog.ts) against the kernels' extern "C"
+// The host's kernel catalog (runtime/backends/cuda/kernel_catalog.ts) against the kernels' extern "C"
 // signatures in kernels/cuda/*.cu: same kernels, same files, same parameter kinds. A drift here
 // would pass garbage to a kernel at launch time.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { ArgKind } from "../../runtime/cuda/kernel_args.ts";
-import { KERNELS } from "../../runtime/cuda/kernel_catalog.ts";
+import type { ArgKind } from "../../runtime/backends/cuda/kernel_args.ts";
+import { KERNELS } from "../../runtime/backends/cuda/kernel_catalog.ts";
 import { cudaSources, KERNELS_DIR } from "./emulator/build_emulator.ts";
 
 function kindOf(param: string): ArgKind {

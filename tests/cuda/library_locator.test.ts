@@ -1,7 +1,7 @@
 // Where the CUDA libraries are looked for, in which order, and what the error says when none
 // loads — on a staged host (an injected HostProbe), so the test means the same on every machine.
 import { describe, expect, it } from "vitest";
-import { isKilnError } from "../../runtime/errors.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 import {
   candidatePaths,
   cudaIncludeDirs,
@@ -11,7 +11,7 @@ import {
   locateLibrary,
   parseLdconfig,
   type HostProbe,
-} from "../../runtime/cuda/library_locator.ts";
+} from "../../runtime/backends/cuda/library_locator.ts";
 
 const LDCONFIG = [
   "1234 libs found in cache `/etc/ld.so.cache'",

@@ -1,4 +1,4 @@
-// The KV pool's share of device memory (runtime/cuda/memory_budget.ts): pure arithmetic, no device.
+// The KV pool's share of device memory (runtime/backends/cuda/memory_budget.ts): pure arithmetic, no device.
 import { describe, expect, it } from "vitest";
 import type { KvLayerSpec, StateLayerSpec } from "../../compiler/ir.ts";
 import {
@@ -11,13 +11,13 @@ import {
   kvBytesPerBlock,
   requireBlocks,
   stateBytes,
-} from "../../runtime/cuda/memory_budget.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+} from "../../runtime/backends/cuda/memory_budget.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { compile } from "../../compiler/pipeline.ts";
 import type { Program } from "../../compiler/program.ts";
-import { cudaProgramOptions } from "../../runtime/cuda/executor.ts";
+import { cudaProgramOptions } from "../../runtime/backends/cuda/executor.ts";
 
 const GiB = 2 ** 30;
 

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { KERNEL_FILES } from "../../runtime/cuda/kernel_catalog.ts";
+import { KERNEL_FILES } from "../../runtime/backends/cuda/kernel_catalog.ts";
 import { requireTools } from "../required_tools.ts";
 import { cudaSources, KERNELS_DIR } from "./emulator/build_emulator.ts";
 

@@ -5,9 +5,9 @@
  * splits along the keys (some of them empty), and f32, bf16 and f16 caches. (The step's KV write
  * is part of a fused kernel of the compiled program, checked end to end.)
  */
-import { attentionHeadBlocks, type KvCacheDtype } from "../../runtime/cuda/node_kernels.ts";
+import { attentionHeadBlocks, type KvCacheDtype } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
-import type { KernelName } from "../../runtime/cuda/kernel_catalog.ts";
+import type { KernelName } from "../../runtime/backends/cuda/kernel_catalog.ts";
 import { compare, fromBf16, fromF16, randomF32, rng, toBf16, toF16, type ParityCase } from "./parity_support.ts";
 
 const KERNELS = {

@@ -4,10 +4,10 @@
  * compiled program's fused kernels are checked end to end against the CPU executor.) Shared by the vitest suites (on the
  * emulator here, on a GPU when there is one) and the GPU check script, which prints the table.
  */
-import type { CudaBackend } from "../../runtime/cuda/backend.ts";
-import type { DevicePtr } from "../../runtime/cuda/device.ts";
-import { strideGrid } from "../../runtime/cuda/kernels.ts";
-import { gemvLaunch } from "../../runtime/cuda/node_kernels.ts";
+import type { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
+import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
+import { strideGrid } from "../../runtime/backends/cuda/kernels.ts";
+import { gemvLaunch } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import { attentionCases } from "./parity_attention.ts";
 import { f16Cases } from "./parity_f16.ts";

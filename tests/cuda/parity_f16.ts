@@ -2,11 +2,11 @@
  * Parity cases for f16 storage: the conversions (every f16 bit pattern, ties, subnormals,
  * overflow), cuBLASLt f16 GEMMs (with and without the bias epilogue)
  * and the f16-weight GEMV. The references are the host's f16 converters
- * (runtime/artifact_weights.ts, runtime/safetensors.ts), written independently of the kernels'
+ * (runtime/io/artifact_weights.ts, runtime/io/safetensors.ts), written independently of the kernels'
  * bit tricks, and the CPU twins.
  */
-import { strideGrid } from "../../runtime/cuda/kernels.ts";
-import { gemvLaunch } from "../../runtime/cuda/node_kernels.ts";
+import { strideGrid } from "../../runtime/backends/cuda/kernels.ts";
+import { gemvLaunch } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import { compare, fromF16, randomF32, rng, toBf16, toF16, type ParityCase } from "./parity_support.ts";
 

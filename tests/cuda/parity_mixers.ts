@@ -3,8 +3,8 @@
  * on random inputs of awkward sizes against their float64 CPU twins (cpu_twins_mixers.ts).
  */
 import * as twin from "./cpu_twins_mixers.ts";
-import type { DevicePtr } from "../../runtime/cuda/device.ts";
-import { SSD_SCAN_WARPS } from "../../runtime/cuda/node_kernels.ts";
+import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
+import { SSD_SCAN_WARPS } from "../../runtime/backends/cuda/node_kernels.ts";
 import { compare, randomF32, rng, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
 
 const B128: readonly [number, number, number] = [128, 1, 1];

@@ -7,8 +7,8 @@
  * sum lands within rounding of a cut (the top_p mass, the draw's target); random f32 logits and
  * uniforms make that improbable, and the tie groups here are cut by id on both sides alike.
  */
-import { packSamplingRows, samplingRow } from "../../runtime/device_sampling.ts";
-import type { Rng } from "../../runtime/rng.ts";
+import { packSamplingRows, samplingRow } from "../../runtime/engine/device_sampling.ts";
+import type { Rng } from "../../runtime/engine/rng.ts";
 import { sampleToken, type SamplingContext } from "../../runtime/engine/sampler.ts";
 import { SAMPLING_DEFAULTS, type SamplingParams } from "../../runtime/engine/sampling_params.ts";
 import type { TokenConstraint } from "../../runtime/engine/token_constraint.ts";

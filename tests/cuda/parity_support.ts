@@ -2,10 +2,10 @@
  * What the kernel parity cases share: results, seeded random inputs, the comparison, and the
  * device buffers a case may ask for.
  */
-import type { CudaBackend } from "../../runtime/cuda/backend.ts";
-import type { DevicePtr } from "../../runtime/cuda/device.ts";
-import { f32ToF16 } from "../../runtime/artifact_weights.ts";
-import { f16BitsToF32 } from "../../runtime/safetensors.ts";
+import type { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
+import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
+import { f32ToF16 } from "../../runtime/io/artifact_weights.ts";
+import { f16BitsToF32 } from "../../runtime/io/safetensors.ts";
 
 export interface ParityResult {
   readonly name: string;

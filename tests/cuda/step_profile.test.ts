@@ -1,11 +1,11 @@
 // CudaExecutor.profileStep on the CPU emulator: every unit of the plan timed once, categorised,
 // with the weight bytes of its GEMVs, and the step's logits the same as an unprofiled run's.
 import { expect, it } from "vitest";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
-import { deviceWeightBytes } from "../../runtime/cuda/memory_budget.ts";
-import { profileByCategory } from "../../runtime/cuda/step_profile.ts";
-import { packStep } from "../../runtime/kv_cache.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { CudaExecutor } from "../../runtime/backends/cuda/executor.ts";
+import { deviceWeightBytes } from "../../runtime/backends/cuda/memory_budget.ts";
+import { profileByCategory } from "../../runtime/backends/cuda/step_profile.ts";
+import { packStep } from "../../runtime/backends/kv_cache.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { emulatedSuite } from "./emulated_suite.ts";
 

@@ -3,12 +3,12 @@
 // grammar's bitmask goes up with the step's sampling params; no logits come down).
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { CudaExecutor } from "../../runtime/cuda/executor.ts";
-import { registerCudaBackend } from "../../runtime/cuda/register.ts";
+import { CudaExecutor } from "../../runtime/backends/cuda/executor.ts";
+import { registerCudaBackend } from "../../runtime/backends/cuda/register.ts";
 import { createEngine, type CreatedEngine } from "../../runtime/engine/create_engine.ts";
 import type { TokenConstraintFactory } from "../../runtime/engine/token_constraint.ts";
-import { loadGenerationConfig } from "../../runtime/generation_config.ts";
-import { DEFAULT_MODEL_DIR } from "../../runtime/model_loader.ts";
+import { loadGenerationConfig } from "../../runtime/io/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../../runtime/io/model_loader.ts";
 import { StructuredOutputs } from "../../runtime/server/structured_output.ts";
 import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 

@@ -2,7 +2,7 @@
 // kernels, which tests/runtime/native.test.ts holds to independent references: so a GPU parity
 // failure points at the GPU kernel, not at its twin.
 import { describe, expect, it } from "vitest";
-import { loadNative } from "../../runtime/cpu/native.ts";
+import { loadNative } from "../../runtime/backends/cpu/native.ts";
 import { argmax } from "../../runtime/engine/sampler.ts";
 import * as twin from "./cpu_twins.ts";
 import { compare, randomF32, rng } from "./parity_support.ts";

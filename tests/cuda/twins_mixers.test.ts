@@ -1,13 +1,13 @@
 // The CPU twins of the experts, short-conv, lightning-attention and Mamba scan CUDA kernels
 // (cpu_twins_mixers.ts, float64 from HF's definitions) agree with kiln's CPU implementations of
-// the same ops (runtime/cpu/*.ts): so both the CPU path and the CUDA kernels are held to one
+// the same ops (runtime/backends/cpu/*.ts): so both the CPU path and the CUDA kernels are held to one
 // reference, and a GPU parity failure points at the GPU kernel.
 import { describe, expect, it } from "vitest";
-import { headDecays, linearAttention } from "../../runtime/cpu/linear_attention.ts";
-import { negExp, selectiveScan, softplus, ssdScan } from "../../runtime/cpu/mamba.ts";
-import { fusedExperts, routeTokens } from "../../runtime/cpu/moe.ts";
-import { loadNative } from "../../runtime/cpu/native.ts";
-import { shortConv } from "../../runtime/cpu/short_conv.ts";
+import { headDecays, linearAttention } from "../../runtime/backends/cpu/linear_attention.ts";
+import { negExp, selectiveScan, softplus, ssdScan } from "../../runtime/backends/cpu/mamba.ts";
+import { fusedExperts, routeTokens } from "../../runtime/backends/cpu/moe.ts";
+import { loadNative } from "../../runtime/backends/cpu/native.ts";
+import { shortConv } from "../../runtime/backends/cpu/short_conv.ts";
 import * as twin from "./cpu_twins_mixers.ts";
 import { compare, randomF32, rng } from "./parity_support.ts";
 

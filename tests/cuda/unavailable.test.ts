@@ -5,8 +5,8 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { CudaBackend } from "../../runtime/cuda/backend.ts";
-import { isKilnError } from "../../runtime/errors.ts";
+import { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 

@@ -11,9 +11,9 @@ import { createEngine } from "../../runtime/engine/create_engine.ts";
 import { Engine, type EngineOptions } from "../../runtime/engine/engine.ts";
 import type { RequestResult } from "../../runtime/engine/request_output.ts";
 import { greedyTokens } from "../../runtime/engine/greedy.ts";
-import { DEFAULT_MODEL_DIR, loadModel } from "../../runtime/model_loader.ts";
-import { ModelRunner } from "../../runtime/model_runner.ts";
-import { SafetensorsFile } from "../../runtime/safetensors.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../../runtime/io/model_loader.ts";
+import { ModelRunner } from "../../runtime/backends/model_runner.ts";
+import { SafetensorsFile } from "../../runtime/io/safetensors.ts";
 import { makePrompts } from "./fake_runner.ts";
 
 const fortune = await loadModel(DEFAULT_MODEL_DIR);

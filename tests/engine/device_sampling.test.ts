@@ -3,11 +3,11 @@
 // generators drawn alike, steps with logprobs left on the host path, and requests aborted while
 // a step is on the device.
 import { describe, expect, it } from "vitest";
-import { packSamplingRows, type DeviceSamplingRow } from "../../runtime/device_sampling.ts";
+import { packSamplingRows, type DeviceSamplingRow } from "../../runtime/engine/device_sampling.ts";
 import { Engine } from "../../runtime/engine/engine.ts";
 import { EngineCore } from "../../runtime/engine/engine_core.ts";
 import type { SamplingParamsInput } from "../../runtime/engine/sampling_params.ts";
-import type { SeqChunk } from "../../runtime/kv_cache.ts";
+import type { SeqChunk } from "../../runtime/backends/kv_cache.ts";
 import { sampleRows } from "../cuda/cpu_twins_sampling.ts";
 import { addRequest, drive } from "./drive.ts";
 import { FakeKvRunner } from "./fake_runner.ts";

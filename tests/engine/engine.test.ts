@@ -6,8 +6,8 @@
 import { describe, expect, it } from "vitest";
 import { Engine, type RequestStream } from "../../runtime/engine/engine.ts";
 import type { CompletionDelta } from "../../runtime/engine/request_output.ts";
-import type { SeqChunk } from "../../runtime/kv_cache.ts";
-import { isKilnError } from "../../runtime/errors.ts";
+import type { SeqChunk } from "../../runtime/backends/kv_cache.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 import { byteTokenizer, FakeKvRunner, makePrompts, referenceGreedy } from "./fake_runner.ts";
 
 const V = 256;

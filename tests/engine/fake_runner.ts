@@ -11,7 +11,7 @@
  * its logits peak at a hash of the state, so a state that is not reset, not carried across chunks
  * or shared between sequences shows in the output.
  */
-import type { SeqChunk } from "../../runtime/kv_cache.ts";
+import type { SeqChunk } from "../../runtime/backends/kv_cache.ts";
 import { StateSlots } from "../../runtime/engine/state_slots.ts";
 import type { StepRunner } from "../../runtime/engine/step_runner.ts";
 

@@ -6,9 +6,9 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { createEngine } from "../../runtime/engine/create_engine.ts";
-import { isKilnError, KilnError } from "../../runtime/errors.ts";
-import { KV_PLANNERS } from "../../runtime/model_runner.ts";
-import type { KvPlanRequest } from "../../runtime/step_executor.ts";
+import { isKilnError, KilnError } from "../../runtime/engine/errors.ts";
+import { KV_PLANNERS } from "../../runtime/backends/model_runner.ts";
+import type { KvPlanRequest } from "../../runtime/backends/step_executor.ts";
 
 const asked: KvPlanRequest[] = [];
 function fakePlanner(blocks: number): void {

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { createEngine, defaultCpuKvCacheBytes } from "../../runtime/engine/create_engine.ts";
-import { isKilnError } from "../../runtime/errors.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 import { copyFixture, editConfig } from "../fixture_copy.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

@@ -9,9 +9,9 @@ import { Engine } from "../../runtime/engine/engine.ts";
 import type { CompletionDelta } from "../../runtime/engine/request_output.ts";
 import { sampleToken } from "../../runtime/engine/sampler.ts";
 import { resolveSamplingParams } from "../../runtime/engine/sampling_params.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import type { SeqChunk } from "../../runtime/kv_cache.ts";
-import { Rng } from "../../runtime/rng.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import type { SeqChunk } from "../../runtime/backends/kv_cache.ts";
+import { Rng } from "../../runtime/engine/rng.ts";
 import { byteTokenizer, FakeKvRunner, makePrompts, referenceGreedy } from "./fake_runner.ts";
 
 const V = 256;

@@ -9,8 +9,8 @@ import { applyLogitBias, applyPenalties } from "../../runtime/engine/logits_proc
 import { positionLogprobs } from "../../runtime/engine/logprobs.ts";
 import { argmax, drawToken, filterDistribution, sampleToken, type FilterParams } from "../../runtime/engine/sampler.ts";
 import { resolveSamplingParams, type SamplingParamsInput } from "../../runtime/engine/sampling_params.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { Rng } from "../../runtime/rng.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { Rng } from "../../runtime/engine/rng.ts";
 import { addRequest, drive } from "./drive.ts";
 import { FakeKvRunner, makePrompts } from "./fake_runner.ts";
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { EngineCore, type EngineCoreOptions } from "../../runtime/engine/engine_core.ts";
-import { isKilnError } from "../../runtime/errors.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 import { addRequest, drive, greedy } from "./drive.ts";
 import { FakeKvRunner, makePrompts, referenceGreedy } from "./fake_runner.ts";
 

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { Engine } from "../../runtime/engine/engine.ts";
 import type { TokenConstraint } from "../../runtime/engine/token_constraint.ts";
-import type { SeqChunk } from "../../runtime/kv_cache.ts";
+import type { SeqChunk } from "../../runtime/backends/kv_cache.ts";
 import { byteTokenizer, FakeKvRunner, makePrompts } from "./fake_runner.ts";
 
 const V = 256;

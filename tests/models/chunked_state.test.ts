@@ -4,9 +4,9 @@
  * prefill, and a reset slot starts a new sequence from scratch.
  */
 import { describe, expect, it } from "vitest";
-import { loadModel } from "../../runtime/model_loader.ts";
-import { ModelRunner } from "../../runtime/model_runner.ts";
-import { SafetensorsFile } from "../../runtime/safetensors.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
+import { ModelRunner } from "../../runtime/backends/model_runner.ts";
+import { SafetensorsFile } from "../../runtime/io/safetensors.ts";
 import { fixture } from "../fixture_copy.ts";
 
 /** ‖a − b‖ / ‖b‖, as the golden checks measure */

@@ -3,8 +3,8 @@
  * naming the file and field, before any weight is read.
  */
 import { describe, expect, it } from "vitest";
-import { isKilnError } from "../../runtime/errors.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { copyFixture, editConfig } from "../fixture_copy.ts";
 
 async function configError(name: string, edit: (c: Record<string, unknown>) => void): Promise<string> {

@@ -6,7 +6,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ErrorCode } from "../../runtime/errors.ts";
+import type { ErrorCode } from "../../runtime/engine/errors.ts";
 import { fixture } from "../fixture_copy.ts";
 import { FIXTURES, type FixtureFacts } from "../fixtures/index.ts";
 

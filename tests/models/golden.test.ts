@@ -5,7 +5,7 @@
  * compiled program (the default) and the unfused reference executor.
  */
 import { describe, expect, it } from "vitest";
-import { runGolden } from "../../runtime/golden_check.ts";
+import { runGolden } from "../../cli/golden_check.ts";
 import { fixture } from "../fixture_copy.ts";
 import { fixturesWhere } from "../fixtures/index.ts";
 import { describeOnUnfusedExecutor, expectFixtureParity } from "./golden_support.ts";

@@ -6,10 +6,10 @@
  * fixture's own parity.)
  */
 import { describe, expect, it } from "vitest";
-import { isKilnError } from "../../runtime/errors.ts";
-import { runGolden } from "../../runtime/golden_check.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
-import { ModelRunner } from "../../runtime/model_runner.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { runGolden } from "../../cli/golden_check.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
+import { ModelRunner } from "../../runtime/backends/model_runner.ts";
 import { copyFixture, editConfig, editWeights, fixture } from "../fixture_copy.ts";
 import { expectGoldenParity } from "./golden_support.ts";
 

@@ -1,9 +1,9 @@
 /** Test support for the CPU golden suites: parity with the HF reference, on both CPU executors. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CpuExecutor } from "../../runtime/cpu/executor.ts";
-import { loadNative } from "../../runtime/cpu/native.ts";
-import { runGolden } from "../../runtime/golden_check.ts";
-import { BACKEND_REGISTRY } from "../../runtime/model_runner.ts";
+import { CpuExecutor } from "../reference/cpu_executor.ts";
+import { loadNative } from "../../runtime/backends/cpu/native.ts";
+import { runGolden } from "../../cli/golden_check.ts";
+import { BACKEND_REGISTRY } from "../../runtime/backends/model_runner.ts";
 import type { FixtureFacts } from "../fixtures/index.ts";
 
 /** How a reference was made: with bf16-rounded rotary frequencies; with prefill logits (the fortune model's has none). */

@@ -1,8 +1,8 @@
 /** Bad model input gets a typed error naming the file, tensor or field. */
 import { rmSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import { isKilnError, type ErrorCode } from "../../runtime/errors.ts";
-import { loadModel } from "../../runtime/model_loader.ts";
+import { isKilnError, type ErrorCode } from "../../runtime/engine/errors.ts";
+import { loadModel } from "../../runtime/io/model_loader.ts";
 import { copyFixture, editConfig, editWeights } from "../fixture_copy.ts";
 
 async function loadError(dir: string): Promise<{ code: ErrorCode; message: string }> {

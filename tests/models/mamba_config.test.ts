@@ -9,8 +9,8 @@ import { parseBambaConfig } from "../../models/bamba.ts";
 import { timeStepLimit } from "../../models/dsl/mamba.ts";
 import { parseJambaConfig } from "../../models/jamba.ts";
 import { parseMamba2Config, parseMambaConfig } from "../../models/mamba.ts";
-import { isKilnError } from "../../runtime/errors.ts";
-import { ConfigReader, loadConfigJson, type JsonObject } from "../../runtime/hf_config.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { ConfigReader, loadConfigJson, type JsonObject } from "../../models/hf_config.ts";
 import { fixture } from "../fixture_copy.ts";
 
 function edited(name: string, edit: (c: Record<string, unknown>) => void): ConfigReader {

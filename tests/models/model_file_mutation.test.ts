@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { runPrompt } from "../../cli/run.ts";
-import { isKilnError } from "../../runtime/errors.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
 import { fixture } from "../fixture_copy.ts";
 import { numericFieldMutations, ONE_PER_ARCHITECTURE, type Mutation } from "./config_mutations.ts";
 import { configStructureMutations, generationConfigMutations, safetensorsMutations, tokenizerMutations } from "./file_mutations.ts";

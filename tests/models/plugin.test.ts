@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
-import { runGolden } from "../../runtime/golden_check.ts";
+import { runGolden } from "../../cli/golden_check.ts";
 import { defaultRegistry, loadPlugins } from "../../models/registry.ts";
 import { copyFixture, editConfig } from "../fixture_copy.ts";
 

@@ -9,8 +9,8 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { compileArtifact } from "../../runtime/artifact.ts";
-import { MANIFEST_FILE } from "../../runtime/artifact_loader.ts";
+import { compileArtifact } from "../../runtime/io/artifact.ts";
+import { MANIFEST_FILE } from "../../runtime/io/artifact_loader.ts";
 import { createEngine } from "../../runtime/engine/create_engine.ts";
 import { FIXTURES, fixtureFacts } from "../fixtures/index.ts";
 

@@ -10,7 +10,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { templateMessages, templateTools } from "../../runtime/server/chat_messages.ts";
 import type { ChatCompletionRequest } from "../../runtime/server/schemas.ts";
-import { KilnTokenizer } from "../../runtime/tokenizer.ts";
+import { KilnTokenizer } from "../../runtime/io/tokenizer.ts";
 
 type Messages = ChatCompletionRequest["messages"];
 type Tools = NonNullable<ChatCompletionRequest["tools"]>;

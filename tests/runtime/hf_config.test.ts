@@ -2,8 +2,8 @@ import fs from "node:fs";
 import os from "node:os";
 import nodePath from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { isKilnError, type ErrorCode } from "../../runtime/errors.ts";
-import { loadGenerationConfig } from "../../runtime/generation_config.ts";
+import { isKilnError, type ErrorCode } from "../../runtime/engine/errors.ts";
+import { loadGenerationConfig } from "../../runtime/io/generation_config.ts";
 import {
   architectures,
   ConfigReader,
@@ -15,7 +15,7 @@ import {
   ropeInvFreqForLength,
   type JsonObject,
   type RopeConfig,
-} from "../../runtime/hf_config.ts";
+} from "../../models/hf_config.ts";
 
 const FIXTURES = nodePath.resolve(import.meta.dirname, "../fixtures");
 const tmpRoot = fs.mkdtempSync(nodePath.join(os.tmpdir(), "kiln-config-"));

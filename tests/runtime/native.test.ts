@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { isKilnError } from "../../runtime/errors.ts";
-import { loadNative, loadNativeFrom } from "../../runtime/cpu/native.ts";
+import { isKilnError } from "../../runtime/engine/errors.ts";
+import { loadNative, loadNativeFrom } from "../../runtime/backends/cpu/native.ts";
 
 const native = loadNative();
 

@@ -2,10 +2,10 @@ import fs from "node:fs";
 import os from "node:os";
 import nodePath from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Checkpoint } from "../../runtime/checkpoint.ts";
-import { isKilnError, type ErrorCode } from "../../runtime/errors.ts";
-import { SafetensorsFile } from "../../runtime/safetensors.ts";
-import { writeSafetensors, type TensorToWrite } from "../../runtime/safetensors_writer.ts";
+import { Checkpoint } from "../../runtime/io/checkpoint.ts";
+import { isKilnError, type ErrorCode } from "../../runtime/engine/errors.ts";
+import { SafetensorsFile } from "../../runtime/io/safetensors.ts";
+import { writeSafetensors, type TensorToWrite } from "../../runtime/io/safetensors_writer.ts";
 
 const FIXTURES = nodePath.resolve(import.meta.dirname, "../fixtures");
 const FORTUNE = nodePath.resolve(import.meta.dirname, "../../assets/fortune-llama");

@@ -2,10 +2,10 @@ import fs from "node:fs";
 import os from "node:os";
 import nodePath from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { IncrementalDetokenizer } from "../../runtime/detokenizer.ts";
-import { isKilnError, type ErrorCode } from "../../runtime/errors.ts";
-import { SafetensorsFile } from "../../runtime/safetensors.ts";
-import { KilnTokenizer } from "../../runtime/tokenizer.ts";
+import { IncrementalDetokenizer } from "../../runtime/io/detokenizer.ts";
+import { isKilnError, type ErrorCode } from "../../runtime/engine/errors.ts";
+import { SafetensorsFile } from "../../runtime/io/safetensors.ts";
+import { KilnTokenizer } from "../../runtime/io/tokenizer.ts";
 
 const FIXTURES = nodePath.resolve(import.meta.dirname, "../fixtures");
 const FORTUNE = nodePath.resolve(import.meta.dirname, "../../assets/fortune-llama");

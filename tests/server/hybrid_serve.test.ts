@@ -6,8 +6,8 @@
 import { basename } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ATTENTION_FREE_MAX_MODEL_LEN, createEngine } from "../../runtime/engine/create_engine.ts";
-import { loadGenerationConfig } from "../../runtime/generation_config.ts";
-import { SafetensorsFile } from "../../runtime/safetensors.ts";
+import { loadGenerationConfig } from "../../runtime/io/generation_config.ts";
+import { SafetensorsFile } from "../../runtime/io/safetensors.ts";
 import { buildServer } from "../../runtime/server/app.ts";
 import { fixturesWhere } from "../fixtures/index.ts";
 

@@ -4,8 +4,8 @@ import os from "node:os";
 import nodePath from "node:path";
 import type { FastifyInstance } from "fastify";
 import { createEngine, type CreatedEngine } from "../../runtime/engine/create_engine.ts";
-import { loadGenerationConfig } from "../../runtime/generation_config.ts";
-import { DEFAULT_MODEL_DIR } from "../../runtime/model_loader.ts";
+import { loadGenerationConfig } from "../../runtime/io/generation_config.ts";
+import { DEFAULT_MODEL_DIR } from "../../runtime/io/model_loader.ts";
 import { buildServer, type ServerOptions } from "../../runtime/server/app.ts";
 
 export const MODEL = "fortune-llama";

@@ -3,7 +3,7 @@
  * by its GrammarCompiler's cache, which disposes it on eviction; a matcher made from it keeps its
  * own reference (a C++ shared_ptr) and outlives that. So make matchers right after compile().
  */
-import { KilnError } from "../../errors.ts";
+import { KilnError } from "../errors.ts";
 import { GrammarMatcher } from "./grammar_matcher.ts";
 import type { CompiledGrammarHandle } from "./xgrammar_binding.ts";
 import type { XgrammarInstance } from "./xgrammar_instance.ts";

@@ -17,7 +17,7 @@
  * below is keyed by kind, options and canonical source, bounded, least recently used out first.
  */
 import { assertNever } from "../../../compiler/ir.ts";
-import { KilnError } from "../../errors.ts";
+import { KilnError } from "../errors.ts";
 import { CompiledGrammar } from "./compiled_grammar.ts";
 import type { GrammarMatcher } from "./grammar_matcher.ts";
 import { grammarSource, type GrammarSource, type GrammarSpec } from "./grammar_spec.ts";

@@ -7,7 +7,7 @@
  * aborted. xgrammar aborts (damaging its instance) when asked for a mask after termination or to
  * roll back past its history, so those are checked here first and refused with a KilnError.
  */
-import { KilnError } from "../../errors.ts";
+import { KilnError } from "../errors.ts";
 import { tokenBitmaskWords } from "./token_bitmask.ts";
 import type { GrammarMatcherHandle } from "./xgrammar_binding.ts";
 import type { XgrammarInstance } from "./xgrammar_instance.ts";

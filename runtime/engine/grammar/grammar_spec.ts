@@ -10,7 +10,7 @@
  * not JSON, an empty choice list) is GRAMMAR_INVALID here, without a round trip into wasm.
  */
 import { assertNever } from "../../../compiler/ir.ts";
-import { KilnError } from "../../errors.ts";
+import { KilnError } from "../errors.ts";
 
 /**
  * A known gap in xgrammar 0.1.27: a string with minLength, maxLength or pattern is generated from

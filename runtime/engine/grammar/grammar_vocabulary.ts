@@ -17,8 +17,8 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
-import { KilnError } from "../../errors.ts";
-import { isRecord } from "../../tokenizer_json.ts";
+import { KilnError } from "../errors.ts";
+import { isRecord } from "../../io/tokenizer_json.ts";
 
 export const VOCAB_TYPES = ["RAW", "BYTE_FALLBACK", "BYTE_LEVEL"] as const;
 export type VocabType = (typeof VOCAB_TYPES)[number];

@@ -12,7 +12,7 @@
  *   that holds a vocabulary only ever sees input that already parsed;
  * - the message xgrammar printed is read back from the captured console and becomes the error's.
  */
-import { KilnError, type ErrorCode } from "../../errors.ts";
+import { KilnError, type ErrorCode } from "../errors.ts";
 import type { XgrammarBinding } from "./xgrammar_binding.ts";
 
 /** The console lines of one instance, kept only while a call is running. */

@@ -19,7 +19,7 @@ import fs from "node:fs/promises";
 import { createRequire } from "node:module";
 import nodePath from "node:path";
 import vm from "node:vm";
-import { KilnError } from "../../errors.ts";
+import { KilnError } from "../errors.ts";
 import type { EmscriptenFactory, EmscriptenModuleArg, WasmApi, WasmModule, XgrammarBinding } from "./xgrammar_binding.ts";
 import { CapturedConsole, XgrammarInstance } from "./xgrammar_instance.ts";
 

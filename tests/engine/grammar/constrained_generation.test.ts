@@ -9,7 +9,7 @@ import Ajv from "ajv";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { GrammarCompiler } from "../../../runtime/engine/grammar/grammar_compiler.ts";
 import type { GrammarSpec } from "../../../runtime/engine/grammar/grammar_spec.ts";
-import type { KilnTokenizer } from "../../../runtime/tokenizer.ts";
+import type { KilnTokenizer } from "../../../runtime/io/tokenizer.ts";
 import { fortuneGrammar } from "./fortune_grammar.ts";
 import { greedyPolicy, jsonClosing, pseudoLogits, randomPolicy, walkGrammar, type Policy, type WalkResult } from "./grammar_walk.ts";
 

@@ -1,7 +1,7 @@
 /** The fortune model's tokenizer (2048 byte-level BPE tokens) and a grammar compiler over it. */
 import { fileURLToPath } from "node:url";
 import { GrammarCompiler } from "../../../runtime/engine/grammar/grammar_compiler.ts";
-import { KilnTokenizer } from "../../../runtime/tokenizer.ts";
+import { KilnTokenizer } from "../../../runtime/io/tokenizer.ts";
 
 export const FORTUNE_DIR = fileURLToPath(new URL("../../../assets/fortune-llama", import.meta.url));
 

@@ -10,8 +10,8 @@ import { GrammarCompiler } from "../../../runtime/engine/grammar/grammar_compile
 import type { GrammarSpec } from "../../../runtime/engine/grammar/grammar_spec.ts";
 import { allocateTokenBitmask, allowedTokenIds } from "../../../runtime/engine/grammar/token_bitmask.ts";
 import { loadXgrammar } from "../../../runtime/engine/grammar/xgrammar_loader.ts";
-import { isKilnError, type ErrorCode } from "../../../runtime/errors.ts";
-import type { KilnTokenizer } from "../../../runtime/tokenizer.ts";
+import { isKilnError, type ErrorCode } from "../../../runtime/engine/errors.ts";
+import type { KilnTokenizer } from "../../../runtime/io/tokenizer.ts";
 import { fortuneGrammar } from "./fortune_grammar.ts";
 import { jsonClosing, randomPolicy, walkGrammar } from "./grammar_walk.ts";
 

@@ -8,8 +8,8 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { GrammarCompiler } from "../../../runtime/engine/grammar/grammar_compiler.ts";
 import type { GrammarMatcher } from "../../../runtime/engine/grammar/grammar_matcher.ts";
 import { allocateTokenBitmask, allowedTokenIds } from "../../../runtime/engine/grammar/token_bitmask.ts";
-import { isKilnError } from "../../../runtime/errors.ts";
-import type { KilnTokenizer } from "../../../runtime/tokenizer.ts";
+import { isKilnError } from "../../../runtime/engine/errors.ts";
+import type { KilnTokenizer } from "../../../runtime/io/tokenizer.ts";
 import { fortuneGrammar } from "./fortune_grammar.ts";
 import { jsonClosing, randomPolicy, walkGrammar } from "./grammar_walk.ts";
 

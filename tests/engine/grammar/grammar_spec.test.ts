@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { choiceGrammar, ebnfStringLiteral, grammarSource, type GrammarSpec } from "../../../runtime/engine/grammar/grammar_spec.ts";
-import { isKilnError } from "../../../runtime/errors.ts";
+import { isKilnError } from "../../../runtime/engine/errors.ts";
 
 function rejection(spec: GrammarSpec): string {
   try {

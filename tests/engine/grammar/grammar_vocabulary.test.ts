@@ -6,8 +6,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { detectAddPrefixSpace, detectVocabType, grammarVocabulary, readGrammarVocabulary } from "../../../runtime/engine/grammar/grammar_vocabulary.ts";
-import { isKilnError } from "../../../runtime/errors.ts";
-import { KilnTokenizer } from "../../../runtime/tokenizer.ts";
+import { isKilnError } from "../../../runtime/engine/errors.ts";
+import { KilnTokenizer } from "../../../runtime/io/tokenizer.ts";
 import { FORTUNE_DIR } from "./fortune_grammar.ts";
 
 const LLAMA2 = {

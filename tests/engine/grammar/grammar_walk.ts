@@ -11,8 +11,8 @@
 import { expect } from "vitest";
 import type { GrammarMatcher } from "../../../runtime/engine/grammar/grammar_matcher.ts";
 import { allocateTokenBitmask, allowedTokenIds, applyTokenBitmask } from "../../../runtime/engine/grammar/token_bitmask.ts";
-import { Rng } from "../../../runtime/rng.ts";
-import type { KilnTokenizer } from "../../../runtime/tokenizer.ts";
+import { Rng } from "../../../runtime/engine/rng.ts";
+import type { KilnTokenizer } from "../../../runtime/io/tokenizer.ts";
 
 /** Picks one of `candidates` (never empty, all allowed). */
 export type Policy = (candidates: readonly number[]) => number;

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { allocateTokenBitmask, allowedTokenIds, applyTokenBitmask, isTokenAllowed, tokenBitmaskWords } from "../../../runtime/engine/grammar/token_bitmask.ts";
-import { Rng } from "../../../runtime/rng.ts";
+import { Rng } from "../../../runtime/engine/rng.ts";
 
 function maskFrom(vocabSize: number, allowed: Iterable<number>): Int32Array {
   const mask = new Int32Array(Math.ceil(vocabSize / 32));

@@ -1,0 +1,99 @@
+/**
+ * From a model folder to a runnable model: config → registry → DSL model → weights → traced
+ * graph. Nothing here knows an architecture; the registry's model classes do. An engine artifact
+ * (`kiln compile`'s output) loads through runtime/io/artifact_loader.ts instead: its stored program
+ * runs, with nothing traced or compiled.
+ */
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { packagePath } from "./package_root.ts";
+import type { Graph } from "../../compiler/ir.ts";
+import { ropeFreqBf16 } from "../../compiler/passes/rope_freq_bf16.ts";
+import { isArtifactDir, loadArtifact, type ArtifactInfo } from "./artifact_loader.ts";
+import type { CausalLM } from "../../models/dsl/causal_lm.ts";
+import { traceModel } from "../../models/dsl/causal_lm.ts";
+import type { LoadReport, WeightSource } from "../../models/dsl/load_weights.ts";
+import { SINGLE_DEVICE } from "../../models/dsl/module.ts";
+import type { SourceTensor, WeightData } from "../../models/dsl/parameter.ts";
+import { defaultRegistry, type ModelRegistry } from "../../models/registry.ts";
+import { Checkpoint } from "./checkpoint.ts";
+import { checkConfigAgainstCheckpoint } from "./checkpoint_agreement.ts";
+import { KilnError } from "../engine/errors.ts";
+import type { BackendName, CompiledModel } from "../backends/step_executor.ts";
+import { architectures, configDtype, loadConfigJson, type ConfigReader } from "../../models/hf_config.ts";
+
+export interface LoadedModel {
+  readonly dir: string;
+  readonly arch: string;
+  readonly config: ConfigReader;
+  readonly model: CausalLM;
+  readonly graph: Graph;
+  readonly weights: ReadonlyMap<string, WeightData>;
+  readonly report: LoadReport;
+  /** set when `dir` is an engine artifact */
+  readonly artifact?: ArtifactInfo;
+  /** an engine artifact's stored program: what runs, with nothing traced or compiled */
+  readonly compiled?: CompiledModel;
+}
+
+export interface LoadOptions {
+  readonly registry?: ModelRegistry;
+  /** keep matrix weights in bf16 (default: when the checkpoint is bf16) or f32 */
+  readonly weightStorage?: "f32" | "bf16";
+  /** reproduce HF's bf16-rounded rotary frequencies (see compiler/passes/rope_freq_bf16.ts) */
+  readonly ropeFreqBf16?: boolean;
+  /** the backend the caller runs (default cpu): an artifact compiled for another is refused */
+  readonly backend?: BackendName;
+  /** hash every file of an engine artifact, its weights too (by default only sizes and the small files' digests are checked) */
+  readonly verify?: boolean;
+}
+
+export function checkpointSource(ckpt: Checkpoint): WeightSource {
+  return {
+    origin: ckpt.dir,
+    names: () => ckpt.names(),
+    tensor: (name: string): SourceTensor => {
+      const info = ckpt.info(name);
+      return {
+        name,
+        origin: ckpt.pathOf(name),
+        shape: info.shape,
+        dtype: info.dtype,
+        f32: () => ckpt.readF32(name),
+        bf16: () => ckpt.readBf16Bits(name),
+      };
+    },
+  };
+}
+
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new KilnError("MODEL_NOT_FOUND", `model folder ${dir} does not exist`);
+  }
+  if (isArtifactDir(dir)) return loadArtifact(dir, opts);
+  const config = loadConfigJson(dir);
+  const { arch, cls } = await (opts.registry ?? defaultRegistry).resolve(architectures(config));
+  const storage = opts.weightStorage ?? (configDtype(config) === "bfloat16" ? "bf16" : "f32");
+  // Headers first (small): the config is checked against them before it sizes anything.
+  const ckpt = Checkpoint.open(dir);
+  let model: CausalLM;
+  let report: LoadReport;
+  try {
+    checkConfigAgainstCheckpoint(config, ckpt);
+    model = new cls({ config, ctx: { parallel: SINGLE_DEVICE, weightStorage: storage } });
+    report = model.loadWeights(checkpointSource(ckpt));
+  } finally {
+    ckpt.close();
+  }
+  const traced = traceModel(model);
+  const graph = opts.ropeFreqBf16 ? ropeFreqBf16(traced) : traced;
+  const weights = new Map<string, WeightData>();
+  for (const [name, p] of model.parameters()) {
+    if (!p.data) throw new KilnError("TENSOR_MISSING", `parameter '${name}' was not loaded from ${join(dir, "model.safetensors")}`);
+    weights.set(name, p.data);
+  }
+  return { dir, arch, config, model, graph, weights, report };
+}
+
+/** The embedded default model, shipped in the repository. */
+export const DEFAULT_MODEL_DIR = packagePath("assets", "fortune-llama");
