@@ -7,7 +7,7 @@ import { configDtype, loadConfigJson } from "../models/hf_config.ts";
 import { KilnError } from "../runtime/engine/errors.ts";
 import { BACKENDS, type BackendName } from "../runtime/backends/step_executor.ts";
 import type { CudaRegistration } from "../runtime/backends/cuda/register.ts";
-import type { DeviceDtype } from "../runtime/backends/cuda/device_dtype.ts";
+import type { FloatDtype } from "../compiler/dtype.ts";
 
 export function intFlag(name: string, min = 0): (v: string) => number {
   return (v) => {
@@ -42,7 +42,7 @@ export function gpuMemoryUtilizationFlag(v: string): number {
 }
 
 /** A --dtype / --kv-cache-dtype value: auto, or how the device holds the tensors. */
-export type CudaDtypeChoice = "auto" | DeviceDtype;
+export type CudaDtypeChoice = "auto" | FloatDtype;
 
 /** --dtype / --kv-cache-dtype of the CUDA backend: auto, float32 (f32), bfloat16 (bf16) or float16 (f16). */
 export function cudaDtypeFlag(name: string): (v: string) => CudaDtypeChoice {

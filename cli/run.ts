@@ -13,7 +13,7 @@ import type { SamplingParamsInput } from "../runtime/engine/sampling_params.ts";
 import { isKilnError, KilnError } from "../runtime/engine/errors.ts";
 import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
-import type { BackendName } from "../runtime/backends/step_executor.ts";
+import type { BackendName, KernelOrigin } from "../runtime/backends/step_executor.ts";
 import { KilnTokenizer } from "../runtime/io/tokenizer.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, floatFlag, intFlag, registerCudaFromFlags } from "./options.ts";
 
@@ -53,6 +53,8 @@ export interface RunResult {
   /** performance.now() when the request went in and when its first token came out */
   readonly startedAt: number;
   readonly firstTokenAt: number;
+  /** where the compiled program's kernels came from */
+  readonly kernelOrigin: KernelOrigin | undefined;
 }
 
 /**
@@ -101,7 +103,7 @@ export async function runPrompt(opts: RunOptions, onText: (text: string) => void
       finishReason ??= d.finishReason;
     }
     if (finishReason === undefined || firstTokenAt === undefined) throw new Error("the request ended without a finished completion");
-    return { promptTokens: prompt.length, tokenIds, finishReason, startedAt, firstTokenAt };
+    return { promptTokens: prompt.length, tokenIds, finishReason, startedAt, firstTokenAt, kernelOrigin: runner.kernelOrigin };
   } catch (e) {
     // NaN or infinite logits come from the model's weights (or the backend running them): name the model
     if (isKilnError(e, "SAMPLING_FAILED")) throw new KilnError("SAMPLING_FAILED", `${dir}: ${e.message}`, { cause: e });
@@ -196,6 +198,8 @@ export function runCommand(): Command {
         cuda?.backend();
         const result = await runPrompt(flags, (text) => process.stdout.write(text));
         process.stdout.write("\n");
+        // a stored binary that did not fit this machine was rebuilt: say so, it costs every start
+        if (result.kernelOrigin?.note !== undefined) process.stderr.write(`kiln: ${result.kernelOrigin.note}\n`);
         if (flags.stats) {
           const end = performance.now();
           const generated = result.tokenIds.length;

@@ -13,7 +13,7 @@ import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
 import { KilnError } from "../runtime/engine/errors.ts";
 import { DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/server_defaults.ts";
 import { isToolParserName, TOOL_PARSERS, type ToolParserName } from "../runtime/server/tool_parsers/registry.ts";
-import type { BackendName } from "../runtime/backends/step_executor.ts";
+import type { BackendName, KernelOrigin } from "../runtime/backends/step_executor.ts";
 import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface ServeFlags {
@@ -97,6 +97,13 @@ function listenError(e: unknown, host: string, port: number): unknown {
   return new KilnError("LISTEN_FAILED", `cannot listen on ${host}:${port}: the address ${reason}`, { cause: e });
 }
 
+/** Where the compiled program's kernels came from, for the startup log (an artifact's binary, or rebuilt and why). */
+export function kernelsLine(origin: KernelOrigin | undefined): string {
+  if (origin === undefined) return "";
+  const what = { artifact: "the artifact's stored binary", rebuilt: "rebuilt from the artifact's source", compiled: "compiled at start" }[origin.origin];
+  return `kernels: ${what} (sha256 ${origin.sha256.slice(0, 12)})${origin.note === undefined ? "" : `: ${origin.note}`}\n`;
+}
+
 export function serveCommand(): Command {
   return new Command("serve")
     .description("serve a model over an OpenAI-compatible HTTP API")
@@ -148,7 +155,7 @@ export function serveCommand(): Command {
       // the CUDA backend is loaded only when asked for; it lives as long as the process
       const cuda = await registerCudaFromFlags(flags, "auto", dir);
       cuda?.backend();
-      const { engine, tokenizer, kvPool, maxModelLen, contextLowered } = await createEngine({
+      const { engine, runner, tokenizer, kvPool, maxModelLen, contextLowered } = await createEngine({
         modelDir: dir,
         backend: flags.backend,
         blockSize: flags.blockSize,
@@ -195,6 +202,7 @@ export function serveCommand(): Command {
           `KV pool: ${kvPool.numBlocks} blocks of ${kvPool.blockSize} tokens (${kvPool.numBlocks * kvPool.blockSize} tokens)` +
           (kvPool.plan ? `, ${(kvPool.plan.kvBytes / 2 ** 30).toFixed(2)} GiB: ${kvPool.plan.description}` : "") +
           "\n" +
+          kernelsLine(runner.kernelOrigin) +
           `context window: ${maxModelLen} tokens` +
           (contextLowered === undefined
             ? ""

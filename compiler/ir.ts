@@ -10,15 +10,16 @@
  * its class (fusible, GEMM, custom op, ...) and the state it keeps live in the op catalogue
  * (ops.ts), which is tied to this union: a new kind does not compile until it is catalogued.
  */
+import type { Dtype, FloatDtype } from "./dtype.ts";
 
 export type SymbolicDim = "T" | "S";
 export type Dim = number | SymbolicDim;
 export type Shape = readonly Dim[];
 
-/** Activation dtypes (compute is f32; token ids and positions are i32). */
-export type DType = "f32" | "i32";
-/** How a parameter is stored in memory; compute converts to f32 on load into registers. */
-export type StorageDType = "f32" | "bf16";
+/** Activation dtypes (compute is f32; token ids and positions are i32): a subset of compiler/dtype.ts's. */
+export type DType = Extract<Dtype, "f32" | "i32">;
+/** How a parameter is stored in memory as loaded; compute converts to f32 on load into registers. */
+export type StorageDType = Extract<FloatDtype, "f32" | "bf16">;
 
 export type ValueId = number;
 

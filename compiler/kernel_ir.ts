@@ -16,10 +16,7 @@
  * math, FloatExpr is f32 arithmetic (loads convert from the buffer's storage type).
  */
 import { assertNever, type Dim } from "./ir.ts";
-
-/** Element types a kernel buffer can be stored in. Compute is always f32. */
-export type ElemType = "f32" | "bf16" | "f16" | "i32";
-export const ELEM_BYTES = { f32: 4, bf16: 2, f16: 2, i32: 4 } as const satisfies Record<ElemType, number>;
+import type { Dtype } from "./dtype.ts";
 
 export type IntExpr =
   | { readonly k: "int"; readonly v: number }
@@ -90,7 +87,7 @@ export type ParamShape = readonly (Dim | "slots")[];
 export interface KernelParam {
   readonly name: string;
   readonly io: "in" | "out";
-  readonly elem: ElemType;
+  readonly elem: Dtype;
   /** the buffer's logical shape, for documentation and launch-time checks */
   readonly shape: ParamShape;
   /** what the buffer holds, in words (`residual add of the layer input`, `k cache`) */

@@ -5,11 +5,12 @@
  * buffer with its storage type.
  */
 import { assertNever, isCustomOp, type Dim, type Graph, type Node, type NodeOf, type ValueId } from "./ir.ts";
-import type { ElemType, LoweredKernel } from "./kernel_ir.ts";
+import type { LoweredKernel } from "./kernel_ir.ts";
 import { lowerRegion, type ParamBinding } from "./lower_region.ts";
 import type { FusionPlan } from "./passes/fuse.ts";
 import type { Piece } from "./passes/partition.ts";
 import type { BufferRole, BufferSpec, InputBound, Program, ProgramInput, ProgramOptions, Step } from "./program.ts";
+import type { Dtype } from "./dtype.ts";
 
 /** Parameters read as weight matrices: GEMM weights and embedding tables (held in the program's dtype on CUDA). */
 export function weightMatrices(graph: Graph): Set<string> {
@@ -27,13 +28,13 @@ export function lowerProgram(plan: FusionPlan, pieces: readonly Piece[], options
   const cpu = options.target.kind === "cpu";
   const node = (id: ValueId): Node => graph.nodes[id]!;
   const matrices = weightMatrices(graph);
-  const valueElem = (id: ValueId): ElemType => {
+  const valueElem = (id: ValueId): Dtype => {
     const n = node(id);
     if (n.dtype === "i32") return "i32";
     if (n.kind === "param") return cpu ? n.storage : matrices.has(n.name) ? options.dtype : "f32";
     return "f32";
   };
-  const kvElem: ElemType = cpu ? "f32" : (options.kvDtype ?? options.dtype);
+  const kvElem: Dtype = cpu ? "f32" : (options.kvDtype ?? options.dtype);
 
   const buffers: BufferSpec[] = [];
   const byKey = new Map<string, number>();

@@ -14,8 +14,9 @@
  * it runs one row per block (CUDA) or per loop iteration (C).
  */
 import type { Dim, InputName, KvLayerSpec, MoeActivation, MoeRouting, StateLayerSpec, ValueId } from "./ir.ts";
-import type { ElemType, LoweredKernel, ParamShape } from "./kernel_ir.ts";
+import type { LoweredKernel, ParamShape } from "./kernel_ir.ts";
 import type { Piece } from "./passes/partition.ts";
+import type { Dtype, FloatDtype } from "./dtype.ts";
 
 /** Per-step i32 inputs: the graph's inputs plus the KV slot of each token. */
 export type ProgramInput = InputName | "slot_mapping";
@@ -30,7 +31,7 @@ export type BufferRole =
 export interface BufferSpec {
   readonly id: number;
   readonly role: BufferRole;
-  readonly elem: ElemType;
+  readonly elem: Dtype;
   readonly shape: ParamShape;
 }
 
@@ -157,8 +158,6 @@ export interface InputBound {
 }
 
 export type Target = { readonly kind: "cpu" } | { readonly kind: "cuda"; readonly arch: string };
-export const STORAGE_DTYPES = ["f32", "bf16", "f16"] as const;
-export type StorageDtype = (typeof STORAGE_DTYPES)[number];
 
 export interface ProgramOptions {
   readonly target: Target;
@@ -168,9 +167,9 @@ export interface ProgramOptions {
    * too. On the CPU activations and caches are f32 and weights keep the storage the graph's
    * params declare.
    */
-  readonly dtype: StorageDtype;
+  readonly dtype: FloatDtype;
   /** storage of the KV cache on CUDA when it differs from `dtype` (vLLM's kv_cache_dtype) */
-  readonly kvDtype?: StorageDtype;
+  readonly kvDtype?: FloatDtype;
   /** decode batch sizes CUDA graphs are captured for; empty: none (vLLM's enforce_eager) */
   readonly captureSizes?: readonly number[];
 }

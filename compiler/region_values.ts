@@ -10,29 +10,14 @@
 import { assertNever, type Graph, type Node, type NodeOf, type ValueId } from "./ir.ts";
 import { isFusible } from "./ops.ts";
 import type { Region } from "./passes/fuse.ts";
-import {
-  iadd,
-  imul,
-  int,
-  intKey,
-  iop,
-  ivar,
-  num,
-  ROW_VAR,
-  type BodyStmt,
-  type ConstTable,
-  type ElemType,
-  type FloatExpr,
-  type IntExpr,
-  type KernelParam,
-  type LocalArray,
-} from "./kernel_ir.ts";
+import { iadd, imul, int, intKey, iop, ivar, num, ROW_VAR, type BodyStmt, type ConstTable, type FloatExpr, type IntExpr, type KernelParam, type LocalArray } from "./kernel_ir.ts";
 import { ropeExpr } from "./lower_rope.ts";
+import type { Dtype } from "./dtype.ts";
 
 export interface LowerOptions {
   /** storage type of a value's buffer (an activation, a weight or an i32 input) */
-  readonly valueElem: (id: ValueId) => ElemType;
-  readonly kvCache: ElemType;
+  readonly valueElem: (id: ValueId) => Dtype;
+  readonly kvCache: Dtype;
   /** suffix naming the kernel's storage flavour (`f32`, `bf16`) */
   readonly suffix: string;
 }

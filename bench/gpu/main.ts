@@ -16,9 +16,10 @@
  *      with f32 weights if time is left;
  * then a short table. Exit status: 0 when every check passed, 1 when one failed, 2 when the
  * backend did not open.
- *   node .device/main.js [--quick] [--budget <seconds>] [--json <file>] [--gpu-memory-utilization <f>]
+ *   node .device/main.js [--quick | --smoke] [--budget <seconds>] [--json <file>] [--gpu-memory-utilization <f>]
  * --quick times toy-sized models with short prompts (16 for throughput) instead (for the CPU
- * emulator); --budget (default 270) stops starting timing sections once that much time has
+ * emulator); --smoke is --quick with one golden and no 16-bit, split-KV or fortune-text checks
+ * (what the test of the bundle runs); --budget (default 270) stops starting timing sections once that much time has
  * passed, and cuts the throughput runs short at it (their rows then say PARTIAL);
  * --gpu-memory-utilization (default 0.9, 0.05 with --quick) sizes the throughput runs' KV pool;
  * --json writes the rows to a file instead of printing them as one JSON line.
@@ -26,8 +27,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
-import { deviceElementBytes } from "../../runtime/backends/cuda/device_dtype.ts";
-import { CudaExecutor, type WeightDtype } from "../../runtime/backends/cuda/executor.ts";
+import { CudaExecutor } from "../../runtime/backends/cuda/executor.ts";
 import { deviceWeightBytes, kvBytesPerBlock } from "../../runtime/backends/cuda/memory_budget.ts";
 import { registerCudaBackend } from "../../runtime/backends/cuda/register.ts";
 import { isKilnError } from "../../runtime/engine/errors.ts";
@@ -39,9 +39,12 @@ import { fortuneGreedyText } from "./fortune_text.ts";
 import type { JsonObject } from "../../models/hf_config.ts";
 import { offlineThroughput } from "./offline_throughput.ts";
 import { LLAMA_32_1B, QWEN3_06B, randomModel, TINY_LLAMA, TINY_QWEN3, type RandomModel } from "./random_llama.ts";
+import { dtypeBytes, type FloatDtype } from "../../compiler/dtype.ts";
 
 const argv = process.argv.slice(2);
-const quick = argv.includes("--quick");
+/** --smoke: what a test of the bundle needs (the backend opens, kernel parity, one golden, the quick timings start) */
+const smoke = argv.includes("--smoke");
+const quick = smoke || argv.includes("--quick");
 const budgetAt = argv.indexOf("--budget");
 const budgetS = budgetAt >= 0 ? Number(argv[budgetAt + 1]) : 270;
 const jsonAt = argv.indexOf("--json");
@@ -111,7 +114,7 @@ async function checks(b: CudaBackend): Promise<void> {
     row(`kernel parity (${results.length} cases)`, failed.length === 0 ? "PASS" : "FAIL", failed.length === 0 ? `worst err/tol ${worst.toFixed(2)}` : `failed: ${failed.map((r) => r.name).join("; ")}`);
   });
 
-  for (const [name, dir, bf16] of GOLDEN) {
+  for (const [name, dir, bf16] of smoke ? GOLDEN.slice(0, 1) : GOLDEN) {
     await section(`golden ${name}`, async () => {
       const { results, summary } = await runGolden(join(root, dir), { tolerance: 1e-3, backend: "cuda", ropeFreqBf16: bf16 });
       for (const r of results) log(`  ${JSON.stringify(r)}`);
@@ -119,6 +122,10 @@ async function checks(b: CudaBackend): Promise<void> {
     });
   }
 
+  if (smoke) {
+    row("other goldens and the fortune text", "SKIP", "--smoke");
+    return;
+  }
   await section("golden with bf16 weights and KV cache", async () => {
     const bf16 = registerCudaBackend({ weightDtype: "bf16" });
     try {
@@ -329,12 +336,12 @@ const DECODE_VARIANTS: readonly {
  * Prefill tokens/s, then batch-1 decode ms/step against the weight-read floor and the host's
  * share of a step, for each decode variant (the eager, cuBLASLt-only path is the baseline).
  */
-function decodeRows(b: CudaBackend, shape: Shape, m: RandomModel, weightDtype: WeightDtype, bw: number, steps: number): void {
+function decodeRows(b: CudaBackend, shape: Shape, m: RandomModel, weightDtype: FloatDtype, bw: number, steps: number): void {
   const ctx = quick ? 16 : 128;
   const prefill = quick ? 32 : 512;
   const name = `${shape.name}${quick ? " (toy)" : ""}`; // as `size` above
   // every weight read once per step, the tied LM head included
-  const floorMs = ((m.parameters * deviceElementBytes(weightDtype)) / bw) * 1000;
+  const floorMs = ((m.parameters * dtypeBytes(weightDtype)) / bw) * 1000;
   // the toy run under the emulator times only the default and the baseline
   for (const [i, variant] of DECODE_VARIANTS.entries()) {
     if (quick && i === 1) continue;
@@ -383,7 +390,7 @@ function printTable(): void {
   for (const r of rows) console.log(`${r.check.padEnd(w)}  ${r.result.padEnd(6)}  ${r.detail}`);
 }
 
-log(`kiln GPU check: node ${process.version}, repository ${root}${quick ? ", --quick" : ""}`);
+log(`kiln GPU check: node ${process.version}, repository ${root}${smoke ? ", --smoke" : quick ? ", --quick" : ""}`);
 const cuda = registerCudaBackend();
 let backend: CudaBackend;
 try {

@@ -6,8 +6,9 @@
  * bit or two.
  */
 import { assertNever } from "../ir.ts";
-import type { ElemType, LoweredKernel, RowStmt } from "../kernel_ir.ts";
+import type { LoweredKernel, RowStmt } from "../kernel_ir.ts";
 import { floatLiteral, kernelDoc, renderBody, renderFloat, type Dialect, type Scope } from "./common.ts";
+import type { Dtype } from "../dtype.ts";
 
 export const C_DIALECT: Dialect = {
   int: "int64_t",
@@ -77,7 +78,7 @@ static inline float kiln_sin(float x) { return (float)sin((double)x); }
 const PARALLEL_WORK = 1 << 15;
 
 export function renderCKernel(k: LoweredKernel): string {
-  const paramElems = new Map<string, ElemType>(k.params.map((p) => [p.name, p.elem]));
+  const paramElems = new Map<string, Dtype>(k.params.map((p) => [p.name, p.elem]));
   const constNames = new Map(k.consts.map((c) => [c.name, `${k.name}_${c.name}`]));
   const scope: Scope = { dialect: C_DIALECT, paramElems, constNames };
   const lines = kernelDoc(k, undefined);

@@ -4,24 +4,25 @@
  * and (in its own file) how row statements map onto loops or threads.
  */
 import { assertNever } from "../ir.ts";
-import type { BodyStmt, Cond, ElemType, FloatExpr, IntExpr, LoweredKernel } from "../kernel_ir.ts";
+import type { BodyStmt, Cond, FloatExpr, IntExpr, LoweredKernel } from "../kernel_ir.ts";
+import type { Dtype } from "../dtype.ts";
 
 export interface Dialect {
   /** 64-bit index type */
   readonly int: string;
   /** C element type of a buffer of this storage type */
-  elemType(e: ElemType): string;
+  elemType(e: Dtype): string;
   /** `ptr[index]` converted to f32 */
-  loadAsF32(e: ElemType, element: string): string;
+  loadAsF32(e: Dtype, element: string): string;
   /** an f32 value converted for storing into a buffer of this type */
-  fromF32(e: ElemType, value: string): string;
+  fromF32(e: Dtype, value: string): string;
 }
 
 /** Buffer names a kernel's expressions refer to, and how they render. */
 export interface Scope {
   readonly dialect: Dialect;
   /** param name → storage type (locals and constant tables are f32) */
-  readonly paramElems: ReadonlyMap<string, ElemType>;
+  readonly paramElems: ReadonlyMap<string, Dtype>;
   /** constant table name → its global symbol */
   readonly constNames: ReadonlyMap<string, string>;
   /** a load that a vectorized loop already holds in a register: `ld0[u]` */

@@ -10,9 +10,10 @@
  * CUDA graph captured for a padded size may launch more blocks), and documents its launch.
  */
 import { assertNever, type Dim } from "../ir.ts";
-import { intKey, ivar, type ElemType, type FloatExpr, type LoweredKernel, type RowStmt } from "../kernel_ir.ts";
+import { intKey, ivar, type FloatExpr, type LoweredKernel, type RowStmt } from "../kernel_ir.ts";
 import { floatLiteral, kernelDoc, renderBody, renderFloat, renderInt, type Dialect, type Scope } from "./common.ts";
 import { floatLoads, planVector, substitute, VECTOR, type Access } from "./vectorize.ts";
+import type { Dtype } from "../dtype.ts";
 
 export const CUDA_DIALECT: Dialect = {
   int: "long long",
@@ -103,7 +104,7 @@ export interface CudaLaunch {
 }
 
 export function cudaLaunch(k: LoweredKernel): CudaLaunch {
-  const elems = new Map<string, ElemType>(k.params.map((p) => [p.name, p.elem]));
+  const elems = new Map<string, Dtype>(k.params.map((p) => [p.name, p.elem]));
   let want = 1;
   for (const s of k.body) {
     if (s.s === "reduce" && s.groups > 1) want = Math.max(want, s.groups * 32);
@@ -124,7 +125,7 @@ export function formatLaunch(l: CudaLaunch): string {
 }
 
 export function renderCudaKernel(k: LoweredKernel): string {
-  const paramElems = new Map<string, ElemType>(k.params.map((p) => [p.name, p.elem]));
+  const paramElems = new Map<string, Dtype>(k.params.map((p) => [p.name, p.elem]));
   const constNames = new Map(k.consts.map((c) => [c.name, `${k.name}_${c.name}`]));
   const scope: Scope = { dialect: CUDA_DIALECT, paramElems, constNames };
   const launch = cudaLaunch(k);

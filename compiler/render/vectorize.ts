@@ -8,7 +8,8 @@
  * divide rest (0: rest is 0).
  */
 import { assertNever } from "../ir.ts";
-import type { BodyStmt, Cond, ElemType, FloatExpr, IntExpr } from "../kernel_ir.ts";
+import type { BodyStmt, Cond, FloatExpr, IntExpr } from "../kernel_ir.ts";
+import type { Dtype } from "../dtype.ts";
 
 export const VECTOR = 4;
 
@@ -146,7 +147,7 @@ export function planVector(
   extra: readonly FloatExpr[],
   v: string,
   extent: number,
-  elems: ReadonlyMap<string, ElemType>,
+  elems: ReadonlyMap<string, Dtype>,
 ): VectorPlan | undefined {
   if (extent % VECTOR !== 0 || body.some((s) => s.s === "ilet")) return undefined;
   const isGlobal = (buf: string): boolean => elems.has(buf) && elems.get(buf) !== "i32";

@@ -8,9 +8,10 @@
  * The engine handles slot ids through `StatePool`; where the memory lives is the backend's
  * business (host arrays here, device memory on CUDA), as with the KV cache.
  */
+import type { FloatDtype } from "../../compiler/dtype.ts";
 import { KilnError } from "./errors.ts";
 
-export type StateDtype = "f32" | "bf16";
+export type StateDtype = Extract<FloatDtype, "f32" | "bf16">;
 
 /** One named state tensor of a sequence, e.g. { name: "layers.3.conv", shape: [d_conv - 1, d_inner] }. */
 export interface StateSpec {

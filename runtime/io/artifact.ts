@@ -23,7 +23,7 @@ import { graphToJson } from "../../compiler/graph_json.ts";
 import { kernelsPerLayer } from "../../compiler/fusion_report.ts";
 import { KernelCache } from "../../compiler/kernel_cache.ts";
 import { compile } from "../../compiler/pipeline.ts";
-import { formatTarget, STORAGE_DTYPES, type StorageDtype, type Target } from "../../compiler/program.ts";
+import { formatTarget, type Target } from "../../compiler/program.ts";
 import { renderCModule } from "../../compiler/render/c.ts";
 import { cudaLaunch, renderCudaModule } from "../../compiler/render/cuda.ts";
 import { programToJson } from "../../compiler/program_json.ts";
@@ -35,6 +35,7 @@ import { isKilnError, KilnError } from "../engine/errors.ts";
 import { configDtype, loadConfigJson } from "../../models/hf_config.ts";
 import { loadModel } from "./model_loader.ts";
 import { packagePath } from "./package_root.ts";
+import { FLOAT_DTYPES, type FloatDtype } from "../../compiler/dtype.ts";
 
 export const COPIED_FILES = [
   "config.json",
@@ -52,9 +53,9 @@ export function parseTarget(s: string): Target {
   throw new KilnError("INVALID_ARGUMENT", `target '${s}' is not 'cpu' or 'cuda:sm_XX' (e.g. cuda:sm_90)`);
 }
 
-export function parseDtype(s: string): StorageDtype {
-  const d = STORAGE_DTYPES.find((x) => x === s);
-  if (d === undefined) throw new KilnError("INVALID_ARGUMENT", `dtype '${s}' is not one of ${STORAGE_DTYPES.join(", ")}`);
+export function parseDtype(s: string): FloatDtype {
+  const d = FLOAT_DTYPES.find((x) => x === s);
+  if (d === undefined) throw new KilnError("INVALID_ARGUMENT", `dtype '${s}' is not one of ${FLOAT_DTYPES.join(", ")}`);
   return d;
 }
 
@@ -78,9 +79,9 @@ export interface CompileArtifactOptions {
   readonly outDir: string;
   readonly target: Target;
   /** default: the checkpoint's dtype (f16 checkpoints become f32 on the CPU) */
-  readonly dtype?: StorageDtype;
+  readonly dtype?: FloatDtype;
   /** the KV cache's storage on CUDA (default: as the weights) */
-  readonly kvCacheDtype?: StorageDtype;
+  readonly kvCacheDtype?: FloatDtype;
   /** default: the model's max_position_embeddings */
   readonly maxModelLen?: number;
   readonly maxNumSeqs?: number;
@@ -95,7 +96,7 @@ export interface CompileArtifactOptions {
 export interface ArtifactSummary {
   readonly outDir: string;
   readonly target: string;
-  readonly dtype: StorageDtype;
+  readonly dtype: FloatDtype;
   readonly kernels: number;
   readonly steps: number;
   readonly kernelsPerLayer: { readonly before: readonly number[]; readonly after: readonly number[] };
@@ -108,7 +109,7 @@ export interface ArtifactSummary {
 
 const KILN_VERSION = String((JSON.parse(fs.readFileSync(packagePath("package.json"), "utf8")) as { version?: unknown }).version);
 
-function defaultDtype(modelDir: string, target: Target): StorageDtype {
+function defaultDtype(modelDir: string, target: Target): FloatDtype {
   const d = configDtype(loadConfigJson(modelDir));
   if (d === "bfloat16") return "bf16";
   return d === "float16" && target.kind === "cuda" ? "f16" : "f32";
@@ -178,7 +179,7 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
     }
     const shapes = new Map<string, readonly number[]>();
     for (const n of graph.nodes) if (n.kind === "param") shapes.set(n.name, n.shape.map(Number));
-    const storage = new Map<string, StorageDtype>();
+    const storage = new Map<string, FloatDtype>();
     for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") storage.set(b.role.name, b.elem);
     progress.start("convert + write weights", shapes.size);
     const weights = writeArtifactWeights(nodePath.join(tmp, "weights.safetensors"), loaded.weights, shapes, cuda, dtype, () => progress.advance(1), storage);

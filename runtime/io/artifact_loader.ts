@@ -17,7 +17,6 @@ import fs from "node:fs";
 import nodePath from "node:path";
 import { graphFromJson } from "../../compiler/graph_json.ts";
 import { ropeFreqBf16 } from "../../compiler/passes/rope_freq_bf16.ts";
-import { STORAGE_DTYPES, type StorageDtype } from "../../compiler/program.ts";
 import { programFromJson } from "../../compiler/program_json.ts";
 import { SINGLE_DEVICE } from "../../models/dsl/module.ts";
 import { defaultRegistry } from "../../models/registry.ts";
@@ -27,6 +26,7 @@ import { KilnError } from "../engine/errors.ts";
 import { architectures, isJsonObject, loadConfigJson, type JsonObject } from "../../models/hf_config.ts";
 import type { LoadedModel, LoadOptions } from "./model_loader.ts";
 import type { BackendName, CompiledModel, StoredBinary } from "../backends/step_executor.ts";
+import { FLOAT_DTYPES, type FloatDtype } from "../../compiler/dtype.ts";
 
 /** The artifact format this kiln writes and reads; bump the version on any incompatible change. */
 export const ARTIFACT_FORMAT = "kiln-engine";
@@ -40,7 +40,7 @@ export interface ArtifactInfo {
   readonly dir: string;
   /** `cpu` or `cuda:sm_XX` */
   readonly target: string;
-  readonly dtype: StorageDtype;
+  readonly dtype: FloatDtype;
   readonly maxModelLen: number;
   readonly maxNumSeqs: number;
   /** the whole manifest, as read */
@@ -73,14 +73,14 @@ export function isArtifactDir(dir: string): boolean {
  * The storage dtype an artifact's manifest declares, read without checking anything else
  * (undefined when the manifest cannot say); loading checks the whole artifact.
  */
-export function declaredArtifactDtype(dir: string): StorageDtype | undefined {
+export function declaredArtifactDtype(dir: string): FloatDtype | undefined {
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(nodePath.join(dir, MANIFEST_FILE), "utf8"));
   } catch {
     return undefined; // unreadable: loadArtifact reports it with the reason
   }
-  return isJsonObject(raw) ? STORAGE_DTYPES.find((d) => d === raw["dtype"]) : undefined;
+  return isJsonObject(raw) ? FLOAT_DTYPES.find((d) => d === raw["dtype"]) : undefined;
 }
 
 function fail(dir: string, msg: string, code: "CONFIG_INVALID" | "MODEL_NOT_FOUND" | "INVALID_ARGUMENT" = "CONFIG_INVALID"): never {
@@ -116,7 +116,7 @@ export function readArtifact(dir: string, opts: ReadArtifactOptions = {}): Artif
     const hint = backend === "cpu" ? "compile with --target cpu" : "compile with --target cuda:sm_XX";
     fail(dir, `compiled for target ${JSON.stringify(target)}, but this backend runs '${backend}'; ${hint}`, "INVALID_ARGUMENT");
   }
-  const dtype = STORAGE_DTYPES.find((d) => d === raw["dtype"]);
+  const dtype = FLOAT_DTYPES.find((d) => d === raw["dtype"]);
   const shapes = raw["shapes"];
   const maxModelLen = isJsonObject(shapes) ? positiveInt(shapes["maxModelLen"]) : undefined;
   const maxNumSeqs = isJsonObject(shapes) ? positiveInt(shapes["maxNumSeqs"]) : undefined;

@@ -8,12 +8,12 @@
  *         embedding tables) in the artifact's dtype (f32, bf16 or f16), the others in f32
  */
 import { assertNever } from "../../compiler/ir.ts";
-import type { StorageDtype } from "../../compiler/program.ts";
 import type { LoadReport } from "../../models/dsl/load_weights.ts";
 import { f32ToBf16, type WeightData } from "../../models/dsl/parameter.ts";
 import { KilnError } from "../engine/errors.ts";
 import { DTYPE_SIZES, SafetensorsFile } from "./safetensors.ts";
 import { writeSafetensors, type TensorToWrite } from "./safetensors_writer.ts";
+import type { FloatDtype } from "../../compiler/dtype.ts";
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -53,7 +53,7 @@ function asF32(w: WeightData): Float32Array {
 }
 
 /** One parameter as it is stored for the target. */
-export function tensorFor(name: string, shape: readonly number[], w: WeightData, cuda: boolean, dtype: StorageDtype): TensorToWrite {
+export function tensorFor(name: string, shape: readonly number[], w: WeightData, cuda: boolean, dtype: FloatDtype): TensorToWrite {
   if (!cuda || dtype === w.dtype) {
     return w.dtype === "f32" ? { name, dtype: "F32", shape, data: w.data } : { name, dtype: "BF16", shape, data: w.data };
   }
@@ -80,9 +80,9 @@ export function writeArtifactWeights(
   weights: ReadonlyMap<string, WeightData>,
   shapes: ReadonlyMap<string, readonly number[]>,
   cuda: boolean,
-  dtype: StorageDtype,
+  dtype: FloatDtype,
   onTensor: () => void,
-  storage: ReadonlyMap<string, StorageDtype> = new Map(),
+  storage: ReadonlyMap<string, FloatDtype> = new Map(),
 ): { tensors: number; bytes: number } {
   const tensors: TensorToWrite[] = [];
   for (const [name, shape] of [...shapes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {

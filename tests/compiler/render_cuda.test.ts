@@ -4,15 +4,15 @@
  */
 import { describe, expect, it } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
-import { STORAGE_DTYPES } from "../../compiler/program.ts";
 import { cudaLaunch, renderCudaKernel } from "../../compiler/render/cuda.ts";
 import type { LoweredKernel } from "../../compiler/kernel_ir.ts";
 import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
+import { FLOAT_DTYPES } from "../../compiler/dtype.ts";
 
 const SM90 = { kind: "cuda", arch: "sm_90" } as const;
 
-async function kernelsOf(dir: string, dtype: (typeof STORAGE_DTYPES)[number]): Promise<readonly LoweredKernel[]> {
+async function kernelsOf(dir: string, dtype: (typeof FLOAT_DTYPES)[number]): Promise<readonly LoweredKernel[]> {
   const { graph } = await loadModel(dir);
   return compile(graph, { target: SM90, dtype }).program.kernels;
 }

@@ -11,19 +11,19 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { compile } from "../../compiler/pipeline.ts";
-import { STORAGE_DTYPES } from "../../compiler/program.ts";
 import { renderCudaModule } from "../../compiler/render/cuda.ts";
 import { findCompiler, nvccFlags } from "../../compiler/toolchain.ts";
 import type { LoweredKernel } from "../../compiler/kernel_ir.ts";
 import { loadModel } from "../../runtime/io/model_loader.ts";
 import { FIXTURES } from "../fixtures/index.ts";
 import { requireTools } from "../required_tools.ts";
+import { FLOAT_DTYPES } from "../../compiler/dtype.ts";
 
 const SM90 = { kind: "cuda", arch: "sm_90" } as const;
 const out = mkdtempSync(join(tmpdir(), "kiln-nvcc-"));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-async function kernelsOf(dir: string, dtype: (typeof STORAGE_DTYPES)[number]): Promise<readonly LoweredKernel[]> {
+async function kernelsOf(dir: string, dtype: (typeof FLOAT_DTYPES)[number]): Promise<readonly LoweredKernel[]> {
   const { graph } = await loadModel(dir);
   return compile(graph, { target: SM90, dtype }).program.kernels;
 }
@@ -36,7 +36,7 @@ describe("generated CUDA kernels", () => {
     // models of the same shapes and constants generate the same kernels: compile each module once
     const modules = new Map<string, string>();
     for (const { name, dir } of FIXTURES) {
-      const kernels = (await Promise.all(STORAGE_DTYPES.map((d) => kernelsOf(dir, d)))).flat();
+      const kernels = (await Promise.all(FLOAT_DTYPES.map((d) => kernelsOf(dir, d)))).flat();
       const src = renderCudaModule(kernels);
       if (![...modules.values()].includes(src)) modules.set(name, src);
     }

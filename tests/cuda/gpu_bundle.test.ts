@@ -50,17 +50,18 @@ describe("GPU check bundle", () => {
     expect(r.stderr).not.toMatch(/at .*main\.js/);
   }, 60_000);
 
-  // --budget 0 skips every timing section after the first (the fortune model's, a few steps): the
-  // run still opens the backend, runs every check and prints the table, in a fraction of the time.
-  // What the checks compute is tested on the emulator by emulated_backend and emulated_half.
-  it("under the CPU emulator, main.js --quick --budget 0 opens the backend, passes its checks and prints the table", async () => {
+  // --smoke runs one golden and no 16-bit, split-KV or fortune-text checks, and --budget 0 skips
+  // every timing section after the first (the fortune model's, a few steps): the run still opens
+  // the backend, checks kernel parity and prints the table. What the skipped checks compute is
+  // tested on the emulator by emulated_backend, emulated_half and emulated_artifact.
+  it("under the CPU emulator, main.js --smoke --budget 0 opens the backend, passes its checks and prints the table", async () => {
     const env = { ...emulatorEnv(buildEmulator()), KILN_CACHE_DIR: CUBIN_CACHE };
     const json = join(out, "quick.json");
-    const r = await exec(process.execPath, [join(out, ".device/main.js"), "--quick", "--budget", "0", "--json", json], env);
+    const r = await exec(process.execPath, [join(out, ".device/main.js"), "--smoke", "--budget", "0", "--json", json], env);
     expect(r.code, r.stdout.slice(-4000)).toBe(0);
     const table = r.stdout.slice(r.stdout.lastIndexOf("\ncheck "));
     expect(table).toMatch(/^\ncheck +result {2}detail\n-+ {2}-{6} {2}-{6}\n/);
-    for (const row of [/^open CUDA backend +PASS +.*Emulated/m, /^kernel parity \(\d+ cases\) +PASS/m, /^golden llama \(fp32, 1e-3\) +PASS/m, /^fortune greedy text +PASS/m, /^fortune decode b=1 ctx 16 +TIME/m]) {
+    for (const row of [/^open CUDA backend +PASS +.*Emulated/m, /^kernel parity \(\d+ cases\) +PASS/m, /^golden llama \(fp32, 1e-3\) +PASS/m, /^other goldens and the fortune text +SKIP +--smoke$/m, /^fortune decode b=1 ctx 16 +TIME/m]) {
       expect(table).toMatch(row);
     }
     expect(table).toMatch(/^Llama-3\.2-1B decode +SKIP +over the 0s budget$/m);

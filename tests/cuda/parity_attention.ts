@@ -5,16 +5,17 @@
  * splits along the keys (some of them empty), and f32, bf16 and f16 caches. (The step's KV write
  * is part of a fused kernel of the compiled program, checked end to end.)
  */
-import { attentionHeadBlocks, type KvCacheDtype } from "../../runtime/backends/cuda/node_kernels.ts";
+import { attentionHeadBlocks } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import type { KernelName } from "../../runtime/backends/cuda/kernel_catalog.ts";
 import { compare, fromBf16, fromF16, randomF32, rng, toBf16, toF16, type ParityCase } from "./parity_support.ts";
+import type { FloatDtype } from "../../compiler/dtype.ts";
 
 const KERNELS = {
   f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
   bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
   f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
-} as const satisfies Record<KvCacheDtype, Record<"plain" | "softcap", KernelName>>;
+} as const satisfies Record<FloatDtype, Record<"plain" | "softcap", KernelName>>;
 
 /** How a test puts a cache of each dtype on the device: rounded bits, and their values widened back. */
 const HALF = {
@@ -40,7 +41,7 @@ interface AttentionConfig {
   readonly softcap: number | undefined;
   readonly splits: number;
   readonly seed: number;
-  readonly kv?: KvCacheDtype;
+  readonly kv?: FloatDtype;
 }
 
 function shuffled(n: number, r: () => number): number[] {

@@ -4,11 +4,12 @@
  * own memory (no copy), so a kernel writes straight into the executor's buffers.
  */
 import koffi from "koffi";
-import type { ElemType, LoweredKernel } from "../../../compiler/kernel_ir.ts";
+import type { LoweredKernel } from "../../../compiler/kernel_ir.ts";
 import { KernelCache } from "../../../compiler/kernel_cache.ts";
 import { renderCModule } from "../../../compiler/render/c.ts";
 import { compileC } from "../../../compiler/toolchain.ts";
 import { KilnError } from "../../engine/errors.ts";
+import type { Dtype } from "../../../compiler/dtype.ts";
 
 export type KernelArg = Float32Array | Uint16Array | Int32Array;
 export type KernelCall = (rows: number, args: readonly KernelArg[]) => void;
@@ -20,7 +21,7 @@ export interface KernelLibrary {
   readonly kernels: ReadonlyMap<string, KernelCall>;
 }
 
-const FFI_TYPES = { f32: "float", bf16: "uint16_t", i32: "int32_t", f16: undefined } as const satisfies Record<ElemType, string | undefined>;
+const FFI_TYPES = { f32: "float", bf16: "uint16_t", i32: "int32_t", f16: undefined } as const satisfies Record<Dtype, string | undefined>;
 
 /** The koffi prototype of a kernel: `void name(int64_t rows, const float *x0, float *y0, ...)`. */
 function prototype(k: LoweredKernel): string {

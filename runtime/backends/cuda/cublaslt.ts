@@ -12,12 +12,12 @@ import * as koffi from "koffi";
 import { KilnError } from "../../engine/errors.ts";
 import { check, type StatusText } from "./check.ts";
 import type { CudaDevice, DevicePtr } from "./device.ts";
-import type { DeviceDtype } from "./device_dtype.ts";
 import { bindCublasLt, CUBLASLT, type CublasLtApi } from "./ffi/cublaslt.ts";
 import { LIBCUBLASLT, locateLibrary, SYSTEM_PROBE, type HostProbe } from "./library_locator.ts";
+import type { FloatDtype } from "../../../compiler/dtype.ts";
 
 /** the cuBLASLt data type of X and W for each device format */
-const INPUT_TYPES = { f32: CUBLASLT.R_32F, bf16: CUBLASLT.R_16BF, f16: CUBLASLT.R_16F } as const satisfies Record<DeviceDtype, number>;
+const INPUT_TYPES = { f32: CUBLASLT.R_32F, bf16: CUBLASLT.R_16BF, f16: CUBLASLT.R_16F } as const satisfies Record<FloatDtype, number>;
 
 interface Plan {
   readonly desc: bigint;
@@ -79,7 +79,7 @@ export class CublasLt {
    * was added: false when it was not given, or when cuBLASLt offers no algorithm with the bias
    * epilogue for this shape (then the caller adds it).
    */
-  matmul(dtype: DeviceDtype, y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number, bias?: DevicePtr): boolean {
+  matmul(dtype: FloatDtype, y: DevicePtr, x: DevicePtr, w: DevicePtr, M: number, N: number, K: number, bias?: DevicePtr): boolean {
     if (this.disposed) throw new Error("cuBLASLt has been disposed");
     if (M === 0 || N === 0) return bias !== undefined;
     if (bias !== undefined && this.noBiasEpilogue.has(`${dtype}:${M}:${N}:${K}`)) bias = undefined;
@@ -106,7 +106,7 @@ export class CublasLt {
     return bias !== undefined;
   }
 
-  private plan(dtype: DeviceDtype, M: number, N: number, K: number, bias: DevicePtr | undefined): Plan {
+  private plan(dtype: FloatDtype, M: number, N: number, K: number, bias: DevicePtr | undefined): Plan {
     const key = `${dtype}:${M}:${N}:${K}${bias === undefined ? "" : ":bias"}`;
     const cached = this.plans.get(key);
     if (cached) return cached;

@@ -26,7 +26,7 @@
  */
 import { numel, type Graph, type ValueId } from "../../../compiler/ir.ts";
 import { compile } from "../../../compiler/pipeline.ts";
-import type { Program, ProgramOptions, StorageDtype } from "../../../compiler/program.ts";
+import type { Program, ProgramOptions } from "../../../compiler/program.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
 import { KilnError } from "../../engine/errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
@@ -44,32 +44,17 @@ import { profileUnits, type StepProfile } from "./step_profile.ts";
 import { DEFAULT_CAPTURE_SIZES, pieceSegments } from "./decode_graphs.ts";
 import { StepGraphs, type GraphStats } from "./step_graphs.ts";
 import { strideGrid } from "./kernels.ts";
-import { deviceElementBytes, isHalf, type DeviceDtype } from "./device_dtype.ts";
 import type { KernelName } from "./kernel_catalog.ts";
-import {
-  DEFAULT_ATTENTION_TUNING,
-  GEMV_MAX_ROWS,
-  LINEAR_ATTENTION_MAX_HEAD_DIM,
-  MAMBA_SCAN_MAX_STATE,
-  MAX_HEAD_DIM,
-  MOE_MAX_EXPERTS,
-  MOE_MAX_TOPK,
-  NodeKernels,
-  SHORT_CONV_MAX_KERNEL,
-  type AttentionTuning,
-  type KvCacheDtype,
-  type KvPoolLayer,
-} from "./node_kernels.ts";
+import { DEFAULT_ATTENTION_TUNING, GEMV_MAX_ROWS, LINEAR_ATTENTION_MAX_HEAD_DIM, MAMBA_SCAN_MAX_STATE, MAX_HEAD_DIM, MOE_MAX_EXPERTS, MOE_MAX_TOPK, NodeKernels, SHORT_CONV_MAX_KERNEL, type AttentionTuning, type KvPoolLayer } from "./node_kernels.ts";
 import { packDecodeStep, packStepInputs, type PackedStep } from "./step_inputs.ts";
+import { dtypeBytes, isHalf, type FloatDtype } from "../../../compiler/dtype.ts";
 
-/** How the GEMM and embedding matrices are held on the device */
-export type WeightDtype = DeviceDtype;
 
 /** kernels converting a checkpoint's weights (f32 or bf16) to another device format, (out, in, n) */
 const WEIGHT_CONVERSIONS = {
   f32: { f32: undefined, bf16: "kiln_f32_to_bf16", f16: "kiln_f32_to_f16" },
   bf16: { f32: "kiln_bf16_to_f32", bf16: undefined, f16: "kiln_bf16_to_f16" },
-} as const satisfies Record<WeightData["dtype"], Record<DeviceDtype, KernelName | undefined>>;
+} as const satisfies Record<WeightData["dtype"], Record<FloatDtype, KernelName | undefined>>;
 
 export interface CudaExecutorOptions extends ExecutorOptions {
   readonly attention?: AttentionTuning;
@@ -83,15 +68,15 @@ export interface CudaExecutorOptions extends ExecutorOptions {
 
 /** What the CUDA backend compiles for: the device's sm_XX, the weights' and KV cache's storage, the capture sizes. */
 export interface CudaCompileSettings {
-  readonly weightDtype?: WeightDtype;
+  readonly weightDtype?: FloatDtype;
   /** default: as the weights (vLLM's kv_cache_dtype "auto") */
-  readonly kvCacheDtype?: KvCacheDtype;
+  readonly kvCacheDtype?: FloatDtype;
   /** default DEFAULT_CAPTURE_SIZES; empty: no CUDA graphs */
   readonly captureSizes?: readonly number[];
 }
 
 export function cudaProgramOptions(arch: string, s: CudaCompileSettings): ProgramOptions {
-  const dtype: StorageDtype = s.weightDtype ?? "f32";
+  const dtype: FloatDtype = s.weightDtype ?? "f32";
   return { target: { kind: "cuda", arch }, dtype, kvDtype: s.kvCacheDtype ?? dtype, captureSizes: s.captureSizes ?? DEFAULT_CAPTURE_SIZES };
 }
 
@@ -119,7 +104,7 @@ export class CudaExecutor implements StepExecutor {
   private ownedBytes = 0;
   private readonly weights = new Map<string, DevicePtr>();
   /** how each parameter is held on the device */
-  private readonly dtypes = new Map<string, WeightDtype>();
+  private readonly dtypes = new Map<string, FloatDtype>();
   private readonly nodes: NodeKernels;
   /** rows of the tables the step's token ids and positions index (undefined: nothing indexes by them) */
   private readonly vocab: number | undefined;
@@ -149,7 +134,7 @@ export class CudaExecutor implements StepExecutor {
   /** the activations each step of the plan touches, for packing the arenas */
   private readonly uses: StepUses;
   /** how the KV cache is held */
-  readonly kvDtype: KvCacheDtype;
+  readonly kvDtype: FloatDtype;
 
   constructor(
     compiled: CompiledModel,
@@ -160,7 +145,7 @@ export class CudaExecutor implements StepExecutor {
     const { graph, program } = compiled;
     const target = program.options.target;
     if (target.kind !== "cuda") throw new KilnError("INVALID_ARGUMENT", `the CUDA executor cannot run a program compiled for ${target.kind}`);
-    const kvDtype: KvCacheDtype = program.options.kvDtype ?? program.options.dtype;
+    const kvDtype: FloatDtype = program.options.kvDtype ?? program.options.dtype;
     this.kvDtype = kvDtype;
     this.graph = graph;
     this.program = program;
@@ -207,7 +192,7 @@ export class CudaExecutor implements StepExecutor {
       }
       // one block more than the engine's pool: the padding rows of decode graphs write there
       for (const spec of graph.kvLayers) {
-        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * deviceElementBytes(kvDtype);
+        const bytes = (numBlocks + 1) * blockSize * spec.numKvHeads * spec.headDim * dtypeBytes(kvDtype);
         const layer = { k: this.own(bytes), v: this.own(bytes) };
         backend.device.zero(layer.k, bytes);
         backend.device.zero(layer.v, bytes);
@@ -220,7 +205,7 @@ export class CudaExecutor implements StepExecutor {
     }
     this.vocab = tableRows(graph, "input_ids");
     this.positionRows = tableRows(graph, "positions");
-    const dtypeOf = (id: ValueId): WeightDtype => {
+    const dtypeOf = (id: ValueId): FloatDtype => {
       const n = graph.nodes[id];
       return n?.kind === "param" ? (this.dtypes.get(n.name) ?? "f32") : "f32";
     };
@@ -297,7 +282,7 @@ export class CudaExecutor implements StepExecutor {
   private uploadWeights(weights: ReadonlyMap<string, WeightData>): void {
     const dev = this.backend.device;
     // each weight as the program stores it (set from its buffers in the constructor)
-    const target = (name: string): WeightDtype => this.dtypes.get(name) ?? "f32";
+    const target = (name: string): FloatDtype => this.dtypes.get(name) ?? "f32";
     // staging for the weights converted on the device (bf16 → f32, f32 → bf16, ...)
     let stagingBytes = 0;
     for (const [name, w] of weights) if (w.dtype !== target(name)) stagingBytes = Math.max(stagingBytes, w.data.byteLength);
@@ -309,7 +294,7 @@ export class CudaExecutor implements StepExecutor {
         if (w === undefined) continue;
         const to = target(n.name);
         const count = w.data.length;
-        const p = this.own(count * deviceElementBytes(to));
+        const p = this.own(count * dtypeBytes(to));
         const convert = WEIGHT_CONVERSIONS[w.dtype][to];
         if (convert === undefined || staging === undefined) {
           dev.upload(p, w.data);
@@ -405,7 +390,7 @@ export class CudaExecutor implements StepExecutor {
     this.backend.device.upload(arena.inputs, packed.data);
     const paramBytes = (id: ValueId): number => {
       const n = this.graph.nodes[id];
-      return n?.kind === "param" ? numel(n.shape, { T: 0, S: 0 }) * deviceElementBytes(this.dtypes.get(n.name) ?? "f32") : 0;
+      return n?.kind === "param" ? numel(n.shape, { T: 0, S: 0 }) * dtypeBytes(this.dtypes.get(n.name) ?? "f32") : 0;
     };
     return profileUnits(this.backend, this.graph, this.units, this.launcher(packed, arena, arena.inputs), {
       sizes: { T: packed.T, S: packed.S },

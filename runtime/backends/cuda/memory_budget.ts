@@ -15,8 +15,7 @@ import type { CompiledModel } from "../step_executor.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
 import { KilnError } from "../../engine/errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
-import { deviceElementBytes } from "./device_dtype.ts";
-import type { KvCacheDtype } from "./node_kernels.ts";
+import { dtypeBytes, type FloatDtype } from "../../../compiler/dtype.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
 export const ACTIVATION_MARGIN_BYTES = 64 * 2 ** 20;
@@ -27,8 +26,8 @@ export interface DeviceMemory {
 }
 
 /** Bytes of K and V for one block across every attention layer, the cache held as `dtype`. */
-export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number, dtype: KvCacheDtype): number {
-  return layers.reduce((sum, l) => sum + 2 * deviceElementBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
+export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number, dtype: FloatDtype): number {
+  return layers.reduce((sum, l) => sum + 2 * dtypeBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
 }
 
 /** Device bytes the executor holds for the program's weights, each as the program stores it. */
@@ -37,7 +36,7 @@ export function deviceWeightBytes(program: Program, weights: ReadonlyMap<string,
   for (const b of program.buffers) {
     if (b.role.kind !== "param") continue;
     const w = weights.get(b.role.name);
-    if (w !== undefined) bytes += w.data.length * deviceElementBytes(b.elem === "f32" || b.elem === "bf16" || b.elem === "f16" ? b.elem : "f32");
+    if (w !== undefined) bytes += w.data.length * dtypeBytes(b.elem);
   }
   return bytes;
 }

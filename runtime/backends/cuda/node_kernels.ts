@@ -9,11 +9,12 @@ import { assertNever, numel, type Graph, type Node, type NodeOf, type SymbolicDi
 import { stateName } from "../state_layers.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { DevicePtr } from "./device.ts";
-import { isHalf, ROUND_KERNELS, type DeviceDtype } from "./device_dtype.ts";
+import { ROUND_KERNELS } from "./device_dtype.ts";
 import type { KernelName } from "./kernel_catalog.ts";
 import { strideGrid } from "./kernels.ts";
 import type { DeviceStatePool } from "./state_pool.ts";
 import type { PackedStep } from "./step_inputs.ts";
+import { isHalf, type FloatDtype } from "../../../compiler/dtype.ts";
 
 /** The paged attention kernel's limit on head size. */
 export const MAX_HEAD_DIM = 256;
@@ -23,8 +24,6 @@ export const MAX_ATTENTION_SPLITS = 32;
 /** query heads of one KV head that a paged-attention block serves (KILN_ATTN_GROUP) */
 export const ATTENTION_GROUP = 4;
 
-/** How the KV cache is held on the device: f32, or bf16 / f16 (rounded to nearest even when written). */
-export type KvCacheDtype = DeviceDtype;
 
 /** The paged-attention grid's x extent: each KV head's query heads in groups of ATTENTION_GROUP. */
 export function attentionHeadBlocks(numHeads: number, numKvHeads: number): number {
@@ -44,9 +43,9 @@ const ATTENTION_KERNELS = {
   f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
   bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
   f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
-} as const satisfies Record<KvCacheDtype, Record<"plain" | "softcap", KernelName>>;
+} as const satisfies Record<FloatDtype, Record<"plain" | "softcap", KernelName>>;
 
-const GEMV_KERNELS = { f32: "kiln_gemv_f32", bf16: "kiln_gemv_bf16", f16: "kiln_gemv_f16" } as const satisfies Record<DeviceDtype, KernelName>;
+const GEMV_KERNELS = { f32: "kiln_gemv_f32", bf16: "kiln_gemv_bf16", f16: "kiln_gemv_f16" } as const satisfies Record<FloatDtype, KernelName>;
 
 /**
  * The GEMV's launch for out[M, N] = x[M, K] · W[N, K]ᵀ. A warp takes C = 8 / R columns (R = M
@@ -145,12 +144,12 @@ export class NodeKernels {
     private readonly blockSize: number,
     private readonly tuning: AttentionTuning,
     /** how a parameter is held on the device */
-    private readonly dtypeOf: (param: ValueId) => DeviceDtype,
+    private readonly dtypeOf: (param: ValueId) => FloatDtype,
     /** mamba-like layers' per-sequence state and each lightning layer's decays exp(−slope) [heads] */
     private readonly mixers: { readonly pool: DeviceStatePool | undefined; readonly decays: ReadonlyMap<ValueId, DevicePtr> },
     /** linears of at most this many rows run as GEMVs; 0 sends every linear to cuBLASLt */
     private readonly gemvMaxRows: number = GEMV_MAX_ROWS,
-    private readonly kvDtype: KvCacheDtype = "f32",
+    private readonly kvDtype: FloatDtype = "f32",
   ) {
     if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > GEMV_MAX_ROWS) {
       throw new RangeError(`gemvMaxRows must be an integer in [0, ${GEMV_MAX_ROWS}], got ${gemvMaxRows}`);

@@ -8,10 +8,11 @@
 import { BACKEND_REGISTRY, KV_PLANNERS } from "../model_runner.ts";
 import type { Backend, KvPlanner } from "../step_executor.ts";
 import { CudaBackend, type BackendOpenOptions } from "./backend.ts";
-import { CudaExecutor, cudaProgramOptions, type WeightDtype } from "./executor.ts";
+import { CudaExecutor, cudaProgramOptions } from "./executor.ts";
 import { activationBytes, describeKvBudget, deviceWeightBytes, kvBudget, kvBytesPerBlock, requireBlocks, stateBytes } from "./memory_budget.ts";
-import type { AttentionTuning, KvCacheDtype } from "./node_kernels.ts";
+import type { AttentionTuning } from "./node_kernels.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
+import type { FloatDtype } from "../../../compiler/dtype.ts";
 
 export interface CudaRegistration {
   /** the shared backend, opened on first use */
@@ -27,7 +28,7 @@ export interface CudaBackendSettings extends BackendOpenOptions {
    * stores any weight in bf16, else f32 (the loader widens f16 tensors to f32, so an f16
    * checkpoint asks for "f16" by name: `kiln serve --dtype auto` does so from its config.json)
    */
-  readonly weightDtype?: WeightDtype | "auto";
+  readonly weightDtype?: FloatDtype | "auto";
   /** replay CUDA graphs for decode steps (default true); false is vLLM's enforce_eager */
   readonly cudaGraphs?: boolean;
   /** decode batch sizes graphs are captured for (default DEFAULT_CAPTURE_SIZES) */
@@ -37,16 +38,16 @@ export interface CudaBackendSettings extends BackendOpenOptions {
   /** sample on the device when no logprobs are asked for (default true) */
   readonly deviceSampling?: boolean;
   /** how the KV cache is held (default and "auto": as the weights) */
-  readonly kvCacheDtype?: KvCacheDtype | "auto";
+  readonly kvCacheDtype?: FloatDtype | "auto";
 }
 
 export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistration {
   let backend: CudaBackend | undefined;
   const get = (): CudaBackend => (backend ??= CudaBackend.open(opts));
   const previous = BACKEND_REGISTRY.get("cuda");
-  const weightDtypeFor = (weights: ReadonlyMap<string, WeightData>): WeightDtype =>
+  const weightDtypeFor = (weights: ReadonlyMap<string, WeightData>): FloatDtype =>
     opts.weightDtype === "auto" ? ([...weights.values()].some((w) => w.dtype === "bf16") ? "bf16" : "f32") : (opts.weightDtype ?? "f32");
-  const kvDtypeFor = (weights: ReadonlyMap<string, WeightData>): KvCacheDtype =>
+  const kvDtypeFor = (weights: ReadonlyMap<string, WeightData>): FloatDtype =>
     opts.kvCacheDtype === undefined || opts.kvCacheDtype === "auto" ? weightDtypeFor(weights) : opts.kvCacheDtype;
   const factory: Backend = {
     // the device's sm_XX: opening the backend here is what the executor would do next anyway
