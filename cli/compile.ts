@@ -12,6 +12,7 @@ import { intFlag } from "./options.ts";
 interface CompileFlags {
   target: string;
   dtype?: string;
+  kvCacheDtype?: string;
   maxModelLen?: number;
   maxNumSeqs: number;
   output: string;
@@ -64,6 +65,7 @@ export function compileCommand(): Command {
     .requiredOption("-o, --output <dir>", "the artifact folder to write")
     .option("--target <target>", "cpu or cuda:sm_XX", "cpu")
     .option("--dtype <dtype>", "storage: bf16, f16 or f32 (default: the checkpoint's)")
+    .option("--kv-cache-dtype <dtype>", "cuda: the KV cache's storage, bf16, f16 or f32 (default: as --dtype)")
     .option("--max-model-len <n>", "context length (default: the model's)", intFlag("--max-model-len", 1))
     .option("--max-num-seqs <n>", "sequences per step; sets the CUDA-graph capture sizes", intFlag("--max-num-seqs", 1), 256)
     .option("--force", "replace an existing artifact folder")
@@ -74,6 +76,7 @@ export function compileCommand(): Command {
         outDir: flags.output,
         target: parseTarget(flags.target),
         ...(flags.dtype !== undefined ? { dtype: parseDtype(flags.dtype) } : {}),
+        ...(flags.kvCacheDtype !== undefined ? { kvCacheDtype: parseDtype(flags.kvCacheDtype) } : {}),
         ...(flags.maxModelLen !== undefined ? { maxModelLen: flags.maxModelLen } : {}),
         maxNumSeqs: flags.maxNumSeqs,
         force: flags.force === true,

@@ -130,6 +130,9 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
   const cuda = opts.target.kind === "cuda";
   const dtype = opts.dtype ?? defaultDtype(opts.modelDir, opts.target);
   if (!cuda && dtype === "f16") throw new KilnError("INVALID_ARGUMENT", "the CPU backend stores weights as f32 or bf16, not f16");
+  if (!cuda && opts.kvCacheDtype !== undefined && opts.kvCacheDtype !== "f32") {
+    throw new KilnError("INVALID_ARGUMENT", `the CPU backend keeps its KV cache in f32, not ${opts.kvCacheDtype}`);
+  }
   const out = nodePath.resolve(opts.outDir);
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new KilnError("INVALID_ARGUMENT", `${out} exists and is not a folder`);
   if (fs.existsSync(out) && fs.readdirSync(out).length > 0 && !opts.force) {

@@ -15,6 +15,8 @@ import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
 import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 import { randomF32, rng } from "./parity_support.ts";
+import { f32ToBf16 } from "../../models/dsl/parameter.ts";
+import { f32ToF16 } from "../../runtime/io/artifact_weights.ts";
 
 
 // a fresh CUBIN cache, so every program goes through nvrtcCompileProgram
@@ -85,6 +87,68 @@ describe("generated kernels on the emulator", () => {
       }
     }
   }, 300_000);
+
+  // the generated KV write stores k and v in a 16-bit cache rounded to nearest even: ties, values
+  // just past a tie, f16 overflow to ±inf, f16 subnormals and signed zero, bit for bit against the
+  // roundings of the weight converters
+  for (const half of ["bf16", "f16"] as const) {
+    it(`writes a ${half} KV cache rounded to nearest even, bit for bit (opt's kv_write kernel)`, async () => {
+      const { graph } = await loadModel(fixture("opt"));
+      const k = compile(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32", kvDtype: half }).program.kernels.find((x) => x.ops.join() === "kv_write");
+      if (k === undefined) throw new Error("opt has no kv_write kernel");
+      expect(k.params.map((p) => [p.name, p.elem, p.shape])).toEqual([
+        ["x0", "f32", ["T", 192]],
+        ["y0", "f32", ["T", 64]],
+        ["slot_mapping", "i32", ["T"]],
+        ["k_cache", half, ["slots", 64]],
+        ["v_cache", half, ["slots", 64]],
+      ]);
+      const { device, compiler } = backend;
+      const { cubin } = compiler.compile({ name: `kv_write_${half}.cu`, source: renderCudaModule([k]), headers: new Map() }, device.info.arch);
+      const fn = device.getFunction(device.loadModule(cubin, `kv_write_${half}.cu`), k.name);
+      const bits = (u: number): number => new Float32Array(new Uint32Array([u]).buffer)[0]!;
+      const edges = [
+        bits(0x3f808000), bits(0x3f818000), bits(0x3f808001), bits(0xbf808000), // bf16 ties and just past one
+        1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -11 + 2 ** -20, // f16 ties and just past one
+        65504, 65519, 65520, 70000, -1e6, // f16's largest, the last to round down, overflow
+        2 ** -24, 2 ** -25, 3 * 2 ** -25, 1e-6, -1e-7, 2 ** -14, // f16 subnormals and their ties
+        0, -0, 1e30, -3.4e38, Math.PI, -Math.E, 0.1, 1 / 3,
+      ];
+      const T = 3;
+      const slots = 8;
+      const slotMapping = new Int32Array([5, 0, 7]);
+      const r = rng(11);
+      const x0 = randomF32(T * 192, r, 4);
+      for (let i = 0; i < T * 128; i++) x0[Math.floor(i / 128) * 192 + 64 + (i % 128)] = edges[i % edges.length]! * (i >= edges.length * 2 ? 1.5 : 1);
+      const buffers = [x0, new Float32Array(T * 64), slotMapping, new Uint16Array(slots * 64), new Uint16Array(slots * 64)];
+      const ptrs = buffers.map((a) => {
+        const p = device.alloc(a.byteLength);
+        device.upload(p, a);
+        return p;
+      });
+      const launch = cudaLaunch(k);
+      device.launch(fn, [T, 1, 1], launch.block, [{ kind: "i64", value: T }, ...ptrs.map((value) => ({ kind: "ptr" as const, value }))], launch.sharedBytes);
+      device.synchronize();
+      const y0 = new Float32Array(T * 64);
+      const kCache = new Uint16Array(slots * 64);
+      const vCache = new Uint16Array(slots * 64);
+      device.download(y0, ptrs[1]!);
+      device.download(kCache, ptrs[3]!);
+      device.download(vCache, ptrs[4]!);
+      for (const p of ptrs) device.free(p);
+      const round = half === "bf16" ? f32ToBf16 : f32ToF16;
+      for (let t = 0; t < T; t++) {
+        for (let c = 0; c < 64; c++) {
+          expect(y0[t * 64 + c]).toBe(x0[t * 192 + c]);
+          const slot = slotMapping[t]!;
+          expect(kCache[slot * 64 + c], `k[${t}][${c}] = ${x0[t * 192 + 64 + c]}`).toBe(round(x0[t * 192 + 64 + c]!));
+          expect(vCache[slot * 64 + c], `v[${t}][${c}] = ${x0[t * 192 + 128 + c]}`).toBe(round(x0[t * 192 + 128 + c]!));
+        }
+      }
+      // the slots no token maps to stay untouched
+      for (const slot of [1, 2, 3, 4, 6]) expect(kCache.subarray(slot * 64, slot * 64 + 64).every((b) => b === 0)).toBe(true);
+    }, 300_000);
+  }
 
   it("reports a program that compiles for the GPU but not for the emulator through the NVRTC log", () => {
     const source = 'extern "C" __global__ void reverse_bits(unsigned int* p) { p[threadIdx.x] = __brev(p[threadIdx.x]); }\n';

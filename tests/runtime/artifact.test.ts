@@ -97,11 +97,12 @@ describe("engine artifacts", () => {
     expect(w.info("model.layers.0.input_layernorm.weight").dtype).toBe("F32");
     w.close();
     await expect(compileArtifact({ modelDir: fixture("llama"), outDir: tmp("x"), target: { kind: "cpu" }, dtype: "f16" })).rejects.toThrow(/f32 or bf16/);
+    await expect(compileArtifact({ modelDir: fixture("llama"), outDir: tmp("x"), target: { kind: "cpu" }, kvCacheDtype: "bf16" })).rejects.toThrow(/KV cache in f32, not bf16/);
   });
 
   it("writes a CUDA artifact: matrices in the dtype and the rest in f32, the kernels' source, launch configurations and capture sizes", async () => {
     const out = tmp("cuda");
-    const summary = await compileArtifact({ modelDir: fixture("qwen3"), outDir: out, target: parseTarget("cuda:sm_90"), dtype: "f16", maxNumSeqs: 20 });
+    const summary = await compileArtifact({ modelDir: fixture("qwen3"), outDir: out, target: parseTarget("cuda:sm_90"), dtype: "f16", kvCacheDtype: "bf16", maxNumSeqs: 20 });
     const manifest = JSON.parse(readFileSync(join(out, MANIFEST_FILE), "utf8")) as Record<string, unknown> & {
       kernels: { name: string; launch: { grid: unknown[]; block: number[] } }[];
       cudaGraphCaptureSizes: number[];
@@ -118,7 +119,7 @@ describe("engine artifacts", () => {
     expect(w.info("model.layers.0.input_layernorm.weight").dtype).toBe("F32");
     w.close();
     const program = JSON.parse(readFileSync(join(out, "program.json"), "utf8")) as { program: { options: unknown } };
-    expect(program.program.options).toEqual({ target: { kind: "cuda", arch: "sm_90" }, dtype: "f16", kvDtype: "f16", captureSizes: [1, 2, 4, 8, 16, 24] });
+    expect(program.program.options).toEqual({ target: { kind: "cuda", arch: "sm_90" }, dtype: "f16", kvDtype: "bf16", captureSizes: [1, 2, 4, 8, 16, 24] });
     expect(summary.compiler !== undefined).toBe(findCompiler("nvcc").version !== undefined);
     await refusal(out, "INVALID_ARGUMENT", /compiled for target "cuda:sm_90", but this backend runs 'cpu'/);
   });
