@@ -17,17 +17,20 @@ import type { StepInputs } from "./kv_cache.ts";
 export interface CompiledModel {
   readonly graph: Graph;
   readonly program: Program;
-  readonly binary?: StoredBinary;
+  /** an artifact's kernel module: its source, and the binary built from it when a compiler was at hand */
+  readonly module?: StoredModule;
 }
 
-/** An artifact's kernels/module.{so,cubin} and the source it was built from. */
-export interface StoredBinary {
-  readonly path: string;
-  /** kernels/module.{c,cu}: rebuilt from when the binary was built for another machine */
+/** An artifact's kernels/module.{c,cu} and, when it was built, kernels/module.{so,cubin}. */
+export interface StoredModule {
+  /** kernels/module.{c,cu}: built from when there is no binary or it was built for another machine */
   readonly sourcePath: string;
-  /** the host (architecture and CPU model) or the CUDA sm_XX the binary was built for */
-  readonly builtFor: string;
-  readonly sha256: string;
+  readonly binary?: {
+    readonly path: string;
+    /** the host (architecture and CPU model) or the CUDA sm_XX the binary was built for */
+    readonly builtFor: string;
+    readonly sha256: string;
+  };
 }
 
 /** Where the program's kernels that an executor launches came from. */

@@ -25,7 +25,7 @@ import { loadNative } from "../backends/cpu/native.ts";
 import { KilnError } from "../engine/errors.ts";
 import { architectures, isJsonObject, loadConfigJson, type JsonObject } from "../../models/hf_config.ts";
 import type { LoadedModel, LoadOptions } from "./model_loader.ts";
-import type { BackendName, CompiledModel, StoredBinary } from "../backends/step_executor.ts";
+import type { BackendName, CompiledModel, StoredModule } from "../backends/step_executor.ts";
 import { FLOAT_DTYPES, type FloatDtype } from "../../compiler/dtype.ts";
 
 /** The artifact format this kiln writes and reads; bump the version on any incompatible change. */
@@ -140,24 +140,22 @@ export function readArtifact(dir: string, opts: ReadArtifactOptions = {}): Artif
   return { dir, target, dtype, maxModelLen, maxNumSeqs, manifest: raw };
 }
 
-/** The stored binary the manifest names, or undefined when the artifact carries source only. */
-function storedBinary(dir: string, info: ArtifactInfo): StoredBinary | undefined {
+/** The kernel module the manifest names: its source, and its binary unless the artifact carries source only. */
+function storedModule(dir: string, info: ArtifactInfo): StoredModule {
   const module = info.manifest["module"];
   if (!isJsonObject(module) || typeof module["source"] !== "string") return fail(dir, `${MANIFEST_FILE} does not name the kernel module`);
   const sourcePath = nodePath.join(dir, module["source"]);
   const binary = module["binary"];
   const files = info.manifest["files"];
-  if (!isJsonObject(binary)) {
-    // source only (no compiler at compile time): the executor builds it, as for another machine
-    return info.target === "cpu" ? undefined : { path: "", sourcePath, builtFor: "", sha256: "" };
-  }
+  // source only (no compiler at compile time): the executor builds it, as for another machine
+  if (!isJsonObject(binary)) return { sourcePath };
   const file = binary["file"];
   const builtFor = binary["builtFor"];
   const entry = isJsonObject(files) && typeof file === "string" ? files[file] : undefined;
   if (typeof file !== "string" || typeof builtFor !== "string" || !isJsonObject(entry) || typeof entry["sha256"] !== "string") {
     return fail(dir, `${MANIFEST_FILE}'s module binary entry is malformed`);
   }
-  return { path: nodePath.join(dir, file), sourcePath, builtFor, sha256: entry["sha256"] };
+  return { sourcePath, binary: { path: nodePath.join(dir, file), builtFor, sha256: entry["sha256"] } };
 }
 
 /** The program, its graph and its binary, as stored. */
@@ -175,8 +173,7 @@ function readCompiled(dir: string, info: ArtifactInfo, ropeBf16: boolean | undef
   } catch (e) {
     return fail(dir, `program.json cannot be read (${e instanceof Error ? e.message : String(e)}); recompile with \`kiln compile\``);
   }
-  const binary = storedBinary(dir, info);
-  return { graph, program, ...(binary === undefined ? {} : { binary }) };
+  return { graph, program, module: storedModule(dir, info) };
 }
 
 export async function loadArtifact(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {

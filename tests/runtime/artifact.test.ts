@@ -60,7 +60,7 @@ describe("engine artifacts", () => {
     const fromFolder = await loadModel(dir);
     const fromArtifact = await loadModel(out);
     expect(fromFolder.compiled).toBeUndefined();
-    expect(fromArtifact.compiled?.binary?.path).toBe(join(out, "kernels/module.so"));
+    expect(fromArtifact.compiled?.module?.binary?.path).toBe(join(out, "kernels/module.so"));
     expect(fromArtifact.artifact?.maxModelLen).toBe(256);
     expect(fromArtifact.model.vocabSize).toBe(fromFolder.model.vocabSize);
     expect(fromArtifact.graph.stateLayers).toEqual(fromFolder.graph.stateLayers);

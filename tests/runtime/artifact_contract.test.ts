@@ -76,6 +76,22 @@ describe("an artifact runs what was compiled", () => {
     });
   }
 
+  it("an artifact compiled where no C compiler was found carries source only: it is built at load, and says so", async () => {
+    const out = tmp("source-only");
+    await compileArtifact({ modelDir: fixtureFacts("llama").dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
+    const path = join(out, MANIFEST_FILE);
+    const manifest = JSON.parse(readFileSync(path, "utf8")) as { module: { binary?: unknown }; files: Record<string, unknown> };
+    delete manifest.module.binary;
+    delete manifest.files["kernels/module.so"];
+    writeFileSync(path, JSON.stringify(manifest));
+    const folder = await greedyText(fixtureFacts("llama").dir, "hi");
+    guard.watching = true;
+    const artifact = await greedyText(out, "hi");
+    expect(guard.calls).toEqual(["compileC"]);
+    expect(artifact.origin).toMatchObject({ origin: "rebuilt", note: expect.stringMatching(/carries no built kernels; built its stored source/) });
+    expect(artifact.text).toBe(folder.text);
+  });
+
   it("a library built for another CPU is rebuilt from the stored source, and says so", async () => {
     const out = tmp("moved");
     await compileArtifact({ modelDir: fixtureFacts("llama").dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
@@ -86,6 +102,6 @@ describe("an artifact runs what was compiled", () => {
     guard.watching = true;
     const { origin } = await greedyText(out, "hi");
     expect(guard.calls).toEqual(["compileC"]);
-    expect(origin).toMatchObject({ origin: "rebuilt", note: expect.stringMatching(/built for 'riscv64 some other cpu'; rebuilt its stored source/) });
+    expect(origin).toMatchObject({ origin: "rebuilt", note: expect.stringMatching(/built for 'riscv64 some other cpu'; built its stored source/) });
   });
 });

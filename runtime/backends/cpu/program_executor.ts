@@ -34,18 +34,20 @@ type Sizes = Record<SymbolicDim, number>;
 function programLibrary(compiled: CompiledModel): { library: KernelLibrary; origin: KernelOrigin } {
   const kernels = compiled.program.kernels;
   const digest = (path: string): string => createHash("sha256").update(readFileSync(path)).digest("hex");
-  const stored = compiled.binary;
+  const stored = compiled.module;
   if (stored === undefined) {
     const library = loadKernelLibrary(kernels);
     return { library, origin: { origin: "compiled", sha256: digest(library.path) } };
   }
-  if (stored.builtFor === hostArch()) {
-    return { library: bindKernelLibrary(stored.path, kernels), origin: { origin: "artifact", sha256: stored.sha256 } };
+  const binary = stored.binary;
+  if (binary !== undefined && binary.builtFor === hostArch()) {
+    return { library: bindKernelLibrary(binary.path, kernels), origin: { origin: "artifact", sha256: binary.sha256 } };
   }
-  // built with -march=native for another CPU: its instructions may not exist here
+  // built with -march=native for another CPU (its instructions may not exist here), or not built
   const built = compileC(readFileSync(stored.sourcePath, "utf8"), new KernelCache());
   const library = bindKernelLibrary(built.path, kernels, built.hit ? 0 : built.seconds);
-  const note = `the artifact's kernels were built for '${stored.builtFor}'; rebuilt its stored source for '${hostArch()}'`;
+  const why = binary === undefined ? "the artifact carries no built kernels" : `the artifact's kernels were built for '${binary.builtFor}'`;
+  const note = `${why}; built its stored source for '${hostArch()}'`;
   return { library, origin: { origin: "rebuilt", sha256: digest(built.path), note } };
 }
 

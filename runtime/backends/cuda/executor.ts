@@ -222,7 +222,7 @@ export class CudaExecutor implements StepExecutor {
       kvDtype,
     );
     try {
-      const planned = planProgram(program, backend, compiled.binary, this.nodes.kvWrittenByFusedKernels);
+      const planned = planProgram(program, backend, compiled.module, this.nodes.kvWrittenByFusedKernels);
       this.kernelOrigin = planned.kernelOrigin;
       this.units = planned.steps;
       // attention only reads the cache: a program must write each layer's step k/v in a fused kernel

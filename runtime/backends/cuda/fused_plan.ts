@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import type { Dim, SymbolicDim, ValueId } from "../../../compiler/ir.ts";
 import type { BufferSpec, Program } from "../../../compiler/program.ts";
 import { cudaLaunch, renderCudaModule } from "../../../compiler/render/cuda.ts";
-import type { KernelOrigin, StoredBinary } from "../step_executor.ts";
+import type { KernelOrigin, StoredModule } from "../step_executor.ts";
 import type { CudaBackend } from "./backend.ts";
 import type { CudaDevice, DevicePtr, KernelFunction } from "./device.ts";
 import type { KernelArg } from "./kernel_args.ts";
@@ -45,17 +45,18 @@ export function planSteps(program: Program): PlannedStep[] {
 const sha256 = (data: Uint8Array): string => createHash("sha256").update(data).digest("hex");
 
 /** The program's module as a CUBIN for this device, and where it came from. */
-function programCubin(program: Program, backend: CudaBackend, stored: StoredBinary | undefined): { cubin: Uint8Array; origin: KernelOrigin } {
+function programCubin(program: Program, backend: CudaBackend, stored: StoredModule | undefined): { cubin: Uint8Array; origin: KernelOrigin } {
   const arch = backend.device.info.arch;
-  if (stored !== undefined && stored.builtFor === arch) {
-    const cubin = new Uint8Array(readFileSync(stored.path));
+  const binary = stored?.binary;
+  if (binary !== undefined && binary.builtFor === arch) {
+    const cubin = new Uint8Array(readFileSync(binary.path));
     return { cubin, origin: { origin: "artifact", sha256: sha256(cubin) } };
   }
   // the portable-artifact promise: the stored source compiles for any sm_XX
   const source = stored === undefined ? renderCudaModule(program.kernels) : readFileSync(stored.sourcePath, "utf8");
   const { cubin } = backend.compiler.compile({ name: "module.cu", source, headers: new Map() }, arch);
   if (stored === undefined) return { cubin, origin: { origin: "compiled", sha256: sha256(cubin) } };
-  const built = stored.builtFor === "" ? "no CUBIN" : `a CUBIN for ${stored.builtFor}`;
+  const built = binary === undefined ? "no CUBIN" : `a CUBIN for ${binary.builtFor}`;
   const note = `the artifact carries ${built}; compiled its stored CUDA source for this ${arch} device with NVRTC`;
   return { cubin, origin: { origin: "rebuilt", sha256: sha256(cubin), note } };
 }
@@ -67,7 +68,7 @@ function programCubin(program: Program, backend: CudaBackend, stored: StoredBina
 export function planProgram(
   program: Program,
   backend: CudaBackend,
-  stored: StoredBinary | undefined,
+  stored: StoredModule | undefined,
   kvWritten: Set<string>,
 ): { readonly steps: ExecStep[]; readonly kernelOrigin: KernelOrigin | undefined } {
   const planned = planSteps(program);
