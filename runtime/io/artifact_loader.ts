@@ -23,8 +23,10 @@ import { defaultRegistry } from "../../models/registry.ts";
 import { readArtifactWeights } from "./artifact_weights.ts";
 import { loadNative } from "../backends/cpu/native.ts";
 import { KilnError } from "../engine/errors.ts";
-import { architectures, isJsonObject, loadConfigJson, type JsonObject } from "../../models/hf_config.ts";
-import type { LoadedModel, LoadOptions } from "./model_loader.ts";
+import { architectures, isJsonObject, loadConfigJson } from "../../models/hf_config.ts";
+import type { ArtifactInfo, LoadedModel, LoadOptions } from "./loaded_model.ts";
+
+export type { ArtifactInfo } from "./loaded_model.ts";
 import type { BackendName, CompiledModel, StoredModule } from "../backends/step_executor.ts";
 import { FLOAT_DTYPES, type FloatDtype } from "../../compiler/dtype.ts";
 
@@ -36,16 +38,6 @@ export const MANIFEST_FILE = "manifest.json";
 /** The files checked only by size at load (hashed by `kiln verify`). */
 export const LARGE_FILES: ReadonlySet<string> = new Set(["weights.safetensors"]);
 
-export interface ArtifactInfo {
-  readonly dir: string;
-  /** `cpu` or `cuda:sm_XX` */
-  readonly target: string;
-  readonly dtype: FloatDtype;
-  readonly maxModelLen: number;
-  readonly maxNumSeqs: number;
-  /** the whole manifest, as read */
-  readonly manifest: JsonObject;
-}
 
 /** Size and SHA-256 of a file, read in chunks (weights files may be far larger than a Buffer). */
 export function fileDigest(path: string): { bytes: number; sha256: string } {

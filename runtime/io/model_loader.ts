@@ -7,46 +7,21 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { packagePath } from "./package_root.ts";
-import type { Graph } from "../../compiler/ir.ts";
 import { ropeFreqBf16 } from "../../compiler/passes/rope_freq_bf16.ts";
-import { isArtifactDir, loadArtifact, type ArtifactInfo } from "./artifact_loader.ts";
+import { isArtifactDir, loadArtifact } from "./artifact_loader.ts";
+import type { LoadedModel, LoadOptions } from "./loaded_model.ts";
 import type { CausalLM } from "../../models/dsl/causal_lm.ts";
 import { traceModel } from "../../models/dsl/causal_lm.ts";
 import type { LoadReport, WeightSource } from "../../models/dsl/load_weights.ts";
 import { SINGLE_DEVICE } from "../../models/dsl/module.ts";
 import type { SourceTensor, WeightData } from "../../models/dsl/parameter.ts";
-import { defaultRegistry, type ModelRegistry } from "../../models/registry.ts";
+import { defaultRegistry } from "../../models/registry.ts";
 import { Checkpoint } from "./checkpoint.ts";
 import { checkConfigAgainstCheckpoint } from "./checkpoint_agreement.ts";
 import { KilnError } from "../engine/errors.ts";
-import type { BackendName, CompiledModel } from "../backends/step_executor.ts";
-import { architectures, configDtype, loadConfigJson, type ConfigReader } from "../../models/hf_config.ts";
+import { architectures, configDtype, loadConfigJson } from "../../models/hf_config.ts";
 
-export interface LoadedModel {
-  readonly dir: string;
-  readonly arch: string;
-  readonly config: ConfigReader;
-  readonly model: CausalLM;
-  readonly graph: Graph;
-  readonly weights: ReadonlyMap<string, WeightData>;
-  readonly report: LoadReport;
-  /** set when `dir` is an engine artifact */
-  readonly artifact?: ArtifactInfo;
-  /** an engine artifact's stored program: what runs, with nothing traced or compiled */
-  readonly compiled?: CompiledModel;
-}
-
-export interface LoadOptions {
-  readonly registry?: ModelRegistry;
-  /** keep matrix weights in bf16 (default: when the checkpoint is bf16) or f32 */
-  readonly weightStorage?: "f32" | "bf16";
-  /** reproduce HF's bf16-rounded rotary frequencies (see compiler/passes/rope_freq_bf16.ts) */
-  readonly ropeFreqBf16?: boolean;
-  /** the backend the caller runs (default cpu): an artifact compiled for another is refused */
-  readonly backend?: BackendName;
-  /** hash every file of an engine artifact, its weights too (by default only sizes and the small files' digests are checked) */
-  readonly verify?: boolean;
-}
+export type { LoadedModel, LoadOptions } from "./loaded_model.ts";
 
 export function checkpointSource(ckpt: Checkpoint): WeightSource {
   return {
