@@ -27,6 +27,7 @@ export const ERROR_CODES = [
   "CUDA_ERROR", // a CUDA driver, NVRTC or cuBLASLt call failed (the message carries the library's own text)
   "GRAMMAR_INVALID", // a JSON schema, regex, EBNF grammar or choice list that grammar-constrained decoding (xgrammar) cannot compile
   "GRAMMAR_UNAVAILABLE", // the xgrammar WebAssembly bundle is missing, is not the build kiln knows how to load, or failed inside
+  "DEPRECATED", // a deprecated flag, variable, field, API or artifact format that is off by default (re-enable with KILN_ALLOW_DEPRECATED) or removed; the message names the replacement
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

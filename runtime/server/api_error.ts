@@ -52,6 +52,7 @@ export function toApiError(e: unknown): ApiError {
       case "SAMPLING_PARAMS_INVALID":
       case "GRAMMAR_INVALID":
       case "KV_EXHAUSTED":
+      case "DEPRECATED": // a request using a field or route past its deprecation (docs/deprecation.md)
         return ApiError.badRequest(e.message, null, e.code);
       case "ENGINE_CLOSED":
         return new ApiError(503, e.message, "server_error", null, e.code);
