@@ -188,6 +188,13 @@ export interface Program {
   readonly inputBounds: readonly InputBound[];
 }
 
+/** How the program stores each parameter, by name (its param buffers' element types). */
+export function paramDtypes(program: Program): Map<string, FloatDtype> {
+  const out = new Map<string, FloatDtype>();
+  for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") out.set(b.role.name, b.elem);
+  return out;
+}
+
 export function formatTarget(t: Target): string {
   return t.kind === "cpu" ? "cpu" : `cuda:${t.arch}`;
 }

@@ -23,13 +23,14 @@ import { graphToJson } from "../../compiler/graph_json.ts";
 import { kernelsPerLayer } from "../../compiler/fusion_report.ts";
 import { KernelCache } from "../../compiler/kernel_cache.ts";
 import { compile } from "../../compiler/pipeline.ts";
-import { formatTarget, type Target } from "../../compiler/program.ts";
+import { formatTarget, paramDtypes, type Target } from "../../compiler/program.ts";
 import { renderCModule } from "../../compiler/render/c.ts";
 import { cudaLaunch, renderCudaModule } from "../../compiler/render/cuda.ts";
 import { programToJson } from "../../compiler/program_json.ts";
 import { C_FLAGS, compileC, compileCuda, findCompiler, hostArch, nvccFlags } from "../../compiler/toolchain.ts";
 import type { ModelRegistry } from "../../models/registry.ts";
-import { ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, fileDigest, MANIFEST_FILE } from "./artifact_loader.ts";
+import { ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, MANIFEST_FILE } from "./artifact_loader.ts";
+import { fileDigest } from "./file_digest.ts";
 import { weightMapReport, writeArtifactWeights } from "./artifact_weights.ts";
 import { isKilnError, KilnError } from "../engine/errors.ts";
 import { configDtype, loadConfigJson } from "../../models/hf_config.ts";
@@ -182,8 +183,7 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
     }
     const shapes = new Map<string, readonly number[]>();
     for (const n of graph.nodes) if (n.kind === "param") shapes.set(n.name, n.shape.map(Number));
-    const storage = new Map<string, FloatDtype>();
-    for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") storage.set(b.role.name, b.elem);
+    const storage = paramDtypes(program);
     progress.start("convert + write weights", shapes.size);
     const weights = writeArtifactWeights(nodePath.join(tmp, "weights.safetensors"), loaded.weights, shapes, cuda, dtype, () => progress.advance(1), storage);
     progress.finish();

@@ -12,7 +12,6 @@
  * load; the weights only by size, since hashing gigabytes would cost more than the load itself:
  * `kiln verify <artifact>` (or --verify) hashes every file on request.
  */
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import nodePath from "node:path";
 import { graphFromJson } from "../../compiler/graph_json.ts";
@@ -21,6 +20,7 @@ import { programFromJson } from "../../compiler/program_json.ts";
 import { SINGLE_DEVICE } from "../../models/dsl/module.ts";
 import { defaultRegistry } from "../../models/registry.ts";
 import { readArtifactWeights } from "./artifact_weights.ts";
+import { fileDigest } from "./file_digest.ts";
 import { loadNative } from "../backends/cpu/native.ts";
 import { KilnError } from "../engine/errors.ts";
 import { architectures, isJsonObject, loadConfigJson } from "../../models/hf_config.ts";
@@ -38,23 +38,6 @@ export const MANIFEST_FILE = "manifest.json";
 /** The files checked only by size at load (hashed by `kiln verify`). */
 export const LARGE_FILES: ReadonlySet<string> = new Set(["weights.safetensors"]);
 
-
-/** Size and SHA-256 of a file, read in chunks (weights files may be far larger than a Buffer). */
-export function fileDigest(path: string): { bytes: number; sha256: string } {
-  const h = createHash("sha256");
-  const chunk = Buffer.alloc(1 << 24);
-  const fd = fs.openSync(path, "r");
-  let bytes = 0;
-  try {
-    for (let n = fs.readSync(fd, chunk, 0, chunk.length, null); n > 0; n = fs.readSync(fd, chunk, 0, chunk.length, null)) {
-      h.update(chunk.subarray(0, n));
-      bytes += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return { bytes, sha256: h.digest("hex") };
-}
 
 /** A folder is an artifact when it has a manifest (a model folder never does). */
 export function isArtifactDir(dir: string): boolean {

@@ -20,17 +20,12 @@ import { FIXTURES } from "../fixtures/index.ts";
 import { useEmulator } from "./emulator/build_emulator.ts";
 
 const guard = vi.hoisted(() => ({ watching: false, calls: [] as string[] }));
-const record = (what: string): void => {
-  if (guard.watching) guard.calls.push(what);
-};
-vi.mock("../../compiler/pipeline.ts", async (importOriginal) => {
-  const real = await importOriginal<typeof import("../../compiler/pipeline.ts")>();
-  return { ...real, compile: (...a: Parameters<typeof real.compile>) => (record("compile"), real.compile(...a)) };
-});
-vi.mock("../../models/dsl/causal_lm.ts", async (importOriginal) => {
-  const real = await importOriginal<typeof import("../../models/dsl/causal_lm.ts")>();
-  return { ...real, traceModel: (...a: Parameters<typeof real.traceModel>) => (record("traceModel"), real.traceModel(...a)) };
-});
+vi.mock("../../compiler/pipeline.ts", async (importOriginal) =>
+  (await import("../call_recorder.ts")).recordingCalls(await importOriginal<typeof import("../../compiler/pipeline.ts")>(), ["compile"], guard),
+);
+vi.mock("../../models/dsl/causal_lm.ts", async (importOriginal) =>
+  (await import("../call_recorder.ts")).recordingCalls(await importOriginal<typeof import("../../models/dsl/causal_lm.ts")>(), ["traceModel"], guard),
+);
 
 let cuda: CudaRegistration;
 beforeAll(() => {
@@ -39,7 +34,10 @@ beforeAll(() => {
   const compiler = cuda.backend().compiler;
   // every NVRTC compile, by program name
   const compile = compiler.compile.bind(compiler);
-  compiler.compile = (program, arch) => (record(`nvrtc:${program.name}`), compile(program, arch));
+  compiler.compile = (program, arch) => {
+    if (guard.watching) guard.calls.push(`nvrtc:${program.name}`);
+    return compile(program, arch);
+  };
 }, 180_000);
 afterAll(() => cuda?.dispose());
 afterEach(() => {

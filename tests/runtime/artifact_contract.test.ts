@@ -15,26 +15,15 @@ import { createEngine } from "../../runtime/engine/create_engine.ts";
 import { FIXTURES, fixtureFacts } from "../fixtures/index.ts";
 
 const guard = vi.hoisted(() => ({ watching: false, calls: [] as string[] }));
-const record = (what: string): void => {
-  if (guard.watching) guard.calls.push(what);
-};
-
-vi.mock("../../compiler/pipeline.ts", async (importOriginal) => {
-  const real = await importOriginal<typeof import("../../compiler/pipeline.ts")>();
-  return { ...real, compile: (...a: Parameters<typeof real.compile>) => (record("compile"), real.compile(...a)) };
-});
-vi.mock("../../compiler/toolchain.ts", async (importOriginal) => {
-  const real = await importOriginal<typeof import("../../compiler/toolchain.ts")>();
-  return {
-    ...real,
-    compileC: (...a: Parameters<typeof real.compileC>) => (record("compileC"), real.compileC(...a)),
-    compileCuda: (...a: Parameters<typeof real.compileCuda>) => (record("compileCuda"), real.compileCuda(...a)),
-  };
-});
-vi.mock("../../models/dsl/causal_lm.ts", async (importOriginal) => {
-  const real = await importOriginal<typeof import("../../models/dsl/causal_lm.ts")>();
-  return { ...real, traceModel: (...a: Parameters<typeof real.traceModel>) => (record("traceModel"), real.traceModel(...a)) };
-});
+vi.mock("../../compiler/pipeline.ts", async (importOriginal) =>
+  (await import("../call_recorder.ts")).recordingCalls(await importOriginal<typeof import("../../compiler/pipeline.ts")>(), ["compile"], guard),
+);
+vi.mock("../../compiler/toolchain.ts", async (importOriginal) =>
+  (await import("../call_recorder.ts")).recordingCalls(await importOriginal<typeof import("../../compiler/toolchain.ts")>(), ["compileC", "compileCuda"], guard),
+);
+vi.mock("../../models/dsl/causal_lm.ts", async (importOriginal) =>
+  (await import("../call_recorder.ts")).recordingCalls(await importOriginal<typeof import("../../models/dsl/causal_lm.ts")>(), ["traceModel"], guard),
+);
 
 afterEach(() => {
   guard.watching = false;

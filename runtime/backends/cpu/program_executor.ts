@@ -6,7 +6,6 @@
  * checked here first: weights against the program's shapes once, and each step's token ids,
  * logits rows and cache slots before any kernel runs.
  */
-import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { assertNever, numel, type SymbolicDim } from "../../../compiler/ir.ts";
 import type { BufferSpec, Program, ProgramInput } from "../../../compiler/program.ts";
@@ -24,6 +23,7 @@ import { fusedExperts, weightData } from "./moe.ts";
 import { shortConv } from "./short_conv.ts";
 import { negExp, selectiveScan, ssdScan } from "./mamba.ts";
 import type { NativeKernels } from "./native.ts";
+import { fileDigest } from "../../io/file_digest.ts";
 
 type Sizes = Record<SymbolicDim, number>;
 
@@ -33,7 +33,7 @@ type Sizes = Record<SymbolicDim, number>;
  */
 function programLibrary(compiled: CompiledModel): { library: KernelLibrary; origin: KernelOrigin } {
   const kernels = compiled.program.kernels;
-  const digest = (path: string): string => createHash("sha256").update(readFileSync(path)).digest("hex");
+  const digest = (path: string): string => fileDigest(path).sha256;
   const stored = compiled.module;
   if (stored === undefined) {
     const library = loadKernelLibrary(kernels);

@@ -26,7 +26,7 @@
  */
 import { numel, type Graph, type ValueId } from "../../../compiler/ir.ts";
 import { compile } from "../../../compiler/pipeline.ts";
-import type { Program, ProgramOptions } from "../../../compiler/program.ts";
+import { paramDtypes, type Program, type ProgramOptions } from "../../../compiler/program.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
 import { KilnError } from "../../engine/errors.ts";
 import type { StepInputs } from "../kv_cache.ts";
@@ -104,7 +104,7 @@ export class CudaExecutor implements StepExecutor {
   private ownedBytes = 0;
   private readonly weights = new Map<string, DevicePtr>();
   /** how each parameter is held on the device */
-  private readonly dtypes = new Map<string, FloatDtype>();
+  private readonly dtypes: ReadonlyMap<string, FloatDtype>;
   private readonly nodes: NodeKernels;
   /** rows of the tables the step's token ids and positions index (undefined: nothing indexes by them) */
   private readonly vocab: number | undefined;
@@ -149,7 +149,7 @@ export class CudaExecutor implements StepExecutor {
     this.kvDtype = kvDtype;
     this.graph = graph;
     this.program = program;
-    for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") this.dtypes.set(b.role.name, b.elem);
+    this.dtypes = paramDtypes(program);
     const { numBlocks, blockSize } = opts;
     if (!Number.isInteger(numBlocks) || numBlocks < 1 || !Number.isInteger(blockSize) || blockSize < 1) {
       throw new KilnError("INVALID_ARGUMENT", `KV cache needs positive integer block count and size (got ${numBlocks}, ${blockSize})`);
@@ -304,7 +304,6 @@ export class CudaExecutor implements StepExecutor {
           dev.synchronize(); // the staging buffer is reused by the next weight
         }
         this.weights.set(n.name, p);
-        this.dtypes.set(n.name, to);
       }
     } finally {
       if (staging !== undefined) dev.free(staging);
