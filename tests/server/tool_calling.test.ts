@@ -132,7 +132,10 @@ describe("tool_choice required and named", () => {
   });
 
   it("an agent loop: call, tool result, final answer with tool_choice none", async () => {
-    const first = await client.chat.completions.create({ model: MODEL, messages: USER, tools: TOOLS, tool_choice: "required", max_tokens: 200 });
+    // seeded, one call: unseeded "required" output may run past max_tokens, and a cut-off call list is
+    // returned as text with no calls (as vLLM does), which made this test fail now and then
+    const first = await client.chat.completions.create({ model: MODEL, messages: USER, tools: TOOLS, tool_choice: "required", parallel_tool_calls: false, max_tokens: 400, seed: 3 });
+    expect(first.choices[0]!.finish_reason).toBe("tool_calls");
     const message = first.choices[0]!.message;
     const calls = message.tool_calls ?? [];
     expect(calls.length).toBeGreaterThan(0);
