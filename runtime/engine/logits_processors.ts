@@ -58,7 +58,7 @@ export function applyPenalties(row: Float32Array, p: SamplingParams, ctx: Penalt
     for (const [id, count] of ctx.outputCounts) {
       // two f32 subtractions, as vLLM applies them
       row[id] = row[id]! - p.frequencyPenalty * count;
-      row[id] = row[id]! - p.presencePenalty;
+      row[id] = row[id] - p.presencePenalty;
     }
   }
 }

@@ -38,14 +38,13 @@ export class ServerMetrics {
     this.labels = { model_name: modelName };
     const r = [this.registry];
     const labelNames = ["model_name"] as const;
-    const self = this;
     this.running = new Gauge({
       name: "vllm:num_requests_running",
       help: "Requests in the running batch.",
       labelNames,
       registers: r,
-      collect() {
-        self.running.set(self.labels, sample().running);
+      collect: () => {
+        this.running.set(this.labels, sample().running);
       },
     });
     this.waiting = new Gauge({
@@ -53,8 +52,8 @@ export class ServerMetrics {
       help: "Requests waiting to be scheduled.",
       labelNames,
       registers: r,
-      collect() {
-        self.waiting.set(self.labels, sample().waiting);
+      collect: () => {
+        this.waiting.set(this.labels, sample().waiting);
       },
     });
     this.kvUsage = new Gauge({
@@ -62,8 +61,8 @@ export class ServerMetrics {
       help: "Fraction of KV-cache blocks in use (1 = full).",
       labelNames,
       registers: r,
-      collect() {
-        self.kvUsage.set(self.labels, sample().kvCacheUsage);
+      collect: () => {
+        this.kvUsage.set(this.labels, sample().kvCacheUsage);
       },
     });
     const counter = (name: string, help: string): Counter => new Counter({ name, help, labelNames, registers: r });

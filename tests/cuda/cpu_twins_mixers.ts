@@ -238,7 +238,7 @@ export function ssdScan(
           for (let n = 0; n < N; n++) {
             const k = (h * P + p) * N + n;
             state[k] = state[k]! * dA + step * b[(t * G + g) * N + n]! * xi;
-            y += state[k]! * c[(t * G + g) * N + n]!;
+            y += state[k] * c[(t * G + g) * N + n]!;
           }
           out[(t * H + h) * P + p] = y + xi * d[h]!;
         }

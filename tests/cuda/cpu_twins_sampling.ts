@@ -70,7 +70,7 @@ export function sampleRows(logits: Float32Array, params: Int32Array, S: number, 
       }
       if (flags & 4 && count > 0) {
         row[t] = row[t]! - f64At(params, h + 12) * count;
-        row[t] = row[t]! - f64At(params, h + 14);
+        row[t] = row[t] - f64At(params, h + 14);
       }
     }
     out[s] = flags & 1 ? argmax(row) : draw(row, params, h);

@@ -41,7 +41,7 @@ async function generate(created: CreatedEngine): Promise<{ constrained: number[]
   };
   try {
     const [a, b, plain] = await Promise.all([run("Fortune:", 5, constraint), run("Tell me", 6, constraint), run("You will", 7, undefined)]);
-    return { constrained: [a!, b!], plain: plain!, finishes };
+    return { constrained: [a, b], plain: plain, finishes };
   } finally {
     created.engine.close();
     await structured.close();

@@ -38,7 +38,7 @@ describe("kiln compile + kiln run", () => {
     } catch (e) {
       const err = e as { status: number; stdout: string };
       expect(err.status).toBe(1);
-      expect(err.stdout).toMatch(/BAD  weights\.safetensors \(\d+ bytes\): SHA-256 differs from the manifest/);
+      expect(err.stdout).toMatch(/BAD {2}weights\.safetensors \(\d+ bytes\): SHA-256 differs from the manifest/);
     }
 
     // a corrupted artifact is refused with one clear line and exit status 2

@@ -100,7 +100,7 @@ async function expectHealthy(s: Served, headers: Record<string, string> = {}): P
     payload: { model: MODEL, prompt: ref.prompt, max_tokens: 24, temperature: 0, ignore_eos: true, skip_special_tokens: false },
   });
   expect(res.statusCode).toBe(200);
-  expect((res.json() as { choices: { text: string }[] }).choices[0]!.text).toBe(ref.greedy);
+  expect(res.json<{ choices: { text: string }[] }>().choices[0]!.text).toBe(ref.greedy);
   const stats = s.created.engine.stats();
   expect(stats.numRequests).toBe(0);
   expect(stats.numFreeBlocks).toBe(stats.numBlocks);
@@ -119,7 +119,7 @@ describe("a sampling parameter that overflows the logits", () => {
         payload: { model: MODEL, prompt: "You will", max_tokens: 6, repetition_penalty: 1e-300, temperature, top_p: 0.9 },
       });
       expect(res.statusCode).toBe(200);
-      expect((res.json() as { choices: { finish_reason: string }[] }).choices[0]!.finish_reason).toMatch(/stop|length/);
+      expect(res.json<{ choices: { finish_reason: string }[] }>().choices[0]!.finish_reason).toMatch(/stop|length/);
     }
     const chat = await s.app.inject({
       method: "POST",

@@ -380,7 +380,7 @@ describe("hostile clients on a hybrid model", () => {
         payload: { model: name, prompt, max_tokens: greedy.length, temperature: 0, ignore_eos: true },
       });
       expect(res.statusCode).toBe(200);
-      expect((res.json() as { choices: { text: string }[] }).choices[0]!.text).toBe(hybrid.tokenizer.decode(greedy, { skipSpecialTokens: true }));
+      expect(res.json<{ choices: { text: string }[] }>().choices[0]!.text).toBe(hybrid.tokenizer.decode(greedy, { skipSpecialTokens: true }));
       const stats = hybrid.engine.stats();
       expect(stats.numRequests).toBe(0);
       expect(stats.numFreeBlocks).toBe(stats.numBlocks);

@@ -42,7 +42,7 @@ for (const f of fixturesWhere((x) => x.stateLayers || x.moe)) {
       );
       responses.forEach((res, k) => {
         expect(res.statusCode).toBe(200);
-        const body = res.json() as { choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } };
+        const body = res.json<{ choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } }>();
         expect(body.usage.completion_tokens).toBe(cases[k]!.greedy.length);
         expect(body.choices[0]!.text).toBe(created.tokenizer.decode(cases[k]!.greedy, { skipSpecialTokens: true }));
         expect(body.choices[0]!.finish_reason).toBe("length");
@@ -55,7 +55,7 @@ for (const f of fixturesWhere((x) => x.stateLayers || x.moe)) {
 
     it("reports the engine's context window, which bounds attention-free models by default", async () => {
       const res = await app.inject({ method: "GET", url: "/v1/models" });
-      const window = (res.json() as { data: { max_model_len: number }[] }).data[0]!.max_model_len;
+      const window = res.json<{ data: { max_model_len: number }[] }>().data[0]!.max_model_len;
       expect(window).toBe(created.maxModelLen);
       expect(window).toBe(!f.attention ? ATTENTION_FREE_MAX_MODEL_LEN : created.model.model.maxPositions);
       const tooLong = await app.inject({

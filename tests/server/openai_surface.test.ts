@@ -63,7 +63,7 @@ describe("leniency as vLLM", () => {
   it("leaves model optional: the served model answers", async () => {
     const res = await post("/v1/completions", { prompt: "You will", max_tokens: 2 });
     expect(res.statusCode).toBe(200);
-    expect((res.json() as { model: string }).model).toBe(MODEL);
+    expect(res.json<{ model: string }>().model).toBe(MODEL);
     const chat = await post("/v1/chat/completions", { messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     expect(chat.statusCode).toBe(200);
   });
@@ -87,7 +87,7 @@ describe("prompt_logprobs (vLLM)", () => {
     const prompt = "The secret of life is";
     const ids = created.tokenizer.encode(prompt, { addSpecialTokens: true });
     const res = await post("/v1/completions", { prompt, max_tokens: 1, prompt_logprobs: 2, temperature: 0 });
-    const choice = (res.json() as { choices: { prompt_logprobs: (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[] }[] }).choices[0]!;
+    const choice = res.json<{ choices: { prompt_logprobs: (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[] }[] }>().choices[0]!;
     expect(choice.prompt_logprobs.length).toBe(ids.length);
     expect(choice.prompt_logprobs[0]).toBeNull();
     choice.prompt_logprobs.slice(1).forEach((entry, i) => {
@@ -98,7 +98,7 @@ describe("prompt_logprobs (vLLM)", () => {
       expect(ranks).toContain(1);
     });
     const chat = await post("/v1/chat/completions", { messages: [{ role: "user", content: "hi" }], max_tokens: 1, prompt_logprobs: 0 });
-    expect((chat.json() as { prompt_logprobs: unknown[] }).prompt_logprobs[0]).toBeNull();
+    expect(chat.json<{ prompt_logprobs: unknown[] }>().prompt_logprobs[0]).toBeNull();
   });
 });
 
@@ -115,7 +115,7 @@ describe("echo", () => {
         offsets = cs.flatMap((c) => c.logprobs?.text_offset ?? []);
         tokens = cs.flatMap((c) => c.logprobs?.tokens ?? []);
       } else {
-        const c = (res.json() as { choices: { text: string; logprobs: { text_offset: number[]; tokens: string[] } }[] }).choices[0]!;
+        const c = res.json<{ choices: { text: string; logprobs: { text_offset: number[]; tokens: string[] } }[] }>().choices[0]!;
         text = c.text;
         offsets = c.logprobs.text_offset;
         tokens = c.logprobs.tokens;
@@ -133,7 +133,7 @@ describe("echo", () => {
   it("with max_tokens 0 returns the prompt alone, with its logprobs when asked", async () => {
     const res = await post("/v1/completions", { prompt: "Never trust", max_tokens: 0, echo: true, logprobs: 0 });
     expect(res.statusCode).toBe(200);
-    const body = res.json() as { choices: { text: string; logprobs: { tokens: string[] } }[]; usage: { completion_tokens: number } };
+    const body = res.json<{ choices: { text: string; logprobs: { tokens: string[] } }[]; usage: { completion_tokens: number } }>();
     expect(body.choices[0]!.text).toBe("Never trust");
     expect(body.choices[0]!.logprobs.tokens.length).toBe(created.tokenizer.encode("Never trust", { addSpecialTokens: true }).length);
     expect(body.usage.completion_tokens).toBe(0);

@@ -69,7 +69,7 @@ describe("/v1/responses", () => {
     const post = (payload: Record<string, unknown>) => app.inject({ method: "POST", url: "/v1/responses", payload });
     const prev = await post({ input: "x", previous_response_id: "resp_1" });
     expect(prev.statusCode).toBe(400);
-    expect((prev.json() as { error: { param: string } }).error.param).toBe("previous_response_id");
+    expect(prev.json<{ error: { param: string } }>().error.param).toBe("previous_response_id");
     const image = await post({ input: [{ role: "user", content: [{ type: "input_image", image_url: "data:," }] }] });
     expect(image.statusCode).toBe(400);
     // "auto" tool choice needs the server's tool-call parser, as on chat

@@ -36,17 +36,17 @@ function expectError(res: { statusCode: number; json: () => unknown }, status: n
 
 describe("info routes", () => {
   it("lists the served model, answers health and version", async () => {
-    const models = (await app.inject({ url: "/v1/models" })).json() as { data: { id: string; object: string }[] };
+    const models = (await app.inject({ url: "/v1/models" })).json<{ data: { id: string; object: string }[] }>();
     expect(models.data.map((m) => m.id)).toEqual([MODEL]);
     expect((await app.inject({ url: "/health" })).statusCode).toBe(200);
     expect((await app.inject({ url: "/version" })).json()).toHaveProperty("version");
   });
 
   it("tokenizes and detokenizes", async () => {
-    const tok = (await post("/tokenize", { prompt: "The secret of life is" })).json() as { tokens: number[]; count: number };
+    const tok = (await post("/tokenize", { prompt: "The secret of life is" })).json<{ tokens: number[]; count: number }>();
     expect(tok.count).toBe(tok.tokens.length);
     expect(tok.tokens[0]).toBe(1); // BOS
-    const det = (await post("/detokenize", { tokens: tok.tokens.slice(1) })).json() as { prompt: string };
+    const det = (await post("/detokenize", { tokens: tok.tokens.slice(1) })).json<{ prompt: string }>();
     expect(det.prompt).toBe("The secret of life is");
   });
 });
@@ -56,7 +56,7 @@ describe("completions", () => {
     const ref = refs[0]!;
     const res = await post("/v1/completions", { model: MODEL, prompt: ref.prompt, max_tokens: 24, temperature: 0, ignore_eos: true, skip_special_tokens: false });
     expect(res.statusCode).toBe(200);
-    const body = res.json() as { object: string; choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } };
+    const body = res.json<{ object: string; choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } }>();
     expect(body.object).toBe("text_completion");
     expect(body.choices[0]!.text).toBe(ref.greedy);
     expect(body.choices[0]!.finish_reason).toBe("length");
@@ -65,7 +65,7 @@ describe("completions", () => {
 
   it("echo prepends the prompt; logprobs carry top entries", async () => {
     const res = await post("/v1/completions", { model: MODEL, prompt: "You will", max_tokens: 4, temperature: 0, echo: true, logprobs: 2 });
-    const c = (res.json() as { choices: { text: string; logprobs: { tokens: string[]; token_logprobs: (number | null)[]; top_logprobs: (Record<string, number> | null)[] } }[] }).choices[0]!;
+    const c = res.json<{ choices: { text: string; logprobs: { tokens: string[]; token_logprobs: (number | null)[]; top_logprobs: (Record<string, number> | null)[] } }[] }>().choices[0]!;
     expect(c.text.startsWith("You will")).toBe(true);
     // one entry per prompt token (BOS included; the first has no logprob) and per generated token
     expect(c.logprobs.tokens.length).toBe(3 + 4);
@@ -77,7 +77,7 @@ describe("completions", () => {
 
   it("n > 1 gives n choices", async () => {
     const res = await post("/v1/completions", { model: MODEL, prompt: "Never trust", max_tokens: 6, n: 3, seed: 1, temperature: 1 });
-    const body = res.json() as { choices: { index: number }[]; usage: { completion_tokens: number } };
+    const body = res.json<{ choices: { index: number }[]; usage: { completion_tokens: number } }>();
     expect(body.choices.map((c) => c.index)).toEqual([0, 1, 2]);
     expect(body.usage.completion_tokens).toBe(18);
   });
@@ -94,7 +94,7 @@ describe("chat completions", () => {
       top_logprobs: 3,
     });
     expect(res.statusCode).toBe(200);
-    const body = res.json() as { object: string; choices: { message: { role: string; content: string }; logprobs: { content: { top_logprobs: unknown[] }[] } }[] };
+    const body = res.json<{ object: string; choices: { message: { role: string; content: string }; logprobs: { content: { top_logprobs: unknown[] }[] } }[] }>();
     expect(body.object).toBe("chat.completion");
     expect(body.choices[0]!.message.role).toBe("assistant");
     expect(body.choices[0]!.logprobs.content.length).toBeGreaterThan(0);

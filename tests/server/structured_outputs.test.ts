@@ -72,7 +72,7 @@ describe("structured outputs", () => {
           for (const c of (JSON.parse(l.slice(6)) as { choices: { index: number; text: string }[] }).choices) texts.set(c.index, (texts.get(c.index) ?? "") + c.text);
         }
       } else {
-        for (const c of (res.json() as { choices: { index: number; text: string }[] }).choices) texts.set(c.index, c.text);
+        for (const c of res.json<{ choices: { index: number; text: string }[] }>().choices) texts.set(c.index, c.text);
       }
       expect(texts.size).toBe(3);
       for (const t of texts.values()) expect(Fortune.safeParse(JSON.parse(t)).success).toBe(true);
@@ -93,10 +93,10 @@ describe("structured outputs", () => {
       const re = await post("/v1/chat/completions", { messages, max_tokens: 40, seed, guided_regex: "\\d{3}-[a-z]{2,5}" });
       expect(chatText(re.body)[0]).toMatch(/^\d{3}-[a-z]{2,5}$/);
       const choice = await post("/v1/completions", { prompt: "Is it?", max_tokens: 10, seed, guided_choice: ["yes", "no", "ask again later"] });
-      expect(["yes", "no", "ask again later"]).toContain((choice.json() as { choices: { text: string }[] }).choices[0]!.text);
+      expect(["yes", "no", "ask again later"]).toContain(choice.json<{ choices: { text: string }[] }>().choices[0]!.text);
       const grammar = 'root ::= "The " fruit " is " color\nfruit ::= "apple" | "plum"\ncolor ::= "red" | "green" | "blue"';
       const g = await post("/v1/completions", { prompt: "Say", max_tokens: 20, seed, guided_grammar: grammar });
-      expect((g.json() as { choices: { text: string }[] }).choices[0]!.text).toMatch(/^The (apple|plum) is (red|green|blue)$/);
+      expect(g.json<{ choices: { text: string }[] }>().choices[0]!.text).toMatch(/^The (apple|plum) is (red|green|blue)$/);
     }
     expect(objects).toBeGreaterThan(0);
   });
@@ -105,14 +105,14 @@ describe("structured outputs", () => {
     const messages = [{ role: "user", content: "x" }];
     const bad = await post("/v1/chat/completions", { messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "nonsense" } } } });
     expect(bad.statusCode).toBe(400);
-    expect((bad.json() as { error: { code: string; message: string } }).error).toMatchObject({ code: "GRAMMAR_INVALID" });
+    expect(bad.json<{ error: { code: string; message: string } }>().error).toMatchObject({ code: "GRAMMAR_INVALID" });
     const badRegex = await post("/v1/completions", { prompt: "x", guided_regex: "[a-" });
     expect(badRegex.statusCode).toBe(400);
     const both = await post("/v1/completions", { prompt: "x", guided_regex: "a", guided_choice: ["b"] });
     expect(both.statusCode).toBe(400);
     // the server still answers constrained requests afterwards
     const ok = await post("/v1/completions", { prompt: "x", max_tokens: 8, guided_choice: ["fine"] });
-    expect((ok.json() as { choices: { text: string }[] }).choices[0]!.text).toBe("fine");
+    expect(ok.json<{ choices: { text: string }[] }>().choices[0]!.text).toBe("fine");
   });
 });
 
@@ -139,7 +139,7 @@ describe("structured outputs under preemption", () => {
       );
       for (const res of outs) {
         expect(res.statusCode).toBe(200);
-        const c = (res.json() as { choices: { text: string; finish_reason: string }[] }).choices[0]!;
+        const c = res.json<{ choices: { text: string; finish_reason: string }[] }>().choices[0]!;
         expect(c.finish_reason).toBe("stop");
         expect(Fortune.safeParse(JSON.parse(c.text)).success).toBe(true);
       }

@@ -152,9 +152,9 @@ describe("tool_choice required and named", () => {
     // /tokenize renders the same prompt: the tools block, the call and the tool response are in it
     const res = await server.app.inject({ method: "POST", url: "/tokenize", payload: { messages, tools: TOOLS } });
     expect(res.statusCode).toBe(200);
-    const { tokens } = res.json() as { tokens: number[] };
+    const { tokens } = res.json<{ tokens: number[] }>();
     const detok = await server.app.inject({ method: "POST", url: "/detokenize", payload: { tokens } });
-    const prompt = (detok.json() as { prompt: string }).prompt;
+    const prompt = detok.json<{ prompt: string }>().prompt;
     expect(prompt).toContain("# Tools");
     expect(prompt).toContain('{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city"');
     expect(prompt).toContain(`<tool_call>\n{"name": "${calls[0]!.type === "function" ? calls[0]!.function.name : ""}", "arguments": {`);
@@ -162,8 +162,8 @@ describe("tool_choice required and named", () => {
     expect(prompt.endsWith("<|im_start|>assistant\n")).toBe(true);
     // chat_template_kwargs reach the template (Qwen3's enable_thinking)
     const noThink = await server.app.inject({ method: "POST", url: "/tokenize", payload: { messages: USER, chat_template_kwargs: { enable_thinking: false } } });
-    const d2 = await server.app.inject({ method: "POST", url: "/detokenize", payload: { tokens: (noThink.json() as { tokens: number[] }).tokens } });
-    expect((d2.json() as { prompt: string }).prompt.endsWith("<|im_start|>assistant\n<think>\n\n</think>\n\n")).toBe(true);
+    const d2 = await server.app.inject({ method: "POST", url: "/detokenize", payload: { tokens: noThink.json<{ tokens: number[] }>().tokens } });
+    expect(d2.json<{ prompt: string }>().prompt.endsWith("<|im_start|>assistant\n<think>\n\n</think>\n\n")).toBe(true);
   });
 });
 

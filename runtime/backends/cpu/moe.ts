@@ -122,7 +122,7 @@ export function fusedExperts(
   for (let e = 0; e < E; e++) {
     const n = count[e + 1]! - count[e]!;
     if (n === 0) continue;
-    const pairs = pairOf.subarray(count[e]!, count[e + 1]!);
+    const pairs = pairOf.subarray(count[e], count[e + 1]);
     for (let r = 0; r < n; r++) {
       const t = Math.floor(pairs[r]! / K);
       xe.set(x.subarray(t * H, (t + 1) * H), r * H);

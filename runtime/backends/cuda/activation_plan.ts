@@ -14,7 +14,6 @@ import type { BufferSpec } from "../../../compiler/program.ts";
 import { planSteps } from "./fused_plan.ts";
 import type { CompiledModel } from "../step_executor.ts";
 import { attentionScratchBytes, moeScratchBytes } from "./node_kernels.ts";
-import type { FloatDtype } from "../../../compiler/dtype.ts";
 
 /** Offsets are multiples of this (cuBLASLt and vector loads want aligned rows). */
 export const ACTIVATION_ALIGN = 256;
