@@ -9,7 +9,7 @@
 //
 // GQA: the G = numHeads / numKvHeads query heads of a KV head read the same keys, so a block
 // takes up to KILN_ATTN_GROUP of them and reads each key and value row once for all of them.
-// blockIdx.x = kvHead · groupBlocks + g, groupBlocks = ceil(G / KILN_ATTN_GROUP).
+// blockIdx.y = kvHead · groupBlocks + g, groupBlocks = ceil(G / KILN_ATTN_GROUP).
 //
 // Long contexts are split along the keys: blockIdx.z = split of numSplits, each taking an equal
 // run of the query's keys. With numSplits = 1 the block writes out [T, numHeads · headDim]
@@ -21,7 +21,8 @@
 // key for the scores; for the value sums, when a row is 1, 2, 4, 8, 16 or 32 16-byte chunks,
 // each lane takes one chunk of every (32 / chunks)-th key with vector loads (else lane = head
 // dimension). The warps then merge through shared memory. headDim ≤ 256.
-// Launch: grid (numKvHeads · groupBlocks, T, numSplits), block (128).
+// Launch: grid (T, numKvHeads · groupBlocks, numSplits), block (128): T in x, whose limit is 2^31 − 1
+// (gridDim.y stops at 65,535, less than a long prefill step).
 #include "common.cuh"
 
 #define KILN_ATTN_WARPS 4
@@ -106,10 +107,10 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
                                             float scale, int window, float softcap, int numSplits) {
   const int G = numHeads / numKvHeads;
   const int groupBlocks = (G + KILN_ATTN_GROUP - 1) / KILN_ATTN_GROUP;
-  const int kvh = blockIdx.x / groupBlocks;
-  const int h0 = kvh * G + (blockIdx.x % groupBlocks) * KILN_ATTN_GROUP;  // first query head of the block
+  const int kvh = blockIdx.y / groupBlocks;
+  const int h0 = kvh * G + (blockIdx.y % groupBlocks) * KILN_ATTN_GROUP;  // first query head of the block
   const int ng = G - (h0 - kvh * G) < KILN_ATTN_GROUP ? G - (h0 - kvh * G) : KILN_ATTN_GROUP;
-  const int t = blockIdx.y;
+  const int t = blockIdx.x;
   const int split = blockIdx.z;
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
@@ -344,11 +345,11 @@ extern "C" __global__ void kiln_paged_attention_softcap_f16(float* out, float* p
 // Merges the splits of kiln_paged_attention: out = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M),
 // M = max_s m_s, skipping empty splits (l_s = 0).
 // partial [T, numHeads, numSplits, headDim + 2]; out [T, numHeads · headDim].
-// Launch: grid (numHeads, T), block (128).
+// Launch: grid (T, numHeads), block (128).
 extern "C" __global__ void kiln_attention_combine(float* out, const float* partial, int T, int numHeads, int headDim,
                                                   int numSplits) {
-  const int h = blockIdx.x;
-  const int t = blockIdx.y;
+  const int t = blockIdx.x;
+  const int h = blockIdx.y;
   if (t >= T) return;
   const int stride = headDim + 2;
   const float* part = partial + ((long long)t * numHeads + h) * numSplits * stride;

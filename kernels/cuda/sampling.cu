@@ -75,6 +75,123 @@ extern "C" __global__ void kiln_argmax_rows(int* out, const float* logits, int S
   if (threadIdx.x == 0) out[s] = at < V ? at : 0;
 }
 
+// Greedy over many blocks a row, for decode steps with few rows and a large vocabulary (one block
+// a row leaves all but S SMs idle while it reads V floats). Two launches, the same result as
+// kiln_argmax_rows:
+//   kiln_argmax_partial, grid (B, S), block (256): block b of row s scans the b-th of B chunks of
+//     the row (chunk edges on 16-byte boundaries of the buffer, so the body is read as float4) and
+//     writes its best (value, index) to partVal/partAt[s·B + b]; index V when it saw nothing above
+//     -inf.
+//   kiln_argmax_final, grid (S), block (32): combines a row's B partials; out[s] = 0 when none.
+// Order everywhere: the larger value wins, equal values go to the smaller index, NaN and -inf never.
+__device__ __forceinline__ void kiln_argmax_take(float v, int j, float& best, int& bestAt) {
+  if (v > -kiln_inf() && (v > best || (v == best && j < bestAt))) {
+    best = v;
+    bestAt = j;
+  }
+}
+
+__device__ __forceinline__ void kiln_argmax_warp(float& best, int& bestAt) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(KILN_FULL_MASK, best, o);
+    const int oi = __shfl_xor_sync(KILN_FULL_MASK, bestAt, o);
+    if (ov > best || (ov == best && oi < bestAt)) {
+      best = ov;
+      bestAt = oi;
+    }
+  }
+}
+
+extern "C" __global__ void kiln_argmax_partial(float* partVal, int* partAt, const float* logits, int S, int V, int B) {
+  const int b = blockIdx.x;
+  const int s = blockIdx.y;
+  if (s >= S || b >= B) return;
+  // absolute element offsets in the [S, V] buffer; chunk edges at multiples of 4 past the row's
+  // first aligned element, clamped to the row
+  const long long rowStart = (long long)s * V;
+  const long long rowEnd = rowStart + V;
+  const long long chunk = (((long long)V + B - 1) / B + 3) / 4 * 4;  // ⌈V / B⌉ rounded up to a float4
+  const long long first = (rowStart + 3) / 4 * 4;
+  const long long lo = b == 0 ? rowStart : (first + b * chunk < rowEnd ? first + b * chunk : rowEnd);
+  const long long hiRaw = first + (b + 1) * chunk;
+  const long long hi = b == B - 1 ? rowEnd : (hiRaw < rowEnd ? hiRaw : rowEnd);
+  float best = -kiln_inf();
+  int bestAt = V;
+  // whole float4s inside [lo, hi); the ragged ends one by one
+  const long long qa = (lo + 3) / 4;
+  const long long qb = hi / 4;
+  if (qa < qb) {
+    const float4* v4 = reinterpret_cast<const float4*>(logits);
+    const long long stride = blockDim.x;
+    long long q = qa + threadIdx.x;
+    // four loads in flight a thread before any compare: the loop is bound by latency otherwise
+    for (; q + 3 * stride < qb; q += 4 * stride) {
+      float4 x[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) x[u] = __ldg(v4 + q + u * stride);
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int j = (int)(4 * (q + u * stride) - rowStart);
+        kiln_argmax_take(x[u].x, j, best, bestAt);
+        kiln_argmax_take(x[u].y, j + 1, best, bestAt);
+        kiln_argmax_take(x[u].z, j + 2, best, bestAt);
+        kiln_argmax_take(x[u].w, j + 3, best, bestAt);
+      }
+    }
+    for (; q < qb; q += stride) {
+      const float4 x = __ldg(v4 + q);
+      const int j = (int)(4 * q - rowStart);
+      kiln_argmax_take(x.x, j, best, bestAt);
+      kiln_argmax_take(x.y, j + 1, best, bestAt);
+      kiln_argmax_take(x.z, j + 2, best, bestAt);
+      kiln_argmax_take(x.w, j + 3, best, bestAt);
+    }
+    const long long head = 4 * qa - lo;  // < 4
+    const long long tail = hi - 4 * qb;  // < 4
+    if ((long long)threadIdx.x < head) kiln_argmax_take(logits[lo + threadIdx.x], (int)(lo + threadIdx.x - rowStart), best, bestAt);
+    if ((long long)threadIdx.x < tail) kiln_argmax_take(logits[4 * qb + threadIdx.x], (int)(4 * qb + threadIdx.x - rowStart), best, bestAt);
+  } else {
+    for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) kiln_argmax_take(logits[i], (int)(i - rowStart), best, bestAt);
+  }
+  kiln_argmax_warp(best, bestAt);
+  __shared__ float warpBest[32];
+  __shared__ int warpAt[32];
+  const int warp = threadIdx.x >> 5;
+  if ((threadIdx.x & 31) == 0) {
+    warpBest[warp] = best;
+    warpAt[warp] = bestAt;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int warps = (blockDim.x + 31) >> 5;
+    for (int w = 0; w < warps; w++) {
+      if (warpBest[w] > best || (warpBest[w] == best && warpAt[w] < bestAt)) {
+        best = warpBest[w];
+        bestAt = warpAt[w];
+      }
+    }
+    partVal[(long long)s * B + b] = best;
+    partAt[(long long)s * B + b] = bestAt;
+  }
+}
+
+extern "C" __global__ void kiln_argmax_final(int* out, const float* partVal, const int* partAt, int S, int V, int B) {
+  const int s = blockIdx.x;
+  if (s >= S) return;
+  float best = -kiln_inf();
+  int bestAt = V;
+  for (int b = threadIdx.x; b < B; b += blockDim.x) {
+    const float v = partVal[(long long)s * B + b];
+    const int j = partAt[(long long)s * B + b];
+    if (j < V && (v > best || (v == best && j < bestAt))) {
+      best = v;
+      bestAt = j;
+    }
+  }
+  kiln_argmax_warp(best, bestAt);
+  if (threadIdx.x == 0) out[s] = bestAt < V ? bestAt : 0;
+}
+
 __device__ __forceinline__ double kiln_f64_at(const int* w) { return __hiloint2double(w[1], w[0]); }
 
 __device__ __forceinline__ double kiln_f64_bits(unsigned long long b) { return __longlong_as_double((long long)b); }

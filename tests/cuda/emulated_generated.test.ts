@@ -88,6 +88,28 @@ describe("generated kernels on the emulator", () => {
     }
   }, 300_000);
 
+  it("a launch past 48 KiB of dynamic shared memory needs the kernel's opt-in; past the device's limit it is a typed error", async () => {
+    const k = await llamaKernel("add_rms_norm_f32");
+    const { device, compiler } = backend;
+    const { cubin } = compiler.compile({ name: "add_rms_norm_wide.cu", source: renderCudaModule([k]), headers: new Map() }, device.info.arch);
+    const fn = device.getFunction(device.loadModule(cubin, "add_rms_norm_wide.cu"), k.name);
+    const T = 1;
+    const ptrs = [64, 64, 64, 64, 64].map((n) => device.alloc(T * n * 4));
+    const args = [{ kind: "i64" as const, value: T }, ...ptrs.map((value) => ({ kind: "ptr" as const, value }))];
+    const wide = 64 * 1024; // the row-local arrays of a 16k-wide row
+    const launch = cudaLaunch(k);
+    expect(() => {
+      device.launch(fn, [T, 1, 1], launch.block, args, wide);
+      device.synchronize();
+    }).toThrow(CudaError);
+    device.allowDynamicShared(fn, wide);
+    device.launch(fn, [T, 1, 1], launch.block, args, wide);
+    device.synchronize();
+    expect(() => device.allowDynamicShared(fn, device.info.maxSharedPerBlockOptin + 1)).toThrow(/needs \d+ bytes of shared memory a block/);
+    device.allowDynamicShared(fn, 1024); // under the default: nothing to do
+    for (const p of ptrs) device.free(p);
+  }, 300_000);
+
   // the generated KV write stores k and v in a 16-bit cache rounded to nearest even: ties, values
   // just past a tie, f16 overflow to ±inf, f16 subnormals and signed zero, bit for bit against the
   // roundings of the weight converters

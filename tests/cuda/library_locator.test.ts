@@ -103,4 +103,45 @@ describe("library locator", () => {
     // a pip wheel's nvrtc without headers falls back to the toolkit
     expect(cudaIncludeDirs("/opt/venv/nvidia/cu13/lib/libnvrtc.so.13", p)).toEqual(["/usr/local/cuda/include"]);
   });
+
+  it("looks in NVIDIA's pip wheels of the active virtualenv before ldconfig, newest Python first", () => {
+    const p = probe([], {
+      env: { VIRTUAL_ENV: "/srv/venv", HOME: "/home/u" },
+      ldconfig: LDCONFIG,
+      dirs: { "/srv/venv/lib": ["python3.11", "python3.12", "site.py"], "/home/u/.local/lib": ["python3.10"] },
+    });
+    const paths = candidatePaths(LIBNVRTC, p).map((c) => `${c.source}: ${c.path}`);
+    const wheel = (py: string, pkg: string, f: string): number => paths.indexOf(`pip wheel: /srv/venv/lib/${py}/site-packages/nvidia/${pkg}/lib/${f}`);
+    expect(wheel("python3.12", "cu13", "libnvrtc.so.13")).toBe(0);
+    expect(wheel("python3.12", "cuda_nvrtc", "libnvrtc.so.12")).toBeGreaterThan(0);
+    expect(wheel("python3.11", "cu13", "libnvrtc.so.13")).toBeGreaterThan(wheel("python3.12", "cuda_nvrtc", "libnvrtc.so.12"));
+    const user = paths.indexOf("pip wheel: /home/u/.local/lib/python3.10/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12");
+    const ld = paths.indexOf("ldconfig: /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13");
+    expect(user).toBeGreaterThan(wheel("python3.11", "cu13", "libnvrtc.so.13"));
+    expect(ld).toBeGreaterThan(user);
+    // the driver is never a wheel
+    expect(candidatePaths(LIBCUDA, p).some((c) => c.source === "pip wheel")).toBe(false);
+  });
+
+  it("passes over a toolkit library of a newer CUDA major than the driver, saying why; an explicit override is still tried", () => {
+    const files = ["/usr/local/cuda/lib64/libcublasLt.so.13", "/usr/local/cuda/lib64/libcublasLt.so.12"];
+    const opened: string[] = [];
+    const open = (path: string): string => {
+      opened.push(path);
+      return path;
+    };
+    expect(locateLibrary(LIBCUBLASLT, open, probe(files), { driverVersion: 12040 }).path).toBe("/usr/local/cuda/lib64/libcublasLt.so.12");
+    expect(opened).toEqual(["/usr/local/cuda/lib64/libcublasLt.so.12"]);
+    expect(locateLibrary(LIBCUBLASLT, open, probe(files), { driverVersion: 13000 }).path).toBe("/usr/local/cuda/lib64/libcublasLt.so.13");
+    let err: unknown;
+    try {
+      locateLibrary(LIBCUBLASLT, open, probe([files[0]!]), { driverVersion: 12040 });
+    } catch (e) {
+      err = e;
+    }
+    expect(isKilnError(err, "CUDA_UNAVAILABLE")).toBe(true);
+    expect((err as Error).message).toContain("/usr/local/cuda/lib64/libcublasLt.so.13 (standard folder): a CUDA 13 library, newer than the driver (CUDA 12.4): skipped");
+    const env = probe([files[0]!], { env: { KILN_LIBCUBLASLT: files[0]! } });
+    expect(locateLibrary(LIBCUBLASLT, open, env, { driverVersion: 12040 }).path).toBe(files[0]);
+  });
 });

@@ -93,7 +93,7 @@ export function attentionCase(c: AttentionConfig): ParityCase {
       const out = s.out(T * c.numHeads * D);
       const partial = s.out(Math.max(1, T * c.numHeads * c.splits * (D + 2)));
       const kernel = KERNELS[kv][c.softcap === undefined ? "plain" : "softcap"];
-      b.kernels.launch(kernel, [attentionHeadBlocks(c.numHeads, c.numKvHeads), T, c.splits], [128, 1, 1], [
+      b.kernels.launch(kernel, [T, attentionHeadBlocks(c.numHeads, c.numKvHeads), c.splits], [128, 1, 1], [
         out,
         partial,
         s.f32(q),
@@ -112,7 +112,7 @@ export function attentionCase(c: AttentionConfig): ParityCase {
         c.softcap ?? 0,
         c.splits,
       ]);
-      if (c.splits > 1) b.kernels.launch("kiln_attention_combine", [c.numHeads, T, 1], [128, 1, 1], [out, partial, T, c.numHeads, D, c.splits]);
+      if (c.splits > 1) b.kernels.launch("kiln_attention_combine", [T, c.numHeads, 1], [128, 1, 1], [out, partial, T, c.numHeads, D, c.splits]);
       const ref = twin.pagedAttention(q, kCache, vCache, seqs, poss, blockTables, {
         blockSize: c.blockSize,
         maxBlocksPerSeq,

@@ -6,6 +6,7 @@
  */
 import type { CudaBackend } from "../../runtime/backends/cuda/backend.ts";
 import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
+import { argmaxPartsBytes, launchArgmax } from "../../runtime/backends/cuda/argmax_plan.ts";
 import { strideGrid } from "../../runtime/backends/cuda/kernels.ts";
 import { gemvLaunch } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
@@ -206,6 +207,36 @@ function argmaxCase(): ParityCase {
   };
 }
 
+/**
+ * The split greedy pick (kiln_argmax_partial + kiln_argmax_final) against the same twin: rows whose
+ * starts fall off 16-byte boundaries (odd V), real vocabularies, block counts that leave ragged and
+ * empty chunks, a tie across two chunks, NaN, a row of -inf, the maximum at a row's first and last
+ * entries (the scalar head and tail around the float4 body).
+ */
+function splitArgmaxCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  for (const [V, B] of [[2053, 3], [4099, 7], [128_256, 37], [151_936, 64], [131, 64]] as const) {
+    const S = 4;
+    const name = `split argmax S=${S} V=${V} B=${B} (ties across chunks, NaN, -inf row, row ends)`;
+    cases.push({
+      name,
+      run: (b, s) => {
+        const logits = randomF32(S * V, rng(V + B), 10);
+        logits[0 * V + Math.floor(V / 3)] = 60;
+        logits[0 * V + V - 2] = 60; // the same maximum in a later chunk: the first index wins
+        logits[1 * V + 0] = NaN;
+        logits[1 * V + V - 1] = 70; // the last entry of a row starting off alignment
+        logits.fill(-Infinity, 2 * V, 3 * V);
+        logits[3 * V] = 80; // the first entry
+        const out = s.outI32(S);
+        launchArgmax(b.kernels, out, s.out(argmaxPartsBytes(S) / 4), s.f32(logits), S, V, B); // as the executor queues it
+        return compare(name, s.readI32(out, S), twin.argmaxRows(logits, S, V), 0);
+      },
+    });
+  }
+  return cases;
+}
+
 export const PARITY_CASES: readonly ParityCase[] = [
   ...conversionCases(),
   ...elementwiseCases(),
@@ -215,6 +246,7 @@ export const PARITY_CASES: readonly ParityCase[] = [
   ...gemvCases(),
   ...f16Cases(),
   argmaxCase(),
+  ...splitArgmaxCases(),
   ...samplingCases(),
   ...attentionCases(),
   ...mixerCases(),

@@ -1,11 +1,12 @@
 /**
  * The CUDA executor's activation arenas in device memory: for steps of up to T tokens and S
  * logits rows, one allocation for every activation (packed by activation_plan.ts), the scratch
- * of attention and the experts kernels, the 16-bit copy of a GEMM's input, the greedy picks and
- * the packed step inputs.
+ * of attention and the experts kernels, the 16-bit copy of a GEMM's input, the greedy picks (with
+ * the split argmax's partials) and the packed step inputs.
  */
 import type { ValueId } from "../../../compiler/ir.ts";
 import type { ArenaSizes } from "./activation_plan.ts";
+import { argmaxPartsBytes } from "./argmax_plan.ts";
 import type { CudaDevice, DevicePtr } from "./device.ts";
 
 /** Activation buffers for steps of up to T tokens and S logits rows. */
@@ -19,6 +20,7 @@ export interface Arena {
   readonly scratch: DevicePtr;
   readonly cast: DevicePtr; // 16-bit copy of a GEMM's input activations (16-bit weights only)
   readonly tokens: DevicePtr; // [S] i32, greedy picks
+  readonly argmaxParts: DevicePtr; // [S, ARGMAX_MAX_BLOCKS] f32 values, then as many i32 indices
   readonly inputs: DevicePtr;
   readonly inputCapacity: number; // i32 elements
   readonly bytes: number;
@@ -46,6 +48,7 @@ export function allocArena(
     scratch: alloc(sizes.scratchBytes),
     cast: alloc(o.withCast ? sizes.castBytes : 4),
     tokens: alloc(o.S * 4),
+    argmaxParts: alloc(argmaxPartsBytes(o.S)),
     inputs: alloc(o.inputCapacity * 4),
     inputCapacity: o.inputCapacity,
   };
@@ -59,5 +62,6 @@ export function releaseArena(dev: CudaDevice, a: Arena): void {
   dev.free(a.scratch);
   dev.free(a.cast);
   dev.free(a.tokens);
+  dev.free(a.argmaxParts);
   dev.free(a.inputs);
 }

@@ -30,7 +30,11 @@ export class CudaBackend {
     const probe = opts.probe;
     const device = CudaDevice.open({ ...(opts.ordinal !== undefined ? { ordinal: opts.ordinal } : {}), ...(probe ? { probe } : {}) });
     try {
-      const compiler = NvrtcCompiler.open({ ...(probe ? { probe } : {}), ...(opts.cacheDir !== undefined ? { cacheDir: opts.cacheDir } : {}) });
+      const compiler = NvrtcCompiler.open({
+        ...(probe ? { probe } : {}),
+        ...(opts.cacheDir !== undefined ? { cacheDir: opts.cacheDir } : {}),
+        driverVersion: device.info.driverVersion,
+      });
       const kernels = CudaKernels.load(device, compiler, opts.kernelDir ?? kernelSourceDir(probe?.env));
       const blas = CublasLt.open(device, probe ? { probe } : {});
       return new CudaBackend(device, compiler, kernels, blas);

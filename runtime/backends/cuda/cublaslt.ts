@@ -60,7 +60,8 @@ export class CublasLt {
   }
 
   static open(device: CudaDevice, opts: { probe?: HostProbe } = {}): CublasLt {
-    const { path, library: api } = locateLibrary(LIBCUBLASLT, (p) => bindCublasLt(koffi.load(p)), opts.probe ?? SYSTEM_PROBE);
+    // a cuBLASLt of a newer CUDA major than the driver cannot run: passed over
+    const { path, library: api } = locateLibrary(LIBCUBLASLT, (p) => bindCublasLt(koffi.load(p)), opts.probe ?? SYSTEM_PROBE, { driverVersion: device.info.driverVersion });
     const text: StatusText = {
       library: "libcublasLt",
       describe: (status) => ({

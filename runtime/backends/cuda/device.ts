@@ -19,6 +19,9 @@ import { LIBCUDA, locateLibrary, SYSTEM_PROBE, type HostProbe } from "./library_
 export type DevicePtr = bigint;
 export type Dim3 = readonly [number, number, number];
 
+/** dynamic shared memory any kernel may use without opting in */
+export const DEFAULT_DYNAMIC_SHARED = 48 * 1024;
+
 export interface DeviceInfo {
   readonly ordinal: number;
   readonly name: string;
@@ -26,6 +29,8 @@ export interface DeviceInfo {
   /** NVRTC's --gpu-architecture value for this device, e.g. "sm_90" */
   readonly arch: string;
   readonly multiprocessors: number;
+  /** the most shared memory (static + dynamic) a block may have once its kernel opts in */
+  readonly maxSharedPerBlockOptin: number;
   readonly totalMemory: number;
   /** e.g. 13000 for CUDA 13.0 */
   readonly driverVersion: number;
@@ -88,6 +93,7 @@ export class CudaDevice {
     const major = attr(CU.DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "compute capability major");
     const minor = attr(CU.DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "compute capability minor");
     const multiprocessors = attr(CU.DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "multiprocessor count");
+    const maxSharedPerBlockOptin = attr(CU.DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, "shared memory per block (opt-in)");
     const nameBuf = new Uint8Array(256);
     check(api.cuDeviceGetName(nameBuf, nameBuf.length, dev), "cuDeviceGetName", text);
     const zero = nameBuf.indexOf(0);
@@ -108,6 +114,7 @@ export class CudaDevice {
       computeCapability: [major, minor],
       arch: `sm_${major}${minor}`,
       multiprocessors,
+      maxSharedPerBlockOptin,
       totalMemory,
       driverVersion,
       libraryPath: path,
@@ -218,6 +225,22 @@ export class CudaDevice {
   getFunction(module: bigint, name: string): KernelFunction {
     this.check(this.api.cuModuleGetFunction(this.out64, module, name), `cuModuleGetFunction(${name})`);
     return { name, handle: this.out64[0] ?? 0n };
+  }
+
+  /**
+   * Lets fn launch with `bytes` of dynamic shared memory. Up to 48 KiB needs nothing; past that a
+   * kernel must opt in (the launch fails otherwise), up to the device's per-block limit less the
+   * kernel's static shared memory. Over that limit no launch can work: a typed error says so.
+   */
+  allowDynamicShared(fn: KernelFunction, bytes: number): void {
+    if (bytes <= DEFAULT_DYNAMIC_SHARED) return;
+    if (bytes > this.info.maxSharedPerBlockOptin) {
+      throw new KilnError(
+        "CUDA_ERROR",
+        `${fn.name} needs ${bytes} bytes of shared memory a block; ${this.info.name} allows at most ${this.info.maxSharedPerBlockOptin}`,
+      );
+    }
+    this.check(this.api.cuFuncSetAttribute(fn.handle, CU.FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes), `cuFuncSetAttribute(${fn.name}, max dynamic shared ${bytes})`);
   }
 
   /** Queues fn<<<grid, block, sharedBytes, stream>>>(args). */

@@ -39,6 +39,7 @@ import type { DevicePtr } from "./device.ts";
 import { planProgram, type ExecStep } from "./fused_plan.ts";
 import { arenaSizes, planStepUses, type StepUses } from "./activation_plan.ts";
 import { allocArena, releaseArena, type Arena } from "./arena.ts";
+import { argmaxBlocks, launchArgmax } from "./argmax_plan.ts";
 import { stepLauncher, type StepLauncher } from "./step_launch.ts";
 import { profileUnits, type StepProfile } from "./step_profile.ts";
 import { DEFAULT_CAPTURE_SIZES, pieceSegments } from "./decode_graphs.ts";
@@ -421,7 +422,8 @@ export class CudaExecutor implements StepExecutor {
     const S = step.logitsIndices.length;
     const ids = new Int32Array(S);
     if (S === 0) return ids;
-    this.backend.kernels.launch("kiln_argmax_rows", [S, 1, 1], [256, 1, 1], [arena.tokens, logits, S, this.logitsWidth()]);
+    const V = this.logitsWidth();
+    launchArgmax(this.backend.kernels, arena.tokens, arena.argmaxParts, logits, S, V, argmaxBlocks(S, V, this.backend.device.info.multiprocessors));
     this.backend.device.download(ids, arena.tokens);
     return ids;
   }

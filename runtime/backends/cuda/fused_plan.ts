@@ -85,7 +85,10 @@ export function planProgram(
     if (s.kind === "node") return s;
     for (const b of s.buffers) if (b.role.kind === "kv_cache") kvWritten.add(b.role.cacheKey);
     const launch = cudaLaunch(kernels.get(s.kernel)!);
-    return { kind: "fused", kernel: { fn: functions.get(s.kernel)!, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers: s.buffers } };
+    const fn = functions.get(s.kernel)!;
+    // row-local arrays of a wide row (a 16k hidden size is 64 KiB of f32) pass the default 48 KiB
+    backend.device.allowDynamicShared(fn, launch.sharedBytes);
+    return { kind: "fused", kernel: { fn, block: launch.block[0], sharedBytes: launch.sharedBytes, rows: s.rows, buffers: s.buffers } };
   });
   return { steps, kernelOrigin };
 }

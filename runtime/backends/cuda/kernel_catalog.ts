@@ -58,6 +58,10 @@ export const KERNELS = {
   kiln_paged_attention_softcap_f16: ATTENTION,
   kiln_attention_combine: { file: "paged_attention.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
   kiln_argmax_rows: { file: "sampling.cu", args: ["ptr", "ptr", "i32", "i32"] },
+  // partVal, partAt, logits, S, V, B
+  kiln_argmax_partial: { file: "sampling.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "i32"] },
+  // out, partVal, partAt, S, V, B
+  kiln_argmax_final: { file: "sampling.cu", args: ["ptr", "ptr", "ptr", "i32", "i32", "i32"] },
   // out, logits (adjusted in place), params, S, V
   kiln_sample_rows: { file: "sampling.cu", args: ["ptr", "ptr", "ptr", "i32", "i32"] },
   // experts, weights, x, router, T, H, E, K, renorm

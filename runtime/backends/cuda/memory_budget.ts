@@ -15,6 +15,7 @@ import type { CompiledModel } from "../step_executor.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
 import { KilnError } from "../../engine/errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
+import { argmaxPartsBytes } from "./argmax_plan.ts";
 import { dtypeBytes, type FloatDtype } from "../../../compiler/dtype.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
@@ -64,11 +65,11 @@ export interface ActivationShape {
 /**
  * One activation arena for steps of T tokens and S rows, as the executor allocates it: the
  * activations packed by their spans (activation_plan.ts), the 16-bit copy of a GEMM input,
- * attention and MoE scratch, the greedy picks.
+ * attention and MoE scratch, the greedy picks and the split argmax's partials.
  */
 function arenaBytes(a: ExecutorActivations, T: number, S: number, multiprocessors: number): number {
   const { layout, castBytes, scratchBytes } = arenaSizes(a.graph, a.uses, T, S, multiprocessors);
-  return layout.bytes + castBytes + scratchBytes + S * 4;
+  return layout.bytes + castBytes + scratchBytes + S * 4 + argmaxPartsBytes(S);
 }
 
 /**

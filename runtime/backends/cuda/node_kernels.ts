@@ -346,7 +346,7 @@ export class NodeKernels {
     const headBlocks = attentionHeadBlocks(n.numHeads, n.numKvHeads);
     const splits = attentionSplits(T, headBlocks, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
     const name = ATTENTION_KERNELS[this.kvDtype][n.softcap === undefined ? "plain" : "softcap"];
-    k.launch(name, [headBlocks, T, splits], [128, 1, 1], [
+    k.launch(name, [T, headBlocks, splits], [128, 1, 1], [
       f.ptr(n.id),
       f.scratch,
       f.ptr(n.q),
@@ -365,6 +365,6 @@ export class NodeKernels {
       n.softcap ?? 0, // read only by the _softcap kernel
       splits,
     ]);
-    if (splits > 1) k.launch("kiln_attention_combine", [n.numHeads, T, 1], [128, 1, 1], [f.ptr(n.id), f.scratch, T, n.numHeads, n.headDim, splits]);
+    if (splits > 1) k.launch("kiln_attention_combine", [T, n.numHeads, 1], [128, 1, 1], [f.ptr(n.id), f.scratch, T, n.numHeads, n.headDim, splits]);
   }
 }

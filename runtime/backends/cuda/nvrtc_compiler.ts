@@ -46,9 +46,11 @@ export class NvrtcCompiler {
     readonly cacheDir: string,
   ) {}
 
-  static open(opts: { probe?: HostProbe; cacheDir?: string } = {}): NvrtcCompiler {
+  /** driverVersion (cuDriverGetVersion's, e.g. 12040): NVRTC libraries of a newer CUDA major are passed over */
+  static open(opts: { probe?: HostProbe; cacheDir?: string; driverVersion?: number } = {}): NvrtcCompiler {
     const probe = opts.probe ?? SYSTEM_PROBE;
-    const { path, library: api } = locateLibrary(LIBNVRTC, (p) => bindNvrtc(koffi.load(p)), probe);
+    const found = locateLibrary(LIBNVRTC, (p) => bindNvrtc(koffi.load(p)), probe, opts.driverVersion !== undefined ? { driverVersion: opts.driverVersion } : {});
+    const { path, library: api } = found;
     const text: StatusText = {
       library: "libnvrtc",
       describe: (status) => {

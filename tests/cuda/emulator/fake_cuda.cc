@@ -27,6 +27,7 @@ namespace {
 using namespace kiln_fake::cu;
 
 constexpr unsigned int kMaxDynamicShared = 48 * 1024;
+constexpr unsigned int kMaxSharedOptIn = 227 * 1024;  // sm_90's per-block limit
 
 struct Allocation {
   void* mapping;
@@ -43,6 +44,8 @@ std::map<uint64_t, std::vector<unsigned char>> modules;
 // the kernels of a module's host object, for modules that have one
 std::map<uint64_t, const std::vector<kiln_emu::KernelEntry>*> moduleKernels;
 std::map<uint64_t, const kiln_emu::KernelEntry*> functions;
+// the dynamic shared memory a function opted in to (cuFuncSetAttribute), when above the default
+std::map<uint64_t, unsigned int> sharedOptIn;
 uint64_t nextHandle = 0x1000;
 int lastCode = 0;
 std::string lastDetail;
@@ -163,6 +166,7 @@ int cuDeviceGetAttribute(int* value, int attribute, int) {
     case 16: *value = 4; return kSuccess;   // multiprocessors
     case 75: *value = 9; return kSuccess;   // compute capability major
     case 76: *value = 0; return kSuccess;   // minor
+    case 97: *value = kMaxSharedOptIn; return kSuccess;  // shared memory per block, opt-in
     default: return fail(kInvalidValue, "attribute " + std::to_string(attribute) + " is not emulated");
   }
 }
@@ -359,6 +363,16 @@ int cuModuleGetFunction(uint64_t* fn, uint64_t module, const char* name) {
   return fail(kNotFound, std::string("'") + name + "' is in the CUBIN but was not built into the emulator");
 }
 
+// Only the dynamic shared memory limit (attribute 8) is emulated, as the driver bounds it.
+int cuFuncSetAttribute(uint64_t fn, int attribute, int value) {
+  if (int r = ready()) return r;
+  if (functions.find(fn) == functions.end()) return fail(kInvalidHandle, "unknown function handle");
+  if (attribute != 8) return fail(kInvalidValue, "function attribute " + std::to_string(attribute) + " is not emulated");
+  if (value < 0 || static_cast<unsigned int>(value) > kMaxSharedOptIn) return fail(kInvalidValue, "max dynamic shared size " + std::to_string(value) + " over the device's opt-in limit");
+  sharedOptIn[fn] = static_cast<unsigned int>(value);
+  return kSuccess;
+}
+
 int cuLaunchKernel(uint64_t fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
                    unsigned int bz, unsigned int sharedBytes, uint64_t stream, void** params, void** extra) {
   if (int r = ready()) return r;
@@ -370,7 +384,11 @@ int cuLaunchKernel(uint64_t fn, unsigned int gx, unsigned int gy, unsigned int g
   if (bx == 0 || by == 0 || bz == 0 || static_cast<unsigned long long>(bx) * by * bz > 1024 || bz > 64) {
     return fail(kInvalidValue, who + "block dimensions");
   }
-  if (sharedBytes > kMaxDynamicShared) return fail(kInvalidValue, who + "dynamic shared memory over 48 KiB");
+  const auto optIn = sharedOptIn.find(fn);
+  const unsigned int sharedLimit = optIn == sharedOptIn.end() ? kMaxDynamicShared : optIn->second;
+  if (sharedBytes > sharedLimit) {
+    return fail(kInvalidValue, who + "dynamic shared memory of " + std::to_string(sharedBytes) + " bytes over the kernel's limit of " + std::to_string(sharedLimit) + " (48 KiB unless raised by cuFuncSetAttribute)");
+  }
   if (extra != nullptr) return fail(kInvalidValue, who + "`extra` must be null");
   if (params == nullptr) return fail(kInvalidValue, who + "kernelParams is null");
   // copy the arguments now, as the driver does, and check every pointer

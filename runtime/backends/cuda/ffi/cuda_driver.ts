@@ -47,6 +47,7 @@ export interface CudaDriverApi {
   cuModuleLoadData(module: BigUint64Array, image: Uint8Array): CuResult;
   cuModuleUnload(module: bigint): CuResult;
   cuModuleGetFunction(fn: BigUint64Array, module: bigint, name: string): CuResult;
+  cuFuncSetAttribute(fn: bigint, attribute: number, value: number): CuResult;
   cuLaunchKernel(
     fn: bigint,
     gridX: number,
@@ -85,6 +86,10 @@ export const CU = {
   DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: 16,
   DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: 75,
   DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: 76,
+  /** the most shared memory a block may have when its kernel opts in (cuFuncSetAttribute) */
+  DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: 97,
+  /** a kernel's dynamic shared memory limit; 48 KiB until raised */
+  FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: 8,
   STREAM_NON_BLOCKING: 1,
   EVENT_DISABLE_TIMING: 2,
   STREAM_CAPTURE_MODE_RELAXED: 2,
@@ -122,6 +127,7 @@ export function bindCudaDriver(lib: LibraryHandle): CudaDriverApi {
     cuModuleLoadData: lib.func("int cuModuleLoadData(uint64_t *module, const void *image)"),
     cuModuleUnload: lib.func("int cuModuleUnload(uint64_t module)"),
     cuModuleGetFunction: lib.func("int cuModuleGetFunction(uint64_t *fn, uint64_t module, const char *name)"),
+    cuFuncSetAttribute: lib.func("int cuFuncSetAttribute(uint64_t fn, int attrib, int value)"),
     cuLaunchKernel: lib.func(
       "int cuLaunchKernel(uint64_t fn, unsigned int gridX, unsigned int gridY, unsigned int gridZ, " +
         "unsigned int blockX, unsigned int blockY, unsigned int blockZ, unsigned int sharedBytes, " +
