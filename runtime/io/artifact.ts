@@ -27,7 +27,7 @@ import { formatTarget, paramDtypes, type Target } from "../../compiler/program.t
 import { renderCModule } from "../../compiler/render/c.ts";
 import { cudaLaunch, renderCudaModule } from "../../compiler/render/cuda.ts";
 import { programToJson } from "../../compiler/program_json.ts";
-import { C_FLAGS, compileC, compileCuda, findCompiler, hostArch, nvccFlags } from "../../compiler/toolchain.ts";
+import { builtForLabel, cFlags, compileC, compileCuda, findCompiler, nvccFlags } from "../../compiler/toolchain.ts";
 import type { ModelRegistry } from "../../models/registry.ts";
 import { ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, MANIFEST_FILE } from "./artifact_loader.ts";
 import { fileDigest } from "./file_digest.ts";
@@ -197,7 +197,8 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
       format: ARTIFACT_FORMAT,
       formatVersion: ARTIFACT_FORMAT_VERSION,
       kilnVersion: KILN_VERSION,
-      model: { architecture: loaded.arch, source: nodePath.resolve(opts.modelDir), config: loaded.config.raw },
+      // the folder's name only: an artifact that travels (a package) must not carry the build machine's paths
+      model: { architecture: loaded.arch, source: nodePath.basename(nodePath.resolve(opts.modelDir)), config: loaded.config.raw },
       target: formatTarget(opts.target),
       dtype,
       ...(kvDtype === undefined ? {} : { kvCacheDtype: kvDtype }),
@@ -214,7 +215,7 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
       })),
       module: {
         source: `kernels/module.${ext}`,
-        ...(binary ? { binary: { file: `kernels/module.${binExt}`, builtFor: cuda ? opts.target.arch : hostArch(), compiler: binary.compiler, flags: binary.flags } } : {}),
+        ...(binary ? { binary: { file: `kernels/module.${binExt}`, builtFor: cuda ? opts.target.arch : builtForLabel(), compiler: binary.compiler, flags: binary.flags } } : {}),
       },
       weights: { file: "weights.safetensors", ...weights },
       compileSeconds: seconds,
@@ -298,7 +299,7 @@ async function buildBinary(target: Target, source: string, cache: KernelCache, p
   const built = target.kind === "cuda" ? compileCuda(source, target.arch, cache, compiler) : compileC(source, cache, compiler);
   progress.advance(1);
   progress.finish();
-  const flags = target.kind === "cuda" ? nvccFlags(target.arch) : [...C_FLAGS];
+  const flags = target.kind === "cuda" ? nvccFlags(target.arch) : cFlags();
   return { data: fs.readFileSync(built.path), compiler: compiler.version, flags };
 }
 

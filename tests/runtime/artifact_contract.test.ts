@@ -93,4 +93,30 @@ describe("an artifact runs what was compiled", () => {
     expect(guard.calls).toEqual(["compileC"]);
     expect(origin).toMatchObject({ origin: "rebuilt", note: expect.stringMatching(/built for 'riscv64 some other cpu'; built its stored source/) });
   });
+
+  it("a library built for a portable level (KILN_CPU_ARCH) runs on any CPU that has the level, with nothing rebuilt", async () => {
+    const out = tmp("portable");
+    vi.stubEnv("KILN_CPU_ARCH", "x86-64"); // the baseline: every x86-64 CPU has it
+    try {
+      await compileArtifact({ modelDir: fixtureFacts("llama").dir, outDir: out, target: { kind: "cpu" }, maxModelLen: 256 });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+    const manifest = JSON.parse(readFileSync(join(out, MANIFEST_FILE), "utf8")) as {
+      model: { source: string };
+      module: { binary: { builtFor: string; flags: string[] } };
+      files: Record<string, { sha256: string }>;
+    };
+    expect(manifest.model.source).toBe("llama"); // the folder's name, not the build machine's path
+    expect(manifest.module.binary.flags).toContain("-march=x86-64");
+    guard.watching = true;
+    const { origin } = await greedyText(out, "hi");
+    if (process.arch === "x64") {
+      expect(manifest.module.binary.builtFor).toBe("x64 x86-64");
+      expect(guard.calls).toEqual([]);
+      expect(origin).toEqual({ origin: "artifact", sha256: manifest.files["kernels/module.so"]!.sha256 });
+    } else {
+      expect(origin).toMatchObject({ origin: "rebuilt" }); // an x86-64 level means nothing on another machine
+    }
+  });
 });

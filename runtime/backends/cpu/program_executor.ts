@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { assertNever, numel, type SymbolicDim } from "../../../compiler/ir.ts";
 import type { BufferSpec, Program, ProgramInput } from "../../../compiler/program.ts";
 import { KernelCache } from "../../../compiler/kernel_cache.ts";
-import { compileC, hostArch } from "../../../compiler/toolchain.ts";
+import { builtForLabel, compileC, runsHere } from "../../../compiler/toolchain.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
 import { KilnError } from "../../engine/errors.ts";
 import { KvCache, type StepInputs } from "../kv_cache.ts";
@@ -40,14 +40,15 @@ function programLibrary(compiled: CompiledModel): { library: KernelLibrary; orig
     return { library, origin: { origin: "compiled", sha256: digest(library.path) } };
   }
   const binary = stored.binary;
-  if (binary !== undefined && binary.builtFor === hostArch()) {
+  if (binary !== undefined && runsHere(binary.builtFor)) {
     return { library: bindKernelLibrary(binary.path, kernels), origin: { origin: "artifact", sha256: binary.sha256 } };
   }
-  // built with -march=native for another CPU (its instructions may not exist here), or not built
+  // built with -march=native for another CPU model or for a level this CPU lacks (its instructions
+  // may not exist here), or not built
   const built = compileC(readFileSync(stored.sourcePath, "utf8"), new KernelCache());
   const library = bindKernelLibrary(built.path, kernels, built.hit ? 0 : built.seconds);
   const why = binary === undefined ? "the artifact carries no built kernels" : `the artifact's kernels were built for '${binary.builtFor}'`;
-  const note = `${why}; built its stored source for '${hostArch()}'`;
+  const note = `${why}; built its stored source for '${builtForLabel()}'`;
   return { library, origin: { origin: "rebuilt", sha256: digest(built.path), note } };
 }
 
