@@ -38,9 +38,18 @@ function randomTokens(n: number, vocab: number, seed: number): number[] {
   });
 }
 
+/**
+ * A block table for one sequence of up to `tokens` tokens: as long as the sequence needs, not the
+ * whole pool (a table as wide as a large pool is uploaded with every step and sizes the graphs).
+ */
+function tableFor(ex: CudaExecutor, tokens: number): number[] {
+  const n = Math.min(ex.numBlocks, blocksFor(tokens, ex.blockSize));
+  return Array.from({ length: n }, (_, i) => i);
+}
+
 /** Median prefill time of `len` tokens (3 runs after a warm-up), as tokens/s. */
 export function prefillTokensPerSecond(ex: CudaExecutor, len: number, vocab: number): number {
-  const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
+  const table = tableFor(ex, len);
   const step = packStep([{ tokens: randomTokens(len, vocab, 7), numCached: 0, blockTable: table }], ex.blockSize);
   ex.run(step);
   const times: number[] = [];
@@ -58,7 +67,7 @@ export function prefillTokensPerSecond(ex: CudaExecutor, len: number, vocab: num
  * with the device's downloads watched for the host share; needs ≥ context + 4·steps + 8 slots.
  */
 export function decodeTiming(ex: CudaExecutor, dev: CudaDevice, context: number, steps: number, vocab: number): DecodeTiming {
-  const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
+  const table = tableFor(ex, context + 4 * steps + 8);
   const prompt = randomTokens(context, vocab, 3);
   let cached = 0;
   let next = ex.runGreedy(packStep([{ tokens: prompt, numCached: 0, blockTable: table }], ex.blockSize))[0] ?? 5;
@@ -159,7 +168,7 @@ export function batchedDecodeTiming(
  * (CudaExecutor.profileStep), summed by category: where a decode step's time goes.
  */
 export function decodeProfile(ex: CudaExecutor, context: number, vocab: number): string {
-  const table = Array.from({ length: ex.numBlocks }, (_, i) => i);
+  const table = tableFor(ex, context + 2);
   const prompt = randomTokens(context, vocab, 5);
   ex.runGreedy(packStep([{ tokens: prompt, numCached: 0, blockTable: table }], ex.blockSize));
   const step = packStep([{ tokens: [prompt[0] ?? 5], numCached: context, blockTable: table }], ex.blockSize);
