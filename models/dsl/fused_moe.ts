@@ -22,6 +22,8 @@ import type { ConfigReader } from "../hf_config.ts";
 import type { StackedParam } from "./load_weights.ts";
 import { Module, type ModelContext } from "./module.ts";
 import type { Parameter, WeightLoader } from "./parameter.ts";
+import { QuantizedLinearWeights, quantizedFormatFor } from "./quantization/linear_method.ts";
+import type { LinearGeometry } from "./quantization/packed_parameter.ts";
 
 export interface FusedMoEOptions {
   readonly numExperts: number;
@@ -85,6 +87,9 @@ function parseShard(shard: string | undefined, numExperts: number): { expert: nu
 export class FusedMoE extends Module {
   readonly w13: Parameter;
   readonly w2: Parameter;
+  /** set when the experts are quantized: their packed tensors, dequantized into w13 / w2 after loading */
+  readonly quant13: QuantizedLinearWeights | undefined;
+  readonly quant2: QuantizedLinearWeights | undefined;
   readonly numExperts: number;
   readonly topK: number;
   readonly hiddenSize: number;
@@ -130,8 +135,36 @@ export class FusedMoE extends Module {
       p.fill(src, { rowStart: expert * H, rows: H, rowShape: [I] }, { dim: 1, start: tpRank * I, size: I }, shard!);
     };
     const experts = Array.from({ length: E }, (_, e) => e);
-    this.w13 = this.param("w13_weight", [E, 2 * I, H], ctx.weightStorage, load13, experts.flatMap((e) => [`${e}:gate`, `${e}:up`]));
-    this.w2 = this.param("w2_weight", [E, H, I], ctx.weightStorage, load2, experts.map((e) => `${e}:down`));
+    // Quantized experts: every expert's projection is a linear layer stacked along the output,
+    // w13 as [E·2I, H] (shard e:gate at rows e·2I, e:up at e·2I + I) and w2 as [E·H, I] with the
+    // intermediate (input) narrowed to this rank; the checkpoint's experts.N.gate_proj.qweight
+    // stacks into experts.w13_qweight through the same expert map.
+    const iFull = intermediateSize;
+    const geometry13: LinearGeometry = {
+      prefix,
+      outPerRank: E * 2 * I,
+      inPerRank: H,
+      fullIn: H,
+      inStart: 0,
+      shards: experts.flatMap((e) => [
+        { id: `${e}:gate`, dstStart: e * 2 * I, rows: I, srcStart: tpRank * I, srcRows: iFull },
+        { id: `${e}:up`, dstStart: e * 2 * I + I, rows: I, srcStart: tpRank * I, srcRows: iFull },
+      ]),
+    };
+    const geometry2: LinearGeometry = {
+      prefix,
+      outPerRank: E * H,
+      inPerRank: I,
+      fullIn: iFull,
+      inStart: tpRank * I,
+      shards: experts.map((e) => ({ id: `${e}:down`, dstStart: e * H, rows: H, srcStart: 0, srcRows: H })),
+    };
+    const format13 = quantizedFormatFor(ctx.quantization, geometry13);
+    const format2 = quantizedFormatFor(ctx.quantization, geometry2);
+    this.quant13 = format13 && new QuantizedLinearWeights(format13, geometry13, ctx.weightStorage, { tensorPrefix: "w13_", weightShape: [E, 2 * I, H] });
+    this.quant2 = format2 && new QuantizedLinearWeights(format2, geometry2, ctx.weightStorage, { tensorPrefix: "w2_", weightShape: [E, H, I] });
+    this.w13 = this.quant13?.weight ?? this.param("w13_weight", [E, 2 * I, H], ctx.weightStorage, load13, experts.flatMap((e) => [`${e}:gate`, `${e}:up`]));
+    this.w2 = this.quant2?.weight ?? this.param("w2_weight", [E, H, I], ctx.weightStorage, load2, experts.map((e) => `${e}:down`));
   }
 
   /**

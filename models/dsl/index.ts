@@ -1,6 +1,6 @@
 /** The model-author DSL: everything an in-tree or plugin model is written with. */
-export { Module, joinPrefix, SINGLE_DEVICE, type ModelContext, type ParallelConfig } from "./module.ts";
-export { Parameter, defaultLoader, type SourceTensor, type WeightData, type WeightLoader } from "./parameter.ts";
+export { Module, joinPrefix, SINGLE_DEVICE, type LoadTarget, type ModelContext, type ParallelConfig } from "./module.ts";
+export { Parameter, defaultLoader, type ParameterOrigin, type SourceTensor, type WeightData, type WeightLoader } from "./parameter.ts";
 export {
   ColumnParallelLinear,
   MergedColumnParallelLinear,
@@ -9,6 +9,17 @@ export {
   RowParallelLinear,
 } from "./linear.ts";
 export { LearnedPositionalEmbedding, ParallelLMHead, VocabParallelEmbedding } from "./embedding.ts";
+export {
+  QUANT_METHODS,
+  readQuantizationConfig,
+  type AwqQuantization,
+  type Fp8Quantization,
+  type GptqQuantization,
+  type QuantizationConfig,
+  type QuantMethodName,
+} from "./quantization/config.ts";
+export { QuantizedLinearWeights, quantizedFormatFor, type QuantizedFormat } from "./quantization/linear_method.ts";
+export { PackedParameter, type LinearGeometry, type OutputShard, type PackedAxis, type PackedSpec } from "./quantization/packed_parameter.ts";
 export { HF_ACTIVATIONS, parseActivation, type HfActivation } from "./activation.ts";
 export { LayerNorm, RMSNorm } from "./norm.ts";
 export { RotaryEmbedding } from "./rotary.ts";

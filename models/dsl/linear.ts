@@ -2,11 +2,17 @@
  * Linear layers in vLLM's vocabulary. Each layer holds its rank's partition of the weight
  * ([out_per_rank, in_per_rank], PyTorch Linear layout) and a loader that narrows the full
  * checkpoint tensor to that partition. At tensor-parallel size 1 every partition is the whole.
+ *
+ * Each layer asks the model's quantization config (`ctx.quantization`) for its linear method:
+ * a quantized layer holds its packed checkpoint tensors (quantization/linear_method.ts), sharded
+ * and stacked by the layer's geometry, and its `weight` is made from them after loading.
  */
 import type { Tensor } from "../../compiler/trace.ts";
 import { KilnError } from "../../runtime/engine/errors.ts";
 import { Module, type ModelContext } from "./module.ts";
 import { type Parameter, type WeightLoader } from "./parameter.ts";
+import { QuantizedLinearWeights, quantizedFormatFor } from "./quantization/linear_method.ts";
+import type { LinearGeometry } from "./quantization/packed_parameter.ts";
 
 function divide(n: number, by: number, what: string): number {
   if (n % by !== 0) throw new KilnError("INVALID_ARGUMENT", `${what} ${n} is not divisible by tensor-parallel size ${by}`);
@@ -17,9 +23,20 @@ export interface LinearOptions {
   readonly bias?: boolean;
 }
 
+/**
+ * The layer's quantized weights when its linear method is a quantized one, else undefined (the
+ * layer then declares its float weight itself).
+ */
+function quantizedWeights(ctx: ModelContext, geometry: LinearGeometry): QuantizedLinearWeights | undefined {
+  const format = quantizedFormatFor(ctx.quantization, geometry);
+  return format === undefined ? undefined : new QuantizedLinearWeights(format, geometry, ctx.weightStorage);
+}
+
 abstract class LinearBase extends Module {
   abstract readonly weight: Parameter;
   abstract readonly bias: Parameter | undefined;
+  /** set when the layer is quantized: its packed tensors, dequantized into `weight` after loading */
+  abstract readonly quant: QuantizedLinearWeights | undefined;
 
   constructor(
     prefix: string,
@@ -36,8 +53,9 @@ abstract class LinearBase extends Module {
       if (x.rank !== 2 || x.cols !== this.inPerRank) {
         x.graph.fail(`linear expects [rows, ${this.inPerRank}], got [${x.shape.join(", ")}]`);
       }
-      const w = this.use(x.graph, this.weight);
       const b = this.bias ? this.use(x.graph, this.bias) : undefined;
+      if (this.quant) return this.quant.apply(x, b);
+      const w = this.use(x.graph, this.weight);
       return x.graph.add({
         kind: "linear",
         x: x.id,
@@ -54,9 +72,18 @@ abstract class LinearBase extends Module {
 export class ReplicatedLinear extends LinearBase {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
+  readonly quant: QuantizedLinearWeights | undefined;
   constructor(prefix: string, inputSize: number, outputSize: number, ctx: ModelContext, opts: LinearOptions = {}) {
     super(prefix, inputSize, outputSize);
-    this.weight = this.param("weight", [outputSize, inputSize], ctx.weightStorage);
+    this.quant = quantizedWeights(ctx, {
+      prefix,
+      outPerRank: outputSize,
+      inPerRank: inputSize,
+      fullIn: inputSize,
+      inStart: 0,
+      shards: [{ id: "*", dstStart: 0, rows: outputSize, srcStart: 0, srcRows: outputSize }],
+    });
+    this.weight = this.quant?.weight ?? this.param("weight", [outputSize, inputSize], ctx.weightStorage);
     this.bias = opts.bias ? this.param("bias", [outputSize]) : undefined;
   }
 }
@@ -65,13 +92,22 @@ export class ReplicatedLinear extends LinearBase {
 export class ColumnParallelLinear extends LinearBase {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
+  readonly quant: QuantizedLinearWeights | undefined;
   constructor(prefix: string, inputSize: number, outputSize: number, ctx: ModelContext, opts: LinearOptions = {}) {
     const per = divide(outputSize, ctx.parallel.tpSize, `${prefix}: output size`);
     super(prefix, inputSize, per);
     const rank = ctx.parallel.tpRank;
     const load: WeightLoader = (p, src) =>
       p.fill(src, { rowStart: 0, rows: per }, { dim: 0, start: rank * per, size: per }, "*");
-    this.weight = this.param("weight", [per, inputSize], ctx.weightStorage, load);
+    this.quant = quantizedWeights(ctx, {
+      prefix,
+      outPerRank: per,
+      inPerRank: inputSize,
+      fullIn: inputSize,
+      inStart: 0,
+      shards: [{ id: "*", dstStart: 0, rows: per, srcStart: rank * per, srcRows: outputSize }],
+    });
+    this.weight = this.quant?.weight ?? this.param("weight", [per, inputSize], ctx.weightStorage, load);
     this.bias = opts.bias ? this.param("bias", [per], "f32", load) : undefined;
   }
 }
@@ -83,6 +119,7 @@ export class ColumnParallelLinear extends LinearBase {
 export class MergedColumnParallelLinear extends LinearBase {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
+  readonly quant: QuantizedLinearWeights | undefined;
   readonly sizesPerRank: readonly number[];
   constructor(prefix: string, inputSize: number, outputSizes: readonly number[], ctx: ModelContext, opts: LinearOptions = {}) {
     const tp = ctx.parallel.tpSize;
@@ -100,7 +137,21 @@ export class MergedColumnParallelLinear extends LinearBase {
       const rowStart = per.slice(0, i).reduce((a, b) => a + b, 0);
       p.fill(src, { rowStart, rows: size }, { dim: 0, start: rank * size, size }, shard);
     };
-    this.weight = this.param("weight", [this.outPerRank, inputSize], ctx.weightStorage, load, shards);
+    this.quant = quantizedWeights(ctx, {
+      prefix,
+      outPerRank: this.outPerRank,
+      inPerRank: inputSize,
+      fullIn: inputSize,
+      inStart: 0,
+      shards: per.map((size, i) => ({
+        id: String(i),
+        dstStart: per.slice(0, i).reduce((a, b) => a + b, 0),
+        rows: size,
+        srcStart: rank * size,
+        srcRows: outputSizes[i]!,
+      })),
+    });
+    this.weight = this.quant?.weight ?? this.param("weight", [this.outPerRank, inputSize], ctx.weightStorage, load, shards);
     this.bias = opts.bias ? this.param("bias", [this.outPerRank], "f32", load, shards) : undefined;
   }
 }
@@ -119,6 +170,7 @@ export interface QkvSizes {
 export class QKVParallelLinear extends LinearBase {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
+  readonly quant: QuantizedLinearWeights | undefined;
   readonly sizes: QkvSizes;
   constructor(
     prefix: string,
@@ -161,7 +213,17 @@ export class QKVParallelLinear extends LinearBase {
       }
       for (const s of ["q", "k", "v"]) fill(s, fusedBase[s]!);
     };
-    this.weight = this.param("weight", [this.outPerRank, hiddenSize], ctx.weightStorage, load, ["q", "k", "v"]);
+    // quantized: q, k and v come as separate checkpoint tensors (a fused c_attn is not a quantized layout)
+    const srcRows: Record<string, number> = { q: totalHeads * headDim, k: totalKvHeads * headDim, v: totalKvHeads * headDim };
+    this.quant = quantizedWeights(ctx, {
+      prefix,
+      outPerRank: this.outPerRank,
+      inPerRank: hiddenSize,
+      fullIn: hiddenSize,
+      inStart: 0,
+      shards: (["q", "k", "v"] as const).map((s) => ({ id: s, dstStart: layout[s]!.rowStart, rows: layout[s]!.rows, srcStart: layout[s]!.srcStart, srcRows: srcRows[s]! })),
+    });
+    this.weight = this.quant?.weight ?? this.param("weight", [this.outPerRank, hiddenSize], ctx.weightStorage, load, ["q", "k", "v"]);
     this.bias = opts.bias ? this.param("bias", [this.outPerRank], "f32", load, ["q", "k", "v"]) : undefined;
   }
 
@@ -180,13 +242,22 @@ export class QKVParallelLinear extends LinearBase {
 export class RowParallelLinear extends LinearBase {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
+  readonly quant: QuantizedLinearWeights | undefined;
   constructor(prefix: string, inputSize: number, outputSize: number, ctx: ModelContext, opts: LinearOptions = {}) {
     const per = divide(inputSize, ctx.parallel.tpSize, `${prefix}: input size`);
     super(prefix, per, outputSize);
     const rank = ctx.parallel.tpRank;
     const load: WeightLoader = (p, src) =>
       p.fill(src, { rowStart: 0, rows: outputSize }, { dim: 1, start: rank * per, size: per }, "*");
-    this.weight = this.param("weight", [outputSize, per], ctx.weightStorage, load);
+    this.quant = quantizedWeights(ctx, {
+      prefix,
+      outPerRank: outputSize,
+      inPerRank: per,
+      fullIn: inputSize,
+      inStart: rank * per,
+      shards: [{ id: "*", dstStart: 0, rows: outputSize, srcStart: 0, srcRows: outputSize }],
+    });
+    this.weight = this.quant?.weight ?? this.param("weight", [outputSize, per], ctx.weightStorage, load);
     this.bias = opts.bias ? this.param("bias", [outputSize]) : undefined;
   }
 }

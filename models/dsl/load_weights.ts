@@ -7,6 +7,7 @@
 import { KilnError } from "../../runtime/engine/errors.ts";
 import type { Module } from "./module.ts";
 import type { SourceTensor } from "./parameter.ts";
+import { PackedParameter } from "./quantization/packed_parameter.ts";
 
 /** `param` replaces `checkpoint` in a checkpoint name; the tensor fills shard `shard`. */
 export interface StackedParam {
@@ -39,7 +40,10 @@ export interface WeightSource {
 }
 
 export interface LoadReport {
-  /** checkpoint tensor → parameter (and shard) it filled */
+  /**
+   * checkpoint tensor → parameter (and shard) it filled; a quantized layer's packed tensor names
+   * the graph weight it is dequantized into, with its shard and kind: `…qkv_proj.weight[k:qzeros]`
+   */
   readonly loaded: ReadonlyMap<string, string>;
   readonly skipped: readonly string[];
 }
@@ -53,7 +57,8 @@ export const LLAMA_STACKED: readonly StackedParam[] = [
 ];
 
 export function loadWeights(model: Module, source: WeightSource, rules: WeightRules): LoadReport {
-  const params = model.parameters();
+  // quantized layers' packed tensors are targets too (q/k/v's qweight stacks into qkv_proj.qweight)
+  const params = model.loadTargets();
   const loaded = new Map<string, string>();
   const skipped: string[] = [];
   const unused: string[] = [];
@@ -71,12 +76,26 @@ export function loadWeights(model: Module, source: WeightSource, rules: WeightRu
       continue;
     }
     const src = source.tensor(stored);
-    p.loader(p, rules.transposed?.some((r) => r.test(name)) ? transposed(src) : src, stacked?.shard);
-    loaded.set(stored, stacked ? `${paramName}[${stacked.shard}]` : paramName);
+    const flip = rules.transposed?.some((r) => r.test(name)) ?? false;
+    if (p instanceof PackedParameter) {
+      if (flip) throw new KilnError("QUANT_UNSUPPORTED", `tensor '${stored}' in ${src.origin}: a transposed (Conv1D) layer cannot be loaded quantized`);
+      p.fill(src, stacked?.shard);
+    } else {
+      p.loader(p, flip ? transposed(src) : src, stacked?.shard);
+    }
+    if (p instanceof PackedParameter) {
+      loaded.set(stored, `${p.feeds.param}[${stacked ? `${stacked.shard}:` : ""}${p.feeds.label}]`);
+    } else {
+      loaded.set(stored, stacked ? `${paramName}[${stacked.shard}]` : paramName);
+    }
   }
   const missing: string[] = [];
+  let missingPacked = false;
   for (const p of params.values()) {
     const shards = p.missingShards;
+    // a tensor a format may leave out (GPTQ's g_idx without desc_act) is missing only in part
+    if (p instanceof PackedParameter && p.spec.optional === true && shards.length === p.shards.length) continue;
+    if (shards.length > 0) missingPacked ||= p instanceof PackedParameter;
     if (shards.length === p.shards.length) missing.push(p.name);
     else if (shards.length > 0) missing.push(`${p.name} (shards ${shards.join(", ")})`);
   }
@@ -84,8 +103,11 @@ export function loadWeights(model: Module, source: WeightSource, rules: WeightRu
     const parts: string[] = [];
     if (missing.length > 0) parts.push(`parameters not filled by any checkpoint tensor: ${missing.join(", ")}`);
     if (unused.length > 0) parts.push(`checkpoint tensors not consumed by any parameter: ${unused.join(", ")}`);
-    throw new KilnError(missing.length > 0 ? "TENSOR_MISSING" : "TENSOR_UNUSED", `weight loading from ${source.origin} failed; ${parts.join("; ")}`);
+    // a quantized layer without its scales or zeros is a malformed quantized checkpoint
+    const code = missingPacked ? "QUANT_INVALID" : missing.length > 0 ? "TENSOR_MISSING" : "TENSOR_UNUSED";
+    throw new KilnError(code, `weight loading from ${source.origin} failed; ${parts.join("; ")}`);
   }
+  for (const m of model.modules()) m.processWeightsAfterLoading();
   return { loaded, skipped };
 }
 
@@ -109,5 +131,8 @@ function transposed(src: SourceTensor): SourceTensor {
     dtype: src.dtype,
     f32: () => flip(src.f32(), new Float32Array(rows * cols)),
     bf16: () => flip(src.bf16(), new Uint16Array(rows * cols)),
+    bytes: () => {
+      throw new KilnError("QUANT_UNSUPPORTED", `tensor '${src.name}' in ${src.origin}: a transposed (Conv1D) weight is read as floats, not raw bytes`);
+    },
   };
 }

@@ -6,6 +6,8 @@
 import type { StorageDType } from "../../compiler/ir.ts";
 import type { GraphBuilder, Tensor } from "../../compiler/trace.ts";
 import { Parameter, defaultLoader, type WeightLoader } from "./parameter.ts";
+import type { QuantizationConfig } from "./quantization/config.ts";
+import { PackedParameter } from "./quantization/packed_parameter.ts";
 
 /** Tensor-parallel placement. Only size 1 runs today; the shard math is already in the layers. */
 export interface ParallelConfig {
@@ -20,7 +22,15 @@ export interface ModelContext {
   readonly parallel: ParallelConfig;
   /** how matrix weights are kept in memory (norm weights and biases are always f32) */
   readonly weightStorage: StorageDType;
+  /**
+   * the checkpoint's quantization (config.json's quantization_config): the parallel linear layers
+   * ask it for their linear method; absent for a float checkpoint
+   */
+  readonly quantization?: QuantizationConfig | undefined;
 }
+
+/** Where a checkpoint tensor goes: a parameter, or a quantized layer's packed tensor. */
+export type LoadTarget = Parameter | PackedParameter;
 
 export function joinPrefix(prefix: string, name: string): string {
   return prefix === "" ? name : `${prefix}.${name}`;
@@ -53,21 +63,55 @@ export abstract class Module {
     return graph.param(p.name, p.shape, p.storage);
   }
 
+  /**
+   * Runs once every checkpoint tensor is loaded (vLLM's process_weights_after_loading): a
+   * quantized layer dequantizes its packed tensors into its weight here. Default: nothing.
+   */
+  processWeightsAfterLoading(): void {}
+
   /** Every parameter reachable from this module, by full checkpoint name (shared ones once). */
   parameters(): Map<string, Parameter> {
     const out = new Map<string, Parameter>();
+    this.walk((v) => {
+      if (v instanceof Parameter) out.set(v.name, v);
+    });
+    return out;
+  }
+
+  /**
+   * Every destination of a checkpoint tensor, by name: the parameters a checkpoint fills (not the
+   * derived ones, made after loading) and quantized layers' packed tensors.
+   */
+  loadTargets(): Map<string, LoadTarget> {
+    const out = new Map<string, LoadTarget>();
+    this.walk((v) => {
+      if ((v instanceof Parameter && v.origin === "checkpoint") || v instanceof PackedParameter) out.set(v.name, v);
+    });
+    return out;
+  }
+
+  /** This module and every module under it, parents first. */
+  modules(): Module[] {
+    const out: Module[] = [];
+    this.walk((v) => {
+      if (v instanceof Module) out.push(v);
+    });
+    return out;
+  }
+
+  private walk(see: (v: Module | Parameter | PackedParameter) => void): void {
     const visit = (v: unknown, seen: Set<unknown>): void => {
       if (v === null || typeof v !== "object" || seen.has(v)) return;
       seen.add(v);
-      if (v instanceof Parameter) {
-        out.set(v.name, v);
+      if (v instanceof Parameter || v instanceof PackedParameter) {
+        see(v);
       } else if (v instanceof Module) {
+        see(v);
         for (const child of Object.values(v)) visit(child, seen);
       } else if (Array.isArray(v)) {
         for (const child of v) visit(child, seen);
       }
     };
     visit(this, new Set());
-    return out;
   }
 }

@@ -22,6 +22,8 @@ export interface SourceTensor {
   readonly dtype: string;
   f32(): Float32Array;
   bf16(): Uint16Array;
+  /** the raw little-endian element bytes, for tensors kept in their stored type (packed quantized weights) */
+  bytes(): Uint8Array;
 }
 
 export const FLOAT_SOURCE_DTYPES = ["F32", "F16", "BF16", "F64"] as const;
@@ -46,6 +48,13 @@ export interface SourceNarrow {
 
 export type WeightLoader = (param: Parameter, src: SourceTensor, shard: string | undefined) => void;
 
+/**
+ * Where a parameter's data comes from: a checkpoint tensor ("checkpoint"), or the load step after
+ * every tensor is in ("derived": a quantized layer's dequantized weight, made from its packed
+ * tensors by its linear method; no checkpoint tensor maps to it).
+ */
+export type ParameterOrigin = "checkpoint" | "derived";
+
 export class Parameter {
   data: WeightData | undefined = undefined;
   private readonly filled = new Set<string>();
@@ -57,6 +66,7 @@ export class Parameter {
     /** shard ids that must all be loaded; `["*"]` for an unstacked parameter */
     readonly shards: readonly string[],
     readonly loader: WeightLoader,
+    readonly origin: ParameterOrigin = "checkpoint",
   ) {}
 
   get numel(): number {
@@ -69,6 +79,19 @@ export class Parameter {
 
   markFilled(shard: string): void {
     this.filled.add(shard);
+  }
+
+  /** Sets the whole data at once (a derived parameter, made after loading): `values` has numel elements. */
+  setF32(values: Float32Array): void {
+    if (values.length !== this.numel) throw new Error(`parameter '${this.name}': ${values.length} values for [${this.shape.join(", ")}]`);
+    if (this.storage === "bf16") {
+      const bits = new Uint16Array(values.length);
+      for (let i = 0; i < values.length; i++) bits[i] = f32ToBf16(values[i]!);
+      this.data = { dtype: "bf16", data: bits };
+    } else {
+      this.data = { dtype: "f32", data: values };
+    }
+    for (const s of this.shards) this.markFilled(s);
   }
 
   /** Copies (a narrowed part of) `src` into rows [target.rowStart, +target.rows). */
