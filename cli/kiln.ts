@@ -5,7 +5,9 @@
 import { Command } from "commander";
 import { isKilnError } from "../runtime/engine/errors.ts";
 import { loadPlugins, pluginsFromEnv } from "../models/registry.ts";
+import { checkModelCommand } from "./check_model.ts";
 import { compileCommand } from "./compile.ts";
+import { newModelCommand } from "./new_model.ts";
 import { goldenCommand } from "./golden.ts";
 import { runCommand } from "./run.ts";
 import { serveCommand } from "./serve.ts";
@@ -30,6 +32,8 @@ program.addCommand(goldenCommand());
 program.addCommand(compileCommand());
 program.addCommand(serveCommand());
 program.addCommand(verifyCommand());
+program.addCommand(checkModelCommand());
+program.addCommand(newModelCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -112,6 +112,12 @@ describe("out-of-tree models", () => {
     }
   });
 
+  it("a plugin whose register() registers nothing is a typed error, not a silent no-op", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-plugin-empty-"));
+    writeFileSync(join(dir, "empty.mjs"), "export function register() {}\n");
+    await expect(loadPlugins([join(dir, "empty.mjs")])).rejects.toMatchObject({ code: "PLUGIN_INVALID", message: expect.stringMatching(/registered no architecture/) });
+  });
+
   it("a bad plugin spec is a typed error", async () => {
     await expect(loadPlugins(["/nonexistent/plugin.mjs"])).rejects.toMatchObject({ code: "PLUGIN_INVALID" });
     expect(() => defaultRegistry.register("X", "no-colon-here")).toThrow(/module-path:ExportName/);
