@@ -11,6 +11,8 @@ import { loadModel, type LoadOptions } from "../runtime/io/model_loader.ts";
 import { ModelRunner } from "../runtime/backends/model_runner.ts";
 import { SafetensorsFile } from "../runtime/io/safetensors.ts";
 import type { BackendName } from "../runtime/backends/step_executor.ts";
+import { isOnnxModelPath } from "../models/onnx/onnx_path.ts";
+import { runOnnxGolden } from "./golden_onnx.ts";
 
 export interface GoldenPromptResult {
   readonly prompt: number;
@@ -72,6 +74,8 @@ function margin(row: Float32Array): number {
 }
 
 export async function runGolden(dir: string, opts: GoldenOptions): Promise<{ results: GoldenPromptResult[]; summary: GoldenSummary }> {
+  // an ONNX model's reference outputs lie beside it (x.reference.safetensors), in their own layout
+  if (isOnnxModelPath(dir)) return runOnnxGolden(dir, opts);
   const refPath = join(dir, "reference.safetensors");
   if (!existsSync(refPath)) throw new KilnError("MODEL_NOT_FOUND", `${dir} has no reference.safetensors`);
   const loaded = await loadModel(dir, opts);

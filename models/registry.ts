@@ -18,17 +18,31 @@ import { Mamba2ForCausalLM, MambaForCausalLM } from "./mamba.ts";
 import { MiniMaxForCausalLM } from "./minimax.ts";
 import { OPTForCausalLM } from "./opt.ts";
 import { Qwen3MoeForCausalLM } from "./qwen3_moe.ts";
+import { genericDecoderFallback } from "./authoring/generic_decoder.ts";
+import { OnnxArtifactModel, ONNX_ARCH } from "./onnx/onnx_model.ts";
 
 type Entry = { readonly kind: "class"; readonly cls: CausalLMClass } | { readonly kind: "lazy"; readonly spec: string };
 
+/** Serves an architecture no entry names (the generic decoder); undefined: it does not try. `unknown` is the refusal so far. */
+export type ArchitectureFallback = (arch: string, unknown: string) => CausalLMClass | undefined;
+
 export class ModelRegistry {
   private readonly entries = new Map<string, Entry>();
+  /** register() calls so far (a plugin that re-registers a known name still counts) */
+  private registrations = 0;
+
+  constructor(private readonly fallback?: ArchitectureFallback) {}
 
   register(arch: string, model: CausalLMClass | string): void {
     if (typeof model === "string" && !/^.+:[A-Za-z_$][\w$]*$/.test(model)) {
       throw new KilnError("PLUGIN_INVALID", `model spec '${model}' for ${arch} must look like "module-path:ExportName"`);
     }
     this.entries.set(arch, typeof model === "string" ? { kind: "lazy", spec: model } : { kind: "class", cls: model });
+    this.registrations++;
+  }
+
+  get registrationCount(): number {
+    return this.registrations;
   }
 
   has(arch: string): boolean {
@@ -49,11 +63,14 @@ export class ModelRegistry {
       this.entries.set(arch, { kind: "class", cls });
       return { arch, cls };
     }
-    throw new KilnError(
-      "ARCH_UNKNOWN",
+    const unknown =
       `no registered model for architecture ${archs.map((a) => `'${a}'`).join(", ") || "(none given)"}; ` +
-        `known: ${this.architectures().join(", ")}. Register one with registerModel() or a --plugin.`,
-    );
+      `known: ${this.architectures().join(", ")}. Register one with registerModel() or a --plugin.`;
+    const first = archs[0];
+    // the fallback's class decides fit from the checkpoint when built, and refuses with ARCH_UNKNOWN
+    const generic = first === undefined ? undefined : this.fallback?.(first, unknown);
+    if (first !== undefined && generic !== undefined) return { arch: first, cls: generic };
+    throw new KilnError("ARCH_UNKNOWN", unknown);
   }
 }
 
@@ -84,7 +101,7 @@ async function importExport(spec: string, arch: string): Promise<CausalLMClass> 
 }
 
 export function builtinRegistry(): ModelRegistry {
-  const r = new ModelRegistry();
+  const r = new ModelRegistry(genericDecoderFallback);
   r.register("LlamaForCausalLM", LlamaForCausalLM);
   r.register("MistralForCausalLM", MistralForCausalLM);
   r.register("Qwen2ForCausalLM", Qwen2ForCausalLM);
@@ -100,6 +117,8 @@ export function builtinRegistry(): ModelRegistry {
   r.register("GPT2LMHeadModel", GPT2LMHeadModel);
   r.register("Gemma2ForCausalLM", Gemma2ForCausalLM);
   r.register("Gemma3ForCausalLM", Gemma3ForCausalLM);
+  // what an engine artifact of an imported ONNX graph names (its program runs; nothing is traced)
+  r.register(ONNX_ARCH, OnnxArtifactModel);
   return r;
 }
 
@@ -116,7 +135,17 @@ export async function loadPlugins(paths: readonly string[]): Promise<void> {
     const mod = await importModule(path, "plugin");
     const register = mod["register"];
     if (typeof register !== "function") throw new KilnError("PLUGIN_INVALID", `plugin '${path}' exports no register() function`);
+    const before = defaultRegistry.registrationCount;
     await (register as () => unknown)();
+    // a plugin that registered nothing here most often reached another copy of kiln's modules: a
+    // .ts file outside a "type": "module" package loads as CommonJS, with its own registry
+    if (defaultRegistry.registrationCount === before) {
+      throw new KilnError(
+        "PLUGIN_INVALID",
+        `plugin '${path}' ran register() but registered no architecture in kiln's registry; if it is a .ts file loaded as CommonJS ` +
+          `(no "type": "module" in its package.json), it imported its own copy of kiln: name it .mts, or call registerModel() from kiln/dsl`,
+      );
+    }
   }
 }
 

@@ -14,6 +14,7 @@ import os from "node:os";
 import type { KvLayerSpec } from "../../compiler/ir.ts";
 import { KilnError } from "./errors.ts";
 import { loadGenerationConfig } from "../io/generation_config.ts";
+import { modelFolderOf } from "../../models/onnx/onnx_path.ts";
 import { KvCache } from "../backends/kv_cache.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type LoadedModel, type LoadOptions } from "../io/model_loader.ts";
 import { compileFor, KV_PLANNERS, ModelRunner } from "../backends/model_runner.ts";
@@ -85,8 +86,9 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Crea
   const model = await loadModel(dir, { ...opts.load, backend });
   // the one compile of this engine; an artifact's program was compiled by `kiln compile`
   const compiled = model.compiled ?? compileFor(backend, model.graph, model.weights);
-  const tokenizer = opts.tokenizer ?? KilnTokenizer.load(dir);
-  const generation = loadGenerationConfig(dir);
+  // an .onnx model is a file: its tokenizer and generation config are in the folder beside it
+  const tokenizer = opts.tokenizer ?? KilnTokenizer.load(modelFolderOf(dir));
+  const generation = loadGenerationConfig(modelFolderOf(dir));
   const blockSize = opts.blockSize ?? 16;
   const attentionFree = model.graph.kvLayers.length === 0;
   // an attention-free model has no positional limit of its own: bound its default context window

@@ -27,6 +27,11 @@ export const ERROR_CODES = [
   "CUDA_ERROR", // a CUDA driver, NVRTC or cuBLASLt call failed (the message carries the library's own text)
   "GRAMMAR_INVALID", // a JSON schema, regex, EBNF grammar or choice list that grammar-constrained decoding (xgrammar) cannot compile
   "GRAMMAR_UNAVAILABLE", // the xgrammar WebAssembly bundle is missing, is not the build kiln knows how to load, or failed inside
+  "ONNX_INVALID", // an ONNX file that is not a readable ModelProto (truncated, corrupt), or refers to an initializer or external data file that is missing
+  "ONNX_UNSUPPORTED", // an ONNX node, op type, opset or pattern the importer cannot map to kiln's IR (the message names the node, its op type and index)
+  "QUANT_INVALID", // a quantized checkpoint that does not match its quantization_config: a packed tensor of the wrong shape or dtype, missing scales or zeros, a bad g_idx (the message names the tensor)
+  "QUANT_UNSUPPORTED", // a quantization method, bit width, group size or option kiln cannot load (the message names the config field or the layer)
+  "MODEL_INCOMPLETE", // a model file written by `kiln new-model` reached a part it left as a TODO (the message says what to write)
   "DEPRECATED", // a deprecated flag, variable, field, API or artifact format that is off by default (re-enable with KILN_ALLOW_DEPRECATED) or removed; the message names the replacement
 ] as const;
 

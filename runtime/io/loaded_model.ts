@@ -46,4 +46,6 @@ export interface LoadOptions {
   readonly backend?: BackendName;
   /** hash every file of an engine artifact, its weights too (by default only sizes and the small files' digests are checked) */
   readonly verify?: boolean;
+  /** `--quantization`: the method the checkpoint's quantization_config must name (fp8, compressed-tensors, awq, gptq) */
+  readonly quantization?: string | undefined;
 }

@@ -20,6 +20,9 @@ import { Checkpoint } from "./checkpoint.ts";
 import { checkConfigAgainstCheckpoint } from "./checkpoint_agreement.ts";
 import { KilnError } from "../engine/errors.ts";
 import { architectures, configDtype, loadConfigJson } from "../../models/hf_config.ts";
+import { readQuantizationConfig } from "../../models/dsl/quantization/config.ts";
+import { loadOnnxModel } from "../../models/onnx/onnx_loader.ts";
+import { isOnnxModelPath } from "../../models/onnx/onnx_path.ts";
 
 export type { LoadedModel, LoadOptions } from "./loaded_model.ts";
 
@@ -36,12 +39,15 @@ export function checkpointSource(ckpt: Checkpoint): WeightSource {
         dtype: info.dtype,
         f32: () => ckpt.readF32(name),
         bf16: () => ckpt.readBf16Bits(name),
+        bytes: () => ckpt.readBytes(name),
       };
     },
   };
 }
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  // an ONNX graph is named by its file; its tokenizer lives in the folder beside it
+  if (isOnnxModelPath(dir)) return loadOnnxModel(dir, opts);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new KilnError("MODEL_NOT_FOUND", `model folder ${dir} does not exist`);
   }
@@ -49,13 +55,14 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   const config = loadConfigJson(dir);
   const { arch, cls } = await (opts.registry ?? defaultRegistry).resolve(architectures(config));
   const storage = opts.weightStorage ?? (configDtype(config) === "bfloat16" ? "bf16" : "f32");
+  const quantization = readQuantizationConfig(config, opts.quantization);
   // Headers first (small): the config is checked against them before it sizes anything.
   const ckpt = Checkpoint.open(dir);
   let model: CausalLM;
   let report: LoadReport;
   try {
     checkConfigAgainstCheckpoint(config, ckpt);
-    model = new cls({ config, ctx: { parallel: SINGLE_DEVICE, weightStorage: storage } });
+    model = new cls({ config, ctx: { parallel: SINGLE_DEVICE, weightStorage: storage, quantization } });
     report = model.loadWeights(checkpointSource(ckpt));
   } finally {
     ckpt.close();
@@ -70,5 +77,14 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   return { dir, arch, config, model, graph, weights, report };
 }
 
-/** The embedded default model, shipped in the repository. */
-export const DEFAULT_MODEL_DIR = packagePath("assets", "fortune-llama");
+/**
+ * The embedded default model, shipped in the repository. A package built for machines without a C
+ * compiler (tools/nightly.sh) carries it as an engine artifact compiled for the CPU, with its
+ * kernels built, under prebuilds/<platform>-<arch>/fortune-llama: that one is the default there.
+ */
+export const DEFAULT_MODEL_DIR = defaultModelDir();
+
+function defaultModelDir(): string {
+  const prebuilt = packagePath("prebuilds", `${process.platform}-${process.arch}`, "fortune-llama");
+  return existsSync(join(prebuilt, "manifest.json")) ? prebuilt : packagePath("assets", "fortune-llama");
+}
