@@ -37,6 +37,17 @@ const SLOW = [
   "tests/server/hardening.test.ts",
   "tests/server/hostile_clients.test.ts",
   "tests/models/model_file_mutation.test.ts",
+  // model-author tooling: ts-morph type-checks every model file (about 25 s); the CLI as a process
+  "tests/authoring/model_check.test.ts",
+  "tests/authoring/cli.test.ts",
+  // tools/nightly.sh, then the tarball installed and run with no compiler on the PATH (~3.5 min)
+  "tests/packaging/*.test.ts",
+  // quantized checkpoints: the CLI as a process; goldens on the CUDA emulator
+  "tests/quantization/cli.test.ts",
+  "tests/quantization/emulated_cuda.test.ts",
+  // ONNX: the CLI as a process; the imported graph on the CUDA emulator
+  "tests/onnx/cli.test.ts",
+  "tests/onnx/cuda_emulated.test.ts",
 ];
 
 export default defineConfig({

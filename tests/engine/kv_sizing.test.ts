@@ -50,7 +50,7 @@ describe("the CPU KV pool", () => {
 
   it("kiln serve says which context window it chose", async () => {
     const dir = longContextQwen3();
-    const child = spawn(process.execPath, ["bin/kiln.js", "serve", dir, "--port", "0", "--kv-cache-memory", "1MiB", "--log-level", "warn"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["bin/kiln.js", "serve", dir, "--port", "0", "--kv-cache-memory-bytes", "1MiB", "--log-level", "warn"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     const out = await new Promise<string>((resolve, reject) => {
       let text = "";
       child.stdout.on("data", (b: Buffer) => {

@@ -1,6 +1,6 @@
 /**
  * The native CPU kernels (kernels/cpu/*.cc, built by `npm run build:native` into
- * build/native/Release/kiln_cpu.node). Every function works in place on preallocated typed arrays
+ * build/native/Release/kiln_cpu.node, or prebuilt in a package: prebuiltAddonPath). Every function works in place on preallocated typed arrays
  * and runs synchronously; shapes are passed explicitly and checked in C++, which throws a
  * TypeError (wrong array type, wrong argument count) or RangeError (wrong length, index outside a
  * cache) before touching memory. All matrices are row-major f32 unless noted.
@@ -124,7 +124,17 @@ const KERNEL_NAMES = [
   "mapFile",
 ] as const satisfies readonly (keyof NativeKernels)[];
 
-const ADDON_PATH = packagePath("build", "native", "Release", "kiln_cpu.node");
+/** Where `npm run build:native` puts the addon built from source. */
+export const SOURCE_BUILD_PATH = packagePath("build", "native", "Release", "kiln_cpu.node");
+
+/**
+ * Where a package built once for many machines (tools/nightly.sh) carries the addon prebuilt for
+ * this platform, built for a portable instruction set: such a package has no build/native and
+ * must install without cmake or a compiler.
+ */
+export function prebuiltAddonPath(platform: string = process.platform, arch: string = process.arch): string {
+  return packagePath("prebuilds", `${platform}-${arch}`, "kiln_cpu.node");
+}
 
 function isNativeKernels(mod: unknown): mod is NativeKernels {
   if (typeof mod !== "object" || mod === null) return false;
@@ -136,7 +146,17 @@ function isNativeKernels(mod: unknown): mod is NativeKernels {
  * keep the result). Throws KilnError NATIVE_UNAVAILABLE if it is not built or does not load.
  */
 export function loadNative(): NativeKernels {
-  return loadNativeFrom(ADDON_PATH);
+  return loadNativeFrom(addonPath());
+}
+
+/**
+ * The prebuilt addon when the package carries one for this platform, else the source build. A
+ * checkout has no prebuilds/ (tools/nightly.sh stages them outside the tree), so there the source
+ * build is always the one loaded, and a rebuilt kernel is never shadowed by a stale prebuild.
+ */
+export function addonPath(): string {
+  const prebuilt = prebuiltAddonPath();
+  return existsSync(prebuilt) ? prebuilt : SOURCE_BUILD_PATH;
 }
 
 /** loadNative from an explicit path to kiln_cpu.node (tests, or a build kept elsewhere). */
