@@ -6,7 +6,7 @@
  */
 import cliProgress from "cli-progress";
 import { Command } from "commander";
-import { compileArtifact, parseDtype, parseTarget, type ArtifactSummary, type ProgressReporter } from "../runtime/io/artifact.ts";
+import { compileArtifact, parseDtype, parseKvDtype, parseTarget, type ArtifactSummary, type ProgressReporter } from "../runtime/io/artifact.ts";
 import { intFlag } from "./options.ts";
 
 interface CompileFlags {
@@ -65,7 +65,7 @@ export function compileCommand(): Command {
     .requiredOption("-o, --output <dir>", "the artifact folder to write")
     .option("--target <target>", "cpu or cuda:sm_XX", "cpu")
     .option("--dtype <dtype>", "storage: bf16, f16 or f32 (default: the checkpoint's)")
-    .option("--kv-cache-dtype <dtype>", "cuda: the KV cache's storage, bf16, f16 or f32 (default: as --dtype)")
+    .option("--kv-cache-dtype <dtype>", "cuda: the KV cache's storage, bf16, f16, f32 or fp8 (e4m3) (default: as --dtype)")
     .option("--max-model-len <n>", "context length (default: the model's)", intFlag("--max-model-len", 1))
     .option("--max-num-seqs <n>", "sequences per step; sets the CUDA-graph capture sizes", intFlag("--max-num-seqs", 1), 256)
     .option("--force", "replace an existing artifact folder")
@@ -76,7 +76,7 @@ export function compileCommand(): Command {
         outDir: flags.output,
         target: parseTarget(flags.target),
         ...(flags.dtype !== undefined ? { dtype: parseDtype(flags.dtype) } : {}),
-        ...(flags.kvCacheDtype !== undefined ? { kvCacheDtype: parseDtype(flags.kvCacheDtype) } : {}),
+        ...(flags.kvCacheDtype !== undefined ? { kvCacheDtype: parseKvDtype(flags.kvCacheDtype) } : {}),
         ...(flags.maxModelLen !== undefined ? { maxModelLen: flags.maxModelLen } : {}),
         maxNumSeqs: flags.maxNumSeqs,
         force: flags.force === true,

@@ -5,7 +5,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { runGolden } from "./golden_check.ts";
 import { BACKENDS, type BackendName } from "../runtime/backends/step_executor.ts";
-import { cudaDtypeFlag, floatFlag, registerCudaFromFlags, type CudaDtypeChoice } from "./options.ts";
+import { cudaDtypeFlag, floatFlag, kvCacheDtypeFlag, registerCudaFromFlags, type CudaDtypeChoice, type CudaKvDtypeChoice } from "./options.ts";
 
 interface GoldenFlags {
   backend: BackendName;
@@ -13,13 +13,13 @@ interface GoldenFlags {
   ropeFreqBf16?: boolean;
   enforceEager?: boolean;
   dtype: CudaDtypeChoice;
-  kvCacheDtype: CudaDtypeChoice;
+  kvCacheDtype: CudaKvDtypeChoice;
 }
 
 export function goldenCommand(): Command {
   return new Command("golden")
     .description("compare a fixture folder's model against its reference.safetensors")
-    .argument("<fixture-dir>", "a folder with config.json, model.safetensors and reference.safetensors")
+    .argument("<fixture-dir>", "a folder with config.json, model.safetensors and reference.safetensors, or an x.onnx file with x.reference.safetensors beside it")
     .option("--backend <name>", `where the model runs: ${BACKENDS.join(" or ")}`, (v): BackendName => {
       const b = BACKENDS.find((name) => name === v);
       if (b === undefined) throw new InvalidArgumentError(`backend '${v}' is not available; use ${BACKENDS.join(" or ")}`);
@@ -29,7 +29,7 @@ export function goldenCommand(): Command {
     .option("--rope-freq-bf16", "round rotary frequencies to bf16, as HF models upcast from bf16 do")
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
     .option("--dtype <dtype>", "cuda: weight precision, float32, bfloat16, float16 or auto (the checkpoint's)", cudaDtypeFlag("--dtype"), "f32")
-    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16 or float16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16, float16 or fp8 (e4m3)", kvCacheDtypeFlag("--kv-cache-dtype"), "auto")
     .action(async (dir: string, flags: GoldenFlags) => {
       // the CUDA backend is loaded only when asked for, and its device opened before the model
       const cuda = await registerCudaFromFlags(flags, "f32", dir);

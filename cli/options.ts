@@ -7,7 +7,7 @@ import { configDtype, loadConfigJson } from "../models/hf_config.ts";
 import { KilnError } from "../runtime/engine/errors.ts";
 import { BACKENDS, type BackendName } from "../runtime/backends/step_executor.ts";
 import type { CudaRegistration } from "../runtime/backends/cuda/register.ts";
-import type { FloatDtype } from "../compiler/dtype.ts";
+import type { FloatDtype, KvDtype } from "../compiler/dtype.ts";
 
 export function intFlag(name: string, min = 0): (v: string) => number {
   return (v) => {
@@ -69,12 +69,36 @@ export function cudaDtypeFlag(name: string): (v: string) => CudaDtypeChoice {
   };
 }
 
+/** A --kv-cache-dtype value: auto (as the weights), or how the device holds the KV cache. */
+export type CudaKvDtypeChoice = "auto" | KvDtype;
+
+/**
+ * --kv-cache-dtype of the CUDA backend: what cudaDtypeFlag takes, or fp8 (vLLM's spelling, and
+ * fp8_e4m3): e4m3 storage with per-layer K and V scales of 1. Only the KV cache takes fp8.
+ */
+export function kvCacheDtypeFlag(name: string): (v: string) => CudaKvDtypeChoice {
+  const float = cudaDtypeFlag(name);
+  return (v) => {
+    switch (v.trim().toLowerCase()) {
+      case "fp8":
+      case "fp8_e4m3":
+        return "fp8";
+      default:
+        try {
+          return float(v);
+        } catch {
+          throw new InvalidArgumentError(`${name} must be auto, float32, bfloat16, float16 or fp8 (got '${v}')`);
+        }
+    }
+  };
+}
+
 /** The CUDA flags `kiln serve` and `kiln golden` share. */
 export interface CudaFlags {
   readonly backend: BackendName;
   readonly enforceEager?: boolean;
   readonly dtype: CudaDtypeChoice;
-  readonly kvCacheDtype: CudaDtypeChoice;
+  readonly kvCacheDtype: CudaKvDtypeChoice;
 }
 
 /**

@@ -15,7 +15,8 @@ import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
 import type { BackendName, KernelOrigin } from "../runtime/backends/step_executor.ts";
 import { KilnTokenizer } from "../runtime/io/tokenizer.ts";
-import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, floatFlag, intFlag, registerCudaFromFlags } from "./options.ts";
+import { isOnnxModelPath, modelFolderOf } from "../models/onnx/onnx_path.ts";
+import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, type CudaKvDtypeChoice, kvCacheDtypeFlag, floatFlag, intFlag, registerCudaFromFlags } from "./options.ts";
 
 /** What one `kiln run` generates, besides the flags of the backend it runs on. */
 export interface RunOptions {
@@ -44,6 +45,8 @@ export interface RunOptions {
   readonly blockSize?: number | undefined;
   /** context window (default: the model's) */
   readonly maxModelLen?: number | undefined;
+  /** the quantization method the checkpoint's quantization_config must name (fp8, compressed-tensors, awq, gptq) */
+  readonly quantization?: string | undefined;
 }
 
 export interface RunResult {
@@ -71,14 +74,16 @@ export function blocksForGeneration(promptTokens: number, maxTokens: number, max
 export async function runPrompt(opts: RunOptions, onText: (text: string) => void = () => {}): Promise<RunResult> {
   const dir = opts.model;
   // the tokenizer sizes the pool, so it loads first: a missing folder must still say so
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new KilnError("MODEL_NOT_FOUND", `model folder ${dir} does not exist`);
-  const tokenizer = KilnTokenizer.load(dir);
+  // an .onnx model is a file; its tokenizer and generation config are in the folder beside it
+  const onnx = isOnnxModelPath(dir);
+  if (!existsSync(dir) || statSync(dir).isDirectory() === onnx) throw new KilnError("MODEL_NOT_FOUND", `model ${onnx ? "file" : "folder"} ${dir} does not exist`);
+  const tokenizer = KilnTokenizer.load(modelFolderOf(dir));
   const prompt = tokenizer.encode(opts.prompt, { addSpecialTokens: true });
   const blockSize = opts.blockSize ?? 16;
   const { engine, runner, model } = await createEngine({
     modelDir: dir,
     tokenizer,
-    ...(opts.verify === true ? { load: { verify: true } } : {}),
+    load: { ...(opts.verify === true ? { verify: true } : {}), ...(opts.quantization === undefined ? {} : { quantization: opts.quantization }) },
     blockSize,
     numBlocks: blocksForGeneration(prompt.length, opts.maxTokens, opts.maxModelLen ?? Infinity, blockSize),
     maxNumSeqs: 1,
@@ -91,7 +96,7 @@ export async function runPrompt(opts: RunOptions, onText: (text: string) => void
     if (opts.maxModelLen !== undefined && opts.maxModelLen > model.model.maxPositions) {
       throw new KilnError("INVALID_ARGUMENT", `--max-model-len ${opts.maxModelLen} exceeds the model's ${model.model.maxPositions} positions`);
     }
-    const stream = engine.generate({ prompt, params: samplingParams(opts, dir) });
+    const stream = engine.generate({ prompt, params: samplingParams(opts, modelFolderOf(dir)) });
     const startedAt = performance.now();
     let firstTokenAt: number | undefined;
     const tokenIds: number[] = [];
@@ -141,7 +146,7 @@ interface RunFlags extends RunOptions {
   readonly stats?: boolean;
   readonly enforceEager?: boolean;
   readonly dtype: CudaDtypeChoice;
-  readonly kvCacheDtype: CudaDtypeChoice;
+  readonly kvCacheDtype: CudaKvDtypeChoice;
   readonly backend: BackendName;
 }
 
@@ -186,8 +191,9 @@ export function runCommand(): Command {
     .option("--verify", "an engine artifact: hash every file against its manifest, the weights too, before loading (kiln verify)")
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs")
     .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's), float32, bfloat16 or float16", cudaDtypeFlag("--dtype"), "auto")
-    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16 or float16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16, float16 or fp8 (e4m3)", kvCacheDtypeFlag("--kv-cache-dtype"), "auto")
     .option("--stats", "print token counts and speed to stderr")
+    .option("--quantization <method>", "the checkpoint's quantization method (fp8, compressed-tensors, awq, gptq); checked against its quantization_config")
     .action(async (flags: RunFlags) => {
       if (flags.minTokens !== undefined && flags.minTokens > flags.maxTokens) {
         throw new KilnError("INVALID_ARGUMENT", `--min-tokens (${flags.minTokens}) must be at most --max-tokens (${flags.maxTokens})`);

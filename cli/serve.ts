@@ -3,31 +3,37 @@
  * embedded fortune model). SIGINT/SIGTERM stop accepting, let in-flight requests finish within
  * the grace period, then abort what is left and exit 0. On `--backend cuda` the KV pool takes
  * what `--gpu-memory-utilization` of device memory leaves after the weights and activations
- * (unless --kv-cache-memory is given).
+ * (unless --kv-cache-memory-bytes is given).
  */
 import { basename } from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { deprecate, type Deprecation } from "../runtime/engine/deprecation.ts";
 import { createEngine } from "../runtime/engine/create_engine.ts";
 import { loadGenerationConfig } from "../runtime/io/generation_config.ts";
 import { DEFAULT_MODEL_DIR } from "../runtime/io/model_loader.ts";
+import { KilnTokenizer } from "../runtime/io/tokenizer.ts";
+import { isOnnxModelPath, modelFolderOf } from "../models/onnx/onnx_path.ts";
 import { KilnError } from "../runtime/engine/errors.ts";
 import { DEFAULT_CORS, DEFAULT_LIMITS } from "../runtime/server/server_defaults.ts";
 import { isToolParserName, TOOL_PARSERS, type ToolParserName } from "../runtime/server/tool_parsers/registry.ts";
 import type { BackendName, KernelOrigin } from "../runtime/backends/step_executor.ts";
-import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
+import { backendFlag, cudaDtypeFlag, type CudaDtypeChoice, type CudaKvDtypeChoice, kvCacheDtypeFlag, gpuMemoryUtilizationFlag, intFlag, floatFlag, registerCudaFromFlags } from "./options.ts";
 
 interface ServeFlags {
   verify?: boolean;
+  quantization?: string;
   host: string;
   port: number;
   maxNumSeqs?: number;
   maxNumBatchedTokens?: number;
   maxModelLen?: number;
+  kvCacheMemoryBytes?: number;
+  /** the deprecated spelling of kvCacheMemoryBytes */
   kvCacheMemory?: number;
   gpuMemoryUtilization?: number;
   enforceEager?: boolean;
   dtype: CudaDtypeChoice;
-  kvCacheDtype: CudaDtypeChoice;
+  kvCacheDtype: CudaKvDtypeChoice;
   backend: BackendName;
   blockSize: number;
   apiKey?: string;
@@ -104,6 +110,30 @@ export function kernelsLine(origin: KernelOrigin | undefined): string {
   return `kernels: ${what} (sha256 ${origin.sha256.slice(0, 12)})${origin.note === undefined ? "" : `: ${origin.note}`}\n`;
 }
 
+/**
+ * `--kv-cache-memory` was kiln's name for vLLM's `--kv-cache-memory-bytes`; the vLLM spelling
+ * replaces it (docs/deprecation.md), so a vLLM command line works unchanged.
+ */
+export const KV_CACHE_MEMORY_FLAG: Deprecation = {
+  name: "kv-cache-memory-flag",
+  what: "`kiln serve --kv-cache-memory`",
+  replacement: "`--kv-cache-memory-bytes` (vLLM's name; the same sizes, e.g. 512MiB)",
+  since: "0.2",
+  removeIn: "0.4",
+  stage: "warn",
+};
+
+function deprecatedKvCacheMemory(v: string): number {
+  deprecate(KV_CACHE_MEMORY_FLAG);
+  return parseBytes(v);
+}
+
+/** The KV pool's size from the flags: the new spelling wins where both are given. */
+export function kvCacheBytesFlag(flags: Pick<ServeFlags, "kvCacheMemoryBytes" | "kvCacheMemory">): { kvCacheBytes?: number } {
+  const bytes = flags.kvCacheMemoryBytes ?? flags.kvCacheMemory;
+  return bytes === undefined ? {} : { kvCacheBytes: bytes };
+}
+
 export function serveCommand(): Command {
   return new Command("serve")
     .description("serve a model over an OpenAI-compatible HTTP API")
@@ -113,7 +143,8 @@ export function serveCommand(): Command {
     .option("--max-num-seqs <n>", "sequences per step", intFlag("--max-num-seqs", 1))
     .option("--max-num-batched-tokens <n>", "tokens per step", intFlag("--max-num-batched-tokens", 1))
     .option("--max-model-len <n>", "context window (default: the model's)", intFlag("--max-model-len", 2))
-    .option("--kv-cache-memory <size>", "memory for the KV cache, e.g. 512MiB", parseBytes)
+    .option("--kv-cache-memory-bytes <size>", "memory for the KV cache, e.g. 512MiB", parseBytes)
+    .addOption(new Option("--kv-cache-memory <size>").hideHelp().argParser(deprecatedKvCacheMemory))
     .option("--backend <name>", "where the model runs: cpu or cuda", backendFlag, "cpu")
     .option(
       "--gpu-memory-utilization <fraction>",
@@ -123,7 +154,7 @@ export function serveCommand(): Command {
     .option("--verify", "an engine artifact: hash every file against its manifest, the weights too, before loading (kiln verify)")
     .option("--enforce-eager", "cuda: run every step eagerly instead of replaying CUDA graphs (full graphs for decode steps, pieces for prefill and mixed steps)")
     .option("--dtype <dtype>", "cuda: weight precision, auto (the checkpoint's: bfloat16 if it stores bf16, float16 if its config says so, else float32), float32, bfloat16 or float16", cudaDtypeFlag("--dtype"), "auto")
-    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16 or float16", cudaDtypeFlag("--kv-cache-dtype"), "auto")
+    .option("--kv-cache-dtype <dtype>", "cuda: KV cache precision, auto (as the weights), float32, bfloat16, float16 or fp8 (e4m3)", kvCacheDtypeFlag("--kv-cache-dtype"), "auto")
     .option("--block-size <n>", "tokens per KV block", intFlag("--block-size", 1), 16)
     .option("--api-key <key>", "require 'Authorization: Bearer <key>' on /v1/* (also KILN_API_KEY)")
     .option("--served-model-name <name>", "the model name clients send (default: the folder name)")
@@ -146,6 +177,7 @@ export function serveCommand(): Command {
     .option("--tool-call-parser <name>", `how "auto" tool calls are read: ${Object.keys(TOOL_PARSERS).join(" or ")} (vLLM's names)`, toolParserFlag)
     .option("--grace-period <s>", "seconds in-flight requests get to finish on shutdown", floatFlag("--grace-period", 0), 10)
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
+    .option("--quantization <method>", "the checkpoint's quantization method (fp8, compressed-tensors, awq, gptq); checked against its quantization_config")
     .action(async (dirArg: string | undefined, flags: ServeFlags) => {
       const dir = dirArg ?? DEFAULT_MODEL_DIR;
       // as vLLM: the flag without a parser is a mistake caught before the model loads
@@ -157,14 +189,16 @@ export function serveCommand(): Command {
       cuda?.backend();
       const { engine, runner, tokenizer, kvPool, maxModelLen, contextLowered } = await createEngine({
         modelDir: dir,
+        // an .onnx model's tokenizer is in the folder beside the file
+        ...(isOnnxModelPath(dir) ? { tokenizer: KilnTokenizer.load(modelFolderOf(dir)) } : {}),
         backend: flags.backend,
         blockSize: flags.blockSize,
         ...(flags.gpuMemoryUtilization === undefined ? {} : { gpuMemoryUtilization: flags.gpuMemoryUtilization }),
         ...(flags.maxNumSeqs === undefined ? {} : { maxNumSeqs: flags.maxNumSeqs }),
         ...(flags.maxNumBatchedTokens === undefined ? {} : { maxNumBatchedTokens: flags.maxNumBatchedTokens }),
         ...(flags.maxModelLen === undefined ? {} : { maxModelLen: flags.maxModelLen }),
-        ...(flags.kvCacheMemory === undefined ? {} : { kvCacheBytes: flags.kvCacheMemory }),
-        ...(flags.verify === true ? { load: { verify: true } } : {}),
+        ...kvCacheBytesFlag(flags),
+        load: { ...(flags.verify === true ? { verify: true } : {}), ...(flags.quantization === undefined ? {} : { quantization: flags.quantization }) },
       });
       const name = flags.servedModelName ?? basename(dir);
       // loaded here, not at start-up: the other commands never need fastify and the server's modules
@@ -174,7 +208,7 @@ export function serveCommand(): Command {
         tokenizer,
         servedModelName: name,
         maxModelLen,
-        defaults: loadGenerationConfig(dir),
+        defaults: loadGenerationConfig(modelFolderOf(dir)),
         apiKey: flags.apiKey ?? process.env["KILN_API_KEY"],
         maxPendingRequests: flags.maxPendingRequests,
         requestTimeoutMs: Math.round(flags.requestTimeout * 1000),
@@ -206,7 +240,7 @@ export function serveCommand(): Command {
           `context window: ${maxModelLen} tokens` +
           (contextLowered === undefined
             ? ""
-            : ` (lowered from the model's ${contextLowered.from}: the KV pool holds no more; raise --kv-cache-memory, or set --max-model-len to insist)`) +
+            : ` (lowered from the model's ${contextLowered.from}: the KV pool holds no more; raise --kv-cache-memory-bytes, or set --max-model-len to insist)`) +
           "\n" +
           `try: curl ${url}/v1/completions -H 'Content-Type: application/json' ` +
           `-d '{"model": "${name}", "prompt": "The secret of life is", "max_tokens": 32}'\n`,

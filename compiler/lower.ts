@@ -12,13 +12,17 @@ import type { Piece } from "./passes/partition.ts";
 import type { BufferRole, BufferSpec, InputBound, Program, ProgramInput, ProgramOptions, Step } from "./program.ts";
 import type { Dtype } from "./dtype.ts";
 
-/** Parameters read as weight matrices: GEMM weights and embedding tables (held in the program's dtype on CUDA). */
+/** Parameters read as weight matrices: GEMM weights, embedding tables and the experts' stacked matrices (held in the program's dtype on CUDA). */
 export function weightMatrices(graph: Graph): Set<string> {
   const names = new Set<string>();
   for (const n of graph.nodes) {
-    const id = n.kind === "linear" ? n.weight : n.kind === "embedding" ? n.table : undefined;
-    const p = id === undefined ? undefined : graph.nodes[id];
-    if (p?.kind === "param") names.add(p.name);
+    // the experts' stacked matrices too (the router stays f32: it picks the experts, and a 16-bit
+    // router would flip near ties)
+    const ids = n.kind === "linear" ? [n.weight] : n.kind === "embedding" ? [n.table] : n.kind === "moe" ? [n.w13, n.w2] : [];
+    for (const id of ids) {
+      const p = graph.nodes[id];
+      if (p?.kind === "param") names.add(p.name);
+    }
   }
   return names;
 }

@@ -16,7 +16,7 @@
 import type { Dim, InputName, KvLayerSpec, MoeActivation, MoeRouting, StateLayerSpec, ValueId } from "./ir.ts";
 import type { LoweredKernel, ParamShape } from "./kernel_ir.ts";
 import type { Piece } from "./passes/partition.ts";
-import type { Dtype, FloatDtype } from "./dtype.ts";
+import type { Dtype, FloatDtype, KvDtype } from "./dtype.ts";
 
 /** Per-step i32 inputs: the graph's inputs plus the KV slot of each token. */
 export type ProgramInput = InputName | "slot_mapping";
@@ -168,8 +168,8 @@ export interface ProgramOptions {
    * params declare.
    */
   readonly dtype: FloatDtype;
-  /** storage of the KV cache on CUDA when it differs from `dtype` (vLLM's kv_cache_dtype) */
-  readonly kvDtype?: FloatDtype;
+  /** storage of the KV cache on CUDA when it differs from `dtype` (vLLM's kv_cache_dtype; fp8 is e4m3, scales 1.0) */
+  readonly kvDtype?: KvDtype;
   /** decode batch sizes CUDA graphs are captured for; empty: none (vLLM's enforce_eager) */
   readonly captureSizes?: readonly number[];
 }
@@ -191,7 +191,7 @@ export interface Program {
 /** How the program stores each parameter, by name (its param buffers' element types). */
 export function paramDtypes(program: Program): Map<string, FloatDtype> {
   const out = new Map<string, FloatDtype>();
-  for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32") out.set(b.role.name, b.elem);
+  for (const b of program.buffers) if (b.role.kind === "param" && b.elem !== "i32" && b.elem !== "fp8") out.set(b.role.name, b.elem);
   return out;
 }
 

@@ -12,7 +12,11 @@ import type { Dtype } from "../dtype.ts";
 
 export const C_DIALECT: Dialect = {
   int: "int64_t",
-  elemType: (e) => ({ f32: "float", bf16: "uint16_t", f16: "_Float16", i32: "int32_t" })[e],
+  elemType: (e) => {
+    // lowering keeps CPU caches in f32; fp8 (a CUDA KV cache's storage) has no C conversions
+    if (e === "fp8") throw new Error("the C dialect has no fp8 storage (the CPU backend keeps its KV cache in f32)");
+    return { f32: "float", bf16: "uint16_t", f16: "_Float16", i32: "int32_t" }[e];
+  },
   loadAsF32: (e, element) => (e === "bf16" ? `kiln_bf16_to_f32(${element})` : e === "f16" ? `(float)${element}` : element),
   fromF32: (e, value) => (e === "bf16" ? `kiln_f32_to_bf16(${value})` : e === "f16" ? `(_Float16)(${value})` : value),
 };

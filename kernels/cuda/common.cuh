@@ -1,5 +1,5 @@
 // Helpers shared by kiln's CUDA kernels. Self-contained on purpose: NVRTC compiles these files
-// with no system headers, so nothing here includes one (bf16 and f16 are converted by hand,
+// with no system headers, so nothing here includes one (bf16, f16 and e4m3 are converted by hand,
 // infinity is a bit pattern). Every kernel file includes this header; NVRTC receives it as an in-memory
 // header, nvcc finds it beside the .cu file.
 #pragma once
@@ -47,6 +47,35 @@ __device__ __forceinline__ unsigned short kiln_round_f16(float x) {
   return (unsigned short)(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
 }
 
+// e4m3 bit pattern (an fp8 KV cache: sign, 4 exponent bits of bias 7, 3 mantissa bits; no
+// infinities, NaN = 0x7f / 0xff, largest finite 448) → f32, exact. Subnormals (exponent 0) are
+// m · 2^-9, computed as a float product so a flush-to-zero mode cannot lose them; normals move
+// their exponent and mantissa into f32 position and rebias 7 → 127.
+__device__ __forceinline__ float kiln_widen_e4m3(unsigned char bits) {
+  const unsigned int b = bits;
+  const unsigned int sign = (b & 0x80u) << 24;
+  const unsigned int mag = b & 0x7fu;
+  if (mag == 0x7fu) return __uint_as_float(sign | 0x7fc00000u);
+  const float v = mag < 8u ? (float)mag * 0.001953125f : __uint_as_float((mag << 20) + (120u << 23));
+  return __uint_as_float(sign | __float_as_uint(v));
+}
+
+// f32 → nearest e4m3 bit pattern, ties to even; |x| ≥ 448 and infinities saturate to ±448 (as
+// vLLM's saturating conversion does: e4m3 has no infinity); NaN stays NaN. Below 2^-6 the result
+// is subnormal: adding 2^14 rounds |x| to a multiple of 2^-9 (the f32 spacing at 2^14) in the
+// float unit, and the f32 bits past 2^14's count the 2^-9 steps (8 of them reach 2^-6, 0x08).
+// compiler/render/cuda.ts's CUDA_FP8_PRELUDE restates this for generated kernels, bit for bit.
+__device__ __forceinline__ unsigned char kiln_round_e4m3(float x) {
+  const unsigned int u = __float_as_uint(x);
+  const unsigned int sign = (u >> 24) & 0x80u;
+  const unsigned int a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return (unsigned char)(sign | 0x7fu);
+  if (a >= 0x43e00000u) return (unsigned char)(sign | 0x7eu);  // 448
+  if (a < 0x3c800000u) return (unsigned char)(sign | (__float_as_uint(__uint_as_float(a) + 16384.0f) - 0x46800000u));
+  const unsigned int r = a - 0x3c000000u;  // exponent rebiased from 127 to 7
+  return (unsigned char)(sign | ((r + 0x7ffffu + ((r >> 20) & 1u)) >> 20));
+}
+
 // The 16-bit formats as types, for kernels templated over them: widen (exact) and round (to
 // nearest even) between the bit pattern and f32.
 struct kiln_bf16_format {
@@ -56,6 +85,12 @@ struct kiln_bf16_format {
 struct kiln_f16_format {
   __device__ static __forceinline__ float widen(unsigned short bits) { return kiln_widen_f16(bits); }
   __device__ static __forceinline__ unsigned short round(float x) { return kiln_round_f16(x); }
+};
+
+// e4m3 as a format type (a byte per element), for kernels templated over the cache format
+struct kiln_e4m3_format {
+  __device__ static __forceinline__ float widen(unsigned char bits) { return kiln_widen_e4m3(bits); }
+  __device__ static __forceinline__ unsigned char round(float x) { return kiln_round_e4m3(x); }
 };
 
 // Butterfly reductions over the 32 lanes of a warp; every lane gets the result. All lanes must

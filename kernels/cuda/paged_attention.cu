@@ -4,8 +4,10 @@
 // blockTables[seq · maxBlocksPerSeq + j / blockSize] · blockSize + j % blockSize of the caches
 // [numSlots, numKvHeads, headDim]. score = (q · k) · scale, then softcap · tanh(score / softcap)
 // in the _softcap variants. `window` ≥ every position means no sliding window (the host passes
-// 2^30). The caches hold f32 (kiln_paged_attention*), bf16 (*_bf16) or f16 (*_f16) bit patterns;
-// scores, the softmax and the value sums are f32 either way.
+// 2^30). The caches hold f32 (kiln_paged_attention*), bf16 (*_bf16), f16 (*_f16) or e4m3 (*_fp8)
+// bit patterns; scores, the softmax and the value sums are f32 either way. An e4m3 cache holds
+// value / scale: the _fp8 entry points take the layer's kScale and vScale (per tensor) and compute
+// score = (q · k) · (scale · kScale) and out = (Σ p v) · vScale / Σ p, the other formats 1.
 //
 // GQA: the G = numHeads / numKvHeads query heads of a KV head read the same keys, so a block
 // takes up to KILN_ATTN_GROUP of them and reads each key and value row once for all of them.
@@ -18,7 +20,7 @@
 // merges the splits.
 //
 // Inside a block, 4 warps take tiles of 32 keys in turn with an online softmax per head: lane =
-// key for the scores; for the value sums, when a row is 1, 2, 4, 8, 16 or 32 16-byte chunks,
+// key for the scores; for the value sums, when a row is 1, 2, 4, 8, 16 or 32 16-byte chunks (8-byte for e4m3),
 // each lane takes one chunk of every (32 / chunks)-th key with vector loads (else lane = head
 // dimension). The warps then merge through shared memory. headDim ≤ 256.
 // Launch: grid (T, numKvHeads · groupBlocks, numSplits), block (128): T in x, whose limit is 2^31 − 1
@@ -36,6 +38,15 @@ struct alignas(16) kiln_f4 {
 struct alignas(16) kiln_u4 {
   unsigned int x, y, z, w;
 };
+struct alignas(8) kiln_u2 {
+  unsigned int x, y;
+};
+
+// An e4m3 cache element (kiln_e4m3_format) as its bit pattern
+template <class F>
+struct kiln_byte_bits {
+  unsigned char bits;
+};
 
 // A 16-bit cache element of format F (kiln_bf16_format or kiln_f16_format) as its bit pattern;
 // a type per format, so the overloads below tell the formats apart at compile time
@@ -47,6 +58,8 @@ struct kiln_half_bits {
 __device__ __forceinline__ float kiln_kv_load(const float* p, int i) { return p[i]; }
 template <class F>
 __device__ __forceinline__ float kiln_kv_load(const kiln_half_bits<F>* p, int i) { return F::widen(p[i].bits); }
+template <class F>
+__device__ __forceinline__ float kiln_kv_load(const kiln_byte_bits<F>* p, int i) { return F::widen(p[i].bits); }
 
 // Four (f32) or eight (16-bit) consecutive cache elements at element i, widened; vector loads
 __device__ __forceinline__ void kiln_kv_chunk(const float* p, int i, float* o) {
@@ -65,9 +78,23 @@ __device__ __forceinline__ void kiln_kv_chunk(const kiln_half_bits<F>* p, int i,
     o[2 * k + 1] = F::widen((unsigned short)(w[k] >> 16));
   }
 }
+// Eight consecutive e4m3 elements at element i (an 8-byte load, so a lane's chunk still fills
+// at most KILN_ATTN_MAX_D_PER_LANE accumulators), widened
+template <class F>
+__device__ __forceinline__ void kiln_kv_chunk(const kiln_byte_bits<F>* p, int i, float* o) {
+  const kiln_u2 u = *reinterpret_cast<const kiln_u2*>(p + i);
+  for (int k = 0; k < 4; ++k) {
+    o[k] = F::widen((unsigned char)(u.x >> (8 * k)));  // the lowest address holds the first element
+    o[4 + k] = F::widen((unsigned char)(u.y >> (8 * k)));
+  }
+}
 template <typename KV>
 struct kiln_kv_width {
   static constexpr int value = 16 / sizeof(KV);  // elements per 16-byte load
+};
+template <class F>
+struct kiln_kv_width<kiln_byte_bits<F> > {
+  static constexpr int value = 8;  // elements per 8-byte load
 };
 
 // scores[g] = q_g · key for the block's ng query heads (qs [ng][D] in shared memory)
@@ -104,7 +131,8 @@ template <bool SOFTCAP, typename KV>
 __device__ __forceinline__ void kiln_attend(float* out, float* partial, const float* q, const KV* kCache, const KV* vCache,
                                             const int* tokenSeq, const int* tokenPos, const int* blockTables,
                                             int maxBlocksPerSeq, int blockSize, int numHeads, int numKvHeads, int headDim,
-                                            float scale, int window, float softcap, int numSplits) {
+                                            float scale, int window, float softcap, int numSplits, float kScale,
+                                            float vScale) {
   const int G = numHeads / numKvHeads;
   const int groupBlocks = (G + KILN_ATTN_GROUP - 1) / KILN_ATTN_GROUP;
   const int kvh = blockIdx.y / groupBlocks;
@@ -125,7 +153,8 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
   const int* table = blockTables + (long long)seq * maxBlocksPerSeq;
   const long long kvRow = (long long)numKvHeads * D;
   const float inf = kiln_inf();
-  // values in 16-byte chunks when rows split evenly: rowChunks lanes per key, 32 / rowChunks keys
+  const float qkScale = scale * kScale;  // exactly `scale` for the formats without a scale (kScale 1)
+  // values in 16-byte chunks (8-byte for e4m3) when rows split evenly: rowChunks lanes per key, 32 / rowChunks keys
   // at a time, acc[g][e] holding element e of chunk c; else lane = dimension, acc[g][i] holding
   // dimension lane + 32 i
   constexpr int W = kiln_kv_width<KV>::value;
@@ -170,7 +199,7 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
       kiln_group_dots(score, qs, kCache + at, D, ng);
 #pragma unroll
       for (int g = 0; g < KILN_ATTN_GROUP; ++g) {
-        score[g] *= scale;
+        score[g] *= qkScale;
         if (SOFTCAP) score[g] = softcap * tanhf(score[g] / softcap);
       }
     } else {
@@ -263,7 +292,7 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
       for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float s = 0.0f;
         for (int w = 0; w < KILN_ATTN_WARPS; ++w) s += warpAcc[w][g][d] * weight[w];
-        o[d] = s / L;  // L ≥ 1: every query sees at least its own key
+        o[d] = s * vScale / L;  // L ≥ 1: every query sees at least its own key
       }
     } else {
       float* part = partial + (((long long)t * numHeads + h) * numSplits + split) * (D + 2);
@@ -274,7 +303,7 @@ __device__ __forceinline__ void kiln_attend(float* out, float* partial, const fl
       for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float s = 0.0f;
         for (int w = 0; w < KILN_ATTN_WARPS; ++w) s += warpAcc[w][g][d] * weight[w];
-        part[2 + d] = s;
+        part[2 + d] = s * vScale;  // the combine is linear in the sums
       }
     }
   }
@@ -286,7 +315,7 @@ extern "C" __global__ void kiln_paged_attention(float* out, float* partial, cons
                                       int numKvHeads, int headDim, float scale, int window, float softcap,
                                       int numSplits) {
   kiln_attend<false, float>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
-                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits, 1.0f, 1.0f);
 }
 
 extern "C" __global__ void kiln_paged_attention_softcap(float* out, float* partial, const float* q, const float* kCache,
@@ -295,7 +324,7 @@ extern "C" __global__ void kiln_paged_attention_softcap(float* out, float* parti
                                       int numKvHeads, int headDim, float scale, int window, float softcap,
                                       int numSplits) {
   kiln_attend<true, float>(out, partial, q, kCache, vCache, tokenSeq, tokenPos, blockTables, maxBlocksPerSeq, blockSize,
-                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits);
+                        numHeads, numKvHeads, headDim, scale, window, softcap, numSplits, 1.0f, 1.0f);
 }
 
 extern "C" __global__ void kiln_paged_attention_bf16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -306,7 +335,7 @@ extern "C" __global__ void kiln_paged_attention_bf16(float* out, float* partial,
   typedef kiln_half_bits<kiln_bf16_format> KV;
   kiln_attend<false, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
                          tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
-                         softcap, numSplits);
+                         softcap, numSplits, 1.0f, 1.0f);
 }
 
 extern "C" __global__ void kiln_paged_attention_softcap_bf16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -317,7 +346,7 @@ extern "C" __global__ void kiln_paged_attention_softcap_bf16(float* out, float* 
   typedef kiln_half_bits<kiln_bf16_format> KV;
   kiln_attend<true, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
                         tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
-                        softcap, numSplits);
+                        softcap, numSplits, 1.0f, 1.0f);
 }
 
 extern "C" __global__ void kiln_paged_attention_f16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -328,7 +357,7 @@ extern "C" __global__ void kiln_paged_attention_f16(float* out, float* partial, 
   typedef kiln_half_bits<kiln_f16_format> KV;
   kiln_attend<false, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
                          tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
-                         softcap, numSplits);
+                         softcap, numSplits, 1.0f, 1.0f);
 }
 
 extern "C" __global__ void kiln_paged_attention_softcap_f16(float* out, float* partial, const float* q, const unsigned short* kCache,
@@ -339,7 +368,29 @@ extern "C" __global__ void kiln_paged_attention_softcap_f16(float* out, float* p
   typedef kiln_half_bits<kiln_f16_format> KV;
   kiln_attend<true, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
                         tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
-                        softcap, numSplits);
+                        softcap, numSplits, 1.0f, 1.0f);
+}
+
+extern "C" __global__ void kiln_paged_attention_fp8(float* out, float* partial, const float* q, const unsigned char* kCache,
+                                      const unsigned char* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits, float kScale, float vScale) {
+  typedef kiln_byte_bits<kiln_e4m3_format> KV;
+  kiln_attend<false, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
+                         tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+                         softcap, numSplits, kScale, vScale);
+}
+
+extern "C" __global__ void kiln_paged_attention_softcap_fp8(float* out, float* partial, const float* q, const unsigned char* kCache,
+                                      const unsigned char* vCache, const int* tokenSeq, const int* tokenPos,
+                                      const int* blockTables, int maxBlocksPerSeq, int blockSize, int numHeads,
+                                      int numKvHeads, int headDim, float scale, int window, float softcap,
+                                      int numSplits, float kScale, float vScale) {
+  typedef kiln_byte_bits<kiln_e4m3_format> KV;
+  kiln_attend<true, KV>(out, partial, q, reinterpret_cast<const KV*>(kCache), reinterpret_cast<const KV*>(vCache), tokenSeq,
+                        tokenPos, blockTables, maxBlocksPerSeq, blockSize, numHeads, numKvHeads, headDim, scale, window,
+                        softcap, numSplits, kScale, vScale);
 }
 
 // Merges the splits of kiln_paged_attention: out = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M),

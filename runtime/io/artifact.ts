@@ -34,9 +34,10 @@ import { fileDigest } from "./file_digest.ts";
 import { weightMapReport, writeArtifactWeights } from "./artifact_weights.ts";
 import { isKilnError, KilnError } from "../engine/errors.ts";
 import { configDtype, loadConfigJson } from "../../models/hf_config.ts";
+import { isOnnxModelPath, modelFolderOf } from "../../models/onnx/onnx_path.ts";
 import { loadModel } from "./model_loader.ts";
 import { packagePath } from "./package_root.ts";
-import { FLOAT_DTYPES, type FloatDtype } from "../../compiler/dtype.ts";
+import { FLOAT_DTYPES, KV_DTYPES, type FloatDtype, type KvDtype } from "../../compiler/dtype.ts";
 
 export const COPIED_FILES = [
   "config.json",
@@ -57,6 +58,13 @@ export function parseTarget(s: string): Target {
 export function parseDtype(s: string): FloatDtype {
   const d = FLOAT_DTYPES.find((x) => x === s);
   if (d === undefined) throw new KilnError("INVALID_ARGUMENT", `dtype '${s}' is not one of ${FLOAT_DTYPES.join(", ")}`);
+  return d;
+}
+
+/** A KV cache storage: a float dtype, or fp8 (e4m3, CUDA only). */
+export function parseKvDtype(s: string): KvDtype {
+  const d = KV_DTYPES.find((x) => x === s);
+  if (d === undefined) throw new KilnError("INVALID_ARGUMENT", `KV cache dtype '${s}' is not one of ${KV_DTYPES.join(", ")}`);
   return d;
 }
 
@@ -81,8 +89,8 @@ export interface CompileArtifactOptions {
   readonly target: Target;
   /** default: the checkpoint's dtype (f16 checkpoints become f32 on the CPU) */
   readonly dtype?: FloatDtype;
-  /** the KV cache's storage on CUDA (default: as the weights) */
-  readonly kvCacheDtype?: FloatDtype;
+  /** the KV cache's storage on CUDA (default: as the weights; fp8 is e4m3) */
+  readonly kvCacheDtype?: KvDtype;
   /** default: the model's max_position_embeddings */
   readonly maxModelLen?: number;
   readonly maxNumSeqs?: number;
@@ -111,6 +119,8 @@ export interface ArtifactSummary {
 const KILN_VERSION = String((JSON.parse(fs.readFileSync(packagePath("package.json"), "utf8")) as { version?: unknown }).version);
 
 function defaultDtype(modelDir: string, target: Target): FloatDtype {
+  // an ONNX graph's initializers are imported as f32; it has no config.json to say otherwise
+  if (isOnnxModelPath(modelDir)) return "f32";
   const d = configDtype(loadConfigJson(modelDir));
   if (d === "bfloat16") return "bf16";
   return d === "float16" && target.kind === "cuda" ? "f16" : "f32";
@@ -178,9 +188,13 @@ export async function compileArtifact(opts: CompileArtifactOptions): Promise<Art
     fs.writeFileSync(nodePath.join(tmp, "program.json"), programToJson(program));
     fs.writeFileSync(nodePath.join(tmp, "weight_map.json"), JSON.stringify(weightMap, null, 1));
     for (const f of COPIED_FILES) {
-      const src = nodePath.join(opts.modelDir, f);
+      // an .onnx model's tokenizer and generation config are in the folder beside it
+      const src = nodePath.join(modelFolderOf(opts.modelDir), f);
       if (fs.existsSync(src)) fs.copyFileSync(src, nodePath.join(tmp, f));
     }
+    // an ONNX graph's config is the one its import made (architecture, vocabulary, positions),
+    // not a config.json that may lie beside the file
+    if (isOnnxModelPath(opts.modelDir)) fs.writeFileSync(nodePath.join(tmp, "config.json"), JSON.stringify(loaded.config.raw, null, 1));
     const shapes = new Map<string, readonly number[]>();
     for (const n of graph.nodes) if (n.kind === "param") shapes.set(n.name, n.shape.map(Number));
     const storage = paramDtypes(program);

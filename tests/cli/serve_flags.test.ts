@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { InvalidArgumentError } from "commander";
 import { describe, expect, it } from "vitest";
-import { backendFlag, cudaDtypeFlag, cudaWeightDtype, gpuMemoryUtilizationFlag } from "../../cli/options.ts";
+import { backendFlag, cudaDtypeFlag, cudaWeightDtype, gpuMemoryUtilizationFlag, kvCacheDtypeFlag } from "../../cli/options.ts";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,10 +25,16 @@ describe("kiln serve flags", () => {
     expect(() => backendFlag("tpu")).toThrow(/cpu or cuda/);
   });
 
-  it("--dtype and --kv-cache-dtype take auto, float32, bfloat16 or float16 (and their short names)", () => {
-    const f = cudaDtypeFlag("--kv-cache-dtype");
+  it("--dtype takes auto, float32, bfloat16 or float16 (and their short names); fp8 is for the KV cache only", () => {
+    const f = cudaDtypeFlag("--dtype");
     expect(["auto", "float32", "FP32", "f32", "bfloat16", "bf16", "float16", "half", "fp16"].map(f)).toEqual(["auto", "f32", "f32", "f32", "bf16", "bf16", "f16", "f16", "f16"]);
-    for (const bad of ["fp8", "int8", ""]) expect(() => f(bad), bad).toThrow(/--kv-cache-dtype must be auto, float32, bfloat16 or float16/);
+    for (const bad of ["fp8", "int8", ""]) expect(() => f(bad), bad).toThrow(/--dtype must be auto, float32, bfloat16 or float16/);
+  });
+
+  it("--kv-cache-dtype takes the same, and fp8 (e4m3, vLLM's spelling)", () => {
+    const f = kvCacheDtypeFlag("--kv-cache-dtype");
+    expect(["auto", "float32", "bf16", "half", "fp8", "fp8_e4m3"].map(f)).toEqual(["auto", "f32", "bf16", "f16", "fp8", "fp8"]);
+    for (const bad of ["int8", "fp8_e5m2", ""]) expect(() => f(bad), bad).toThrow(/--kv-cache-dtype must be auto, float32, bfloat16, float16 or fp8/);
   });
 
   it("--dtype auto means f16 for a folder whose config declares float16 weights, and stays auto otherwise", () => {
@@ -71,7 +77,7 @@ describe("kiln serve flags", () => {
   }, 30_000);
 
   it("the startup lines say where the model runs and how large the KV pool is", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--port", "0", "--kv-cache-memory", "6MiB", "--log-level", "error"], {
+    const child = spawn(process.execPath, ["--import", "tsx", "cli/kiln.ts", "serve", "--port", "0", "--kv-cache-memory-bytes", "6MiB", "--log-level", "error"], {
       cwd: ROOT,
     });
     try {

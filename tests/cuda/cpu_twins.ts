@@ -37,6 +37,50 @@ export function add(a: Float32Array, b: Float32Array): Float64Array {
   return Float64Array.from(a, (v, i) => v + b[i % b.length]!);
 }
 
+/**
+ * The e4m3 value of each bit pattern 0x00 … 0x7f from the format's definition (bias 7, 3 mantissa
+ * bits): exponent 0 is subnormal, m · 2^-9; else 2^(e − 7) · (1 + m / 8); 0x7f is NaN.
+ */
+const E4M3_MAGNITUDES: readonly number[] = Array.from({ length: 128 }, (_, b) => {
+  const e = b >> 3;
+  const m = b & 7;
+  if (b === 0x7f) return NaN;
+  return e === 0 ? m * 2 ** -9 : 2 ** (e - 7) * (1 + m / 8);
+});
+
+/** e4m3 bits → value (exact); NaN for 0x7f / 0xff */
+export function e4m3Value(bits: number): number {
+  const v = E4M3_MAGNITUDES[bits & 0x7f]!;
+  return bits & 0x80 ? -v : v;
+}
+
+/**
+ * x → e4m3 bits by search, not bit tricks (so it checks them): the nearest finite magnitude,
+ * a tie to the even pattern; |x| ≥ 448 (infinities too) saturates to ±448 (0x7e), as vLLM's
+ * saturating conversion does; NaN → 0x7f with x's sign.
+ */
+export function encodeE4m3(x: number): number {
+  const sign = x < 0 || Object.is(x, -0) ? 0x80 : 0;
+  if (Number.isNaN(x)) return 0x7f;
+  const a = Math.abs(x);
+  if (a >= 448) return sign | 0x7e;
+  let best = 0;
+  for (let b = 1; b < 0x7f; b++) {
+    const d = Math.abs(E4M3_MAGNITUDES[b]! - a);
+    const dBest = Math.abs(E4M3_MAGNITUDES[best]! - a);
+    if (d < dBest || (d === dBest && (b & 1) === 0 && (best & 1) === 1)) best = b;
+  }
+  return sign | best;
+}
+
+export function toE4m3(x: Float32Array): Uint8Array {
+  return Uint8Array.from(x, encodeE4m3);
+}
+
+export function fromE4m3(bits: Uint8Array): Float32Array {
+  return Float32Array.from(bits, e4m3Value);
+}
+
 export interface AttentionShape {
   readonly blockSize: number;
   readonly maxBlocksPerSeq: number;
@@ -46,6 +90,9 @@ export interface AttentionShape {
   readonly scale: number;
   readonly window: number | undefined;
   readonly softcap: number | undefined;
+  /** an fp8 cache's per-tensor scales: the caches hold value / scale (default 1) */
+  readonly kScale?: number;
+  readonly vScale?: number;
 }
 
 /** Causal paged attention of each query row t (sequence tokenSeq[t], position tokenPos[t]). */
@@ -75,7 +122,7 @@ export function pagedAttention(
         const at = (slot * s.numKvHeads + kvh) * D;
         let dot = 0;
         for (let d = 0; d < D; d++) dot += q[qRow + d]! * kCache[at + d]!;
-        let score = dot * s.scale;
+        let score = dot * s.scale * (s.kScale ?? 1);
         if (s.softcap !== undefined) score = s.softcap * Math.tanh(score / s.softcap);
         rows.push(at);
         scores.push(score);
@@ -86,7 +133,7 @@ export function pagedAttention(
       for (let d = 0; d < D; d++) {
         let acc = 0;
         rows.forEach((at, i) => (acc += p[i]! * vCache[at + d]!));
-        out[qRow + d] = acc / l;
+        out[qRow + d] = (acc * (s.vScale ?? 1)) / l;
       }
     }
   }

@@ -21,7 +21,7 @@ import { runGolden, type GoldenOptions } from "../../cli/golden_check.ts";
 import { packStep } from "../../runtime/backends/kv_cache.ts";
 import { loadModel } from "../../runtime/io/model_loader.ts";
 import { fixture } from "../fixture_copy.ts";
-import { fixturesWhere, type FixtureFacts } from "../fixtures/index.ts";
+import { fixtureFacts, fixturesWhere, type FixtureFacts } from "../fixtures/index.ts";
 import { buildEmulator, emulatorEnv } from "./emulator/build_emulator.ts";
 import { PARITY_CASES, runParityCases } from "./parity_cases.ts";
 import { compare, randomF32, rng } from "./parity_support.ts";
@@ -170,6 +170,22 @@ describe("emulated CUDA backend", () => {
           expect(summary.ok, JSON.stringify(summary)).toBe(true);
           // a cache that silently stayed f32 would land near 1e-7
           expect(summary.worst_greedy_logits_rel_err).toBeGreaterThan(1e-5);
+        } finally {
+          cuda.dispose();
+        }
+      });
+    }
+
+    // an e4m3 cache (scales 1) on a sample: full attention, grouped queries with q/k norms, a
+    // sliding window, soft-capping with alternating windows
+    for (const name of ["llama", "qwen3", "mistral-swa", "gemma2"]) {
+      it(`${name} with f32 weights and an fp8 (e4m3) KV cache (3e-2)`, async () => {
+        const cuda = registerCudaBackend({ kvCacheDtype: "fp8" });
+        try {
+          const { summary } = await runGolden(fixture(name), { ...goldenOptions(fixtureFacts(name)), tolerance: 3e-2 });
+          expect(summary.ok, JSON.stringify(summary)).toBe(true);
+          // a cache that silently stayed f32 would land near 1e-7, a 16-bit one near 1e-4
+          expect(summary.worst_greedy_logits_rel_err).toBeGreaterThan(1e-4);
         } finally {
           cuda.dispose();
         }

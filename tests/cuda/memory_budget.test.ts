@@ -22,13 +22,15 @@ import { cudaProgramOptions } from "../../runtime/backends/cuda/executor.ts";
 const GiB = 2 ** 30;
 
 describe("KV budget from device memory", () => {
-  it("bytes per block: K and V in f32 or bf16 for every attention layer", () => {
+  it("bytes per block: K and V in f32, bf16 or fp8 for every attention layer", () => {
     const layers: KvLayerSpec[] = [
       { cacheKey: "a", numKvHeads: 8, headDim: 64, slidingWindow: undefined },
       { cacheKey: "b", numKvHeads: 2, headDim: 128, slidingWindow: 4096 },
     ];
     expect(kvBytesPerBlock(layers, 16, "f32")).toBe(2 * 4 * 16 * (8 * 64 + 2 * 128));
     expect(kvBytesPerBlock(layers, 16, "bf16")).toBe(2 * 2 * 16 * (8 * 64 + 2 * 128));
+    // e4m3: one byte an element, half of bf16
+    expect(kvBytesPerBlock(layers, 16, "fp8")).toBe(2 * 1 * 16 * (8 * 64 + 2 * 128));
     expect(kvBytesPerBlock([], 16, "f32")).toBe(0);
   });
 

@@ -2,20 +2,23 @@
  * Parity cases for paged attention: packed steps that mix decode, chunked prefill over a cached
  * prefix and fresh prefill, GQA (groups smaller than, equal to and larger than a block's
  * ATTENTION_GROUP) and MQA, awkward block and head sizes, the sliding window, soft-capping,
- * splits along the keys (some of them empty), and f32, bf16 and f16 caches. (The step's KV write
+ * splits along the keys (some of them empty), and f32, bf16, f16 and fp8 (e4m3, with K and V
+ * scales) caches. (The step's KV write
  * is part of a fused kernel of the compiled program, checked end to end.)
  */
 import { attentionHeadBlocks } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
 import type { KernelName } from "../../runtime/backends/cuda/kernel_catalog.ts";
 import { compare, fromBf16, fromF16, randomF32, rng, toBf16, toF16, type ParityCase } from "./parity_support.ts";
-import type { FloatDtype } from "../../compiler/dtype.ts";
+import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
+import type { KvDtype } from "../../compiler/dtype.ts";
 
 const KERNELS = {
   f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
   bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
   f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
-} as const satisfies Record<FloatDtype, Record<"plain" | "softcap", KernelName>>;
+  fp8: { plain: "kiln_paged_attention_fp8", softcap: "kiln_paged_attention_softcap_fp8" },
+} as const satisfies Record<KvDtype, Record<"plain" | "softcap", KernelName>>;
 
 /** How a test puts a cache of each dtype on the device: rounded bits, and their values widened back. */
 const HALF = {
@@ -41,7 +44,19 @@ interface AttentionConfig {
   readonly softcap: number | undefined;
   readonly splits: number;
   readonly seed: number;
-  readonly kv?: FloatDtype;
+  readonly kv?: KvDtype;
+  /** an fp8 cache's per-tensor scales (default 1) */
+  readonly kScale?: number;
+  readonly vScale?: number;
+}
+
+/**
+ * An e4m3 cache on the device: the scratch has no byte buffers, so the bytes travel as 16-bit
+ * words (little-endian, as the host and the device are); `bytes.length` must be even.
+ */
+function bytesOnDevice(s: { u16(x: Uint16Array): DevicePtr }, bytes: Uint8Array): DevicePtr {
+  if (bytes.length % 2 !== 0) throw new RangeError(`an e4m3 test cache needs an even byte count, got ${bytes.length}`);
+  return s.u16(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
 }
 
 function shuffled(n: number, r: () => number): number[] {
@@ -81,19 +96,25 @@ export function attentionCase(c: AttentionConfig): ParityCase {
       const T = tokenSeq.length;
       const cacheLen = numBlocks * c.blockSize * c.numKvHeads * D;
       const kv = c.kv ?? "f32";
-      const half = kv === "f32" ? undefined : HALF[kv];
-      // a 16-bit cache holds rounded values: the twin reads them widened back
-      const kCache = half ? half.widen(half.round(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
-      const vCache = half ? half.widen(half.round(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
-      const cache = (x: Float32Array) => (half ? s.u16(half.round(x)) : s.f32(x));
+      const half = kv === "bf16" || kv === "f16" ? HALF[kv] : undefined;
+      // a 16-bit or e4m3 cache holds rounded values: the twin reads them widened back (e4m3
+      // values drawn from [-4, 4] reach its subnormals too)
+      const stored = (): Float32Array => {
+        if (kv === "fp8") return twin.fromE4m3(twin.toE4m3(randomF32(cacheLen, r, 4)));
+        return half ? half.widen(half.round(randomF32(cacheLen, r))) : randomF32(cacheLen, r);
+      };
+      const kCache = stored();
+      const vCache = stored();
+      const cache = (x: Float32Array): DevicePtr => (kv === "fp8" ? bytesOnDevice(s, twin.toE4m3(x)) : half ? s.u16(half.round(x)) : s.f32(x));
       const q = randomF32(T * c.numHeads * D, r);
       const scale = 1 / Math.sqrt(D);
       const seqs = Int32Array.from(tokenSeq);
       const poss = Int32Array.from(tokenPos);
       const out = s.out(T * c.numHeads * D);
       const partial = s.out(Math.max(1, T * c.numHeads * c.splits * (D + 2)));
-      const kernel = KERNELS[kv][c.softcap === undefined ? "plain" : "softcap"];
-      b.kernels.launch(kernel, [T, attentionHeadBlocks(c.numHeads, c.numKvHeads), c.splits], [128, 1, 1], [
+      const variant = c.softcap === undefined ? "plain" : "softcap";
+      const grid = [T, attentionHeadBlocks(c.numHeads, c.numKvHeads), c.splits] as const;
+      const args = [
         out,
         partial,
         s.f32(q),
@@ -111,7 +132,9 @@ export function attentionCase(c: AttentionConfig): ParityCase {
         c.window ?? 2 ** 30,
         c.softcap ?? 0,
         c.splits,
-      ]);
+      ] as const;
+      if (kv === "fp8") b.kernels.launch(KERNELS.fp8[variant], grid, [128, 1, 1], [...args, c.kScale ?? 1, c.vScale ?? 1]);
+      else b.kernels.launch(KERNELS[kv][variant], grid, [128, 1, 1], args);
       if (c.splits > 1) b.kernels.launch("kiln_attention_combine", [T, c.numHeads, 1], [128, 1, 1], [out, partial, T, c.numHeads, D, c.splits]);
       const ref = twin.pagedAttention(q, kCache, vCache, seqs, poss, blockTables, {
         blockSize: c.blockSize,
@@ -122,6 +145,8 @@ export function attentionCase(c: AttentionConfig): ParityCase {
         scale: Math.fround(scale),
         window: c.window,
         softcap: c.softcap,
+        ...(c.kScale === undefined ? {} : { kScale: c.kScale }),
+        ...(c.vScale === undefined ? {} : { vScale: c.vScale }),
       });
       return compare(c.name, s.read(out, T * c.numHeads * D), ref, 5e-6);
     },
@@ -150,6 +175,12 @@ export function attentionCases(): ParityCase[] {
     attentionCase({ ...base, name: "attention mixed, f16 cache, GQA 6/2", seqs: MIXED, kv: "f16", seed: 95 }),
     attentionCase({ ...base, name: "attention f16 D=18 (no vector loads), window 7, softcap", seqs: MIXED, headDim: 18, window: 7, softcap: 30, kv: "f16", seed: 96 }),
     attentionCase({ ...base, name: "attention f16 D=128 GQA 16/2, 4 splits", seqs: [{ seqLen: 300, qLen: 1 }, ...MIXED], numHeads: 16, headDim: 128, blockSize: 16, splits: 4, kv: "f16", seed: 97 }),
+    attentionCase({ ...base, name: "attention mixed, fp8 cache, GQA 6/2", seqs: MIXED, kv: "fp8", seed: 101 }),
+    attentionCase({ ...base, name: "attention fp8 D=18 (no vector loads), window 7, softcap, scales 0.5/2", seqs: MIXED, headDim: 18, window: 7, softcap: 30, kv: "fp8", kScale: 0.5, vScale: 2, seed: 102 }),
+    // value rows in 8-byte chunks: 1 (D=8), 16 (D=128) and 32 (D=256) per key
+    attentionCase({ ...base, name: "attention fp8 D=8 MQA 5/1: 32 keys per value load", seqs: MIXED, numHeads: 5, numKvHeads: 1, headDim: 8, kv: "fp8", seed: 103 }),
+    attentionCase({ ...base, name: "attention fp8 D=128 GQA 16/2, 4 splits, scales 0.25/4", seqs: [{ seqLen: 300, qLen: 1 }, ...MIXED], numHeads: 16, headDim: 128, blockSize: 16, splits: 4, kv: "fp8", kScale: 0.25, vScale: 4, seed: 104 }),
+    attentionCase({ ...base, name: "attention fp8 D=256 GQA 4/2, 2 splits", seqs: [{ seqLen: 90, qLen: 1 }, ...MIXED], numHeads: 4, headDim: 256, splits: 2, kv: "fp8", seed: 105 }),
     attentionCase({ ...base, name: "attention mixed step GQA 6/2 D=40 block 5", seqs: MIXED, seed: 81 }),
     attentionCase({ ...base, name: "attention mixed, window 7, softcap 20, D=18", seqs: MIXED, headDim: 18, window: 7, softcap: 20, seed: 82 }),
     attentionCase({ ...base, name: "attention mixed, 4 splits (empty ones)", seqs: MIXED, splits: 4, seed: 83 }),

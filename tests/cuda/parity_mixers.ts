@@ -5,7 +5,7 @@
 import * as twin from "./cpu_twins_mixers.ts";
 import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
 import { SSD_SCAN_WARPS } from "../../runtime/backends/cuda/node_kernels.ts";
-import { compare, randomF32, rng, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
+import { compare, fromBf16, fromF16, randomF32, rng, toBf16, toF16, type DeviceScratch, type ParityCase, type ParityResult } from "./parity_support.ts";
 
 const B128: readonly [number, number, number] = [128, 1, 1];
 
@@ -14,25 +14,34 @@ function worst(name: string, results: readonly ParityResult[], tol: number): Par
   return { name, maxErr, tol, ok: maxErr <= tol };
 }
 
-function moeCase(T: number, H: number, E: number, I: number, K: number, renorm: boolean, seed: number): ParityCase {
-  const name = `moe route + act + down [T=${T}, H=${H}, E=${E}, I=${I}, top-${K}${renorm ? ", renormalized" : ""}]`;
+/**
+ * The experts kernels with f32, bf16 or f16 expert weights: the 16-bit kernels against the twin
+ * on the widened weights (the same products in the same order), so the tolerance is the f32 one.
+ */
+function moeCase(T: number, H: number, E: number, I: number, K: number, renorm: boolean, seed: number, wDtype: "f32" | "bf16" | "f16" = "f32"): ParityCase {
+  const name = `moe route + act + down [T=${T}, H=${H}, E=${E}, I=${I}, top-${K}${renorm ? ", renormalized" : ""}${wDtype === "f32" ? "" : `, ${wDtype} experts`}]`;
   return {
     name,
     run: (b, s) => {
       const r = rng(seed);
       const x = randomF32(T * H, r);
       const router = randomF32(E * H, r, 0.5);
-      const w13 = randomF32(E * 2 * I * H, r, 0.3);
-      const w2 = randomF32(E * H * I, r, 0.3);
+      const w13f = randomF32(E * 2 * I * H, r, 0.3);
+      const w2f = randomF32(E * H * I, r, 0.3);
+      const bits = (w: Float32Array): Uint16Array => (wDtype === "bf16" ? toBf16(w) : toF16(w));
+      const widen = (w: Float32Array): Float32Array => (wDtype === "f32" ? w : wDtype === "bf16" ? fromBf16(bits(w)) : fromF16(bits(w)));
+      const [w13, w2] = [widen(w13f), widen(w2f)];
       const ref = twin.fusedExperts(x, router, w13, w2, { T, H, E, I, K, renorm });
-      const [dx, dRouter, dW13, dW2] = [s.f32(x), s.f32(router), s.f32(w13), s.f32(w2)];
+      const upload = (w: Float32Array): bigint => (wDtype === "f32" ? s.f32(w) : s.u16(bits(w)));
+      const [dx, dRouter, dW13, dW2] = [s.f32(x), s.f32(router), upload(w13f), upload(w2f)];
       const experts = s.outI32(T * K);
       const weights = s.out(T * K);
       const h = s.out(T * K * I);
       const out = s.out(T * H);
+      const [act, down] = wDtype === "f32" ? (["kiln_moe_act", "kiln_moe_down"] as const) : wDtype === "bf16" ? (["kiln_moe_act_bf16", "kiln_moe_down_bf16"] as const) : (["kiln_moe_act_f16", "kiln_moe_down_f16"] as const);
       b.kernels.launch("kiln_moe_route", [T, 1, 1], B128, [experts, weights, dx, dRouter, T, H, E, K, renorm ? 1 : 0]);
-      b.kernels.launch("kiln_moe_act", [T * K, 1, 1], B128, [h, dx, dW13, experts, T, H, I, K]);
-      b.kernels.launch("kiln_moe_down", [T, 1, 1], B128, [out, h, dW2, experts, weights, T, H, I, K]);
+      b.kernels.launch(act, [T * K, 1, 1], B128, [h, dx, dW13, experts, T, H, I, K]);
+      b.kernels.launch(down, [T, 1, 1], B128, [out, h, dW2, experts, weights, T, H, I, K]);
       const routed = compare(`${name}: experts`, s.readI32(experts, T * K), ref.experts, 0);
       return worst(name, [routed, compare(`${name}: weights`, s.read(weights, T * K), ref.weights, 1e-6), compare(name, s.read(out, T * H), ref.out, 2e-5)], 2e-5);
     },
@@ -199,6 +208,8 @@ export function mixerCases(): ParityCase[] {
     moeCase(7, 70, 6, 19, 2, true, 61),
     moeCase(5, 33, 8, 40, 3, false, 62),
     moeCase(1, 64, 4, 32, 4, true, 63),
+    moeCase(7, 70, 6, 19, 2, true, 64, "bf16"),
+    moeCase(5, 33, 8, 40, 3, false, 65, "f16"),
     shortConvCase(70, 3, false, 64),
     shortConvCase(300, 4, true, 65),
     linearAttentionCase(3, 16, 66),

@@ -21,7 +21,7 @@ export interface KernelLibrary {
   readonly kernels: ReadonlyMap<string, KernelCall>;
 }
 
-const FFI_TYPES = { f32: "float", bf16: "uint16_t", i32: "int32_t", f16: undefined } as const satisfies Record<Dtype, string | undefined>;
+const FFI_TYPES = { f32: "float", bf16: "uint16_t", i32: "int32_t", f16: undefined, fp8: undefined } as const satisfies Record<Dtype, string | undefined>;
 
 /** The koffi prototype of a kernel: `void name(int64_t rows, const float *x0, float *y0, ...)`. */
 function prototype(k: LoweredKernel): string {

@@ -48,7 +48,7 @@ import { strideGrid } from "./kernels.ts";
 import type { KernelName } from "./kernel_catalog.ts";
 import { DEFAULT_ATTENTION_TUNING, GEMV_MAX_ROWS, LINEAR_ATTENTION_MAX_HEAD_DIM, MAMBA_SCAN_MAX_STATE, MAX_HEAD_DIM, MOE_MAX_EXPERTS, MOE_MAX_TOPK, NodeKernels, SHORT_CONV_MAX_KERNEL, type AttentionTuning, type KvPoolLayer } from "./node_kernels.ts";
 import { packDecodeStep, packStepInputs, type PackedStep } from "./step_inputs.ts";
-import { dtypeBytes, isHalf, type FloatDtype } from "../../../compiler/dtype.ts";
+import { dtypeBytes, isHalf, type FloatDtype, type KvDtype } from "../../../compiler/dtype.ts";
 
 
 /** kernels converting a checkpoint's weights (f32 or bf16) to another device format, (out, in, n) */
@@ -70,8 +70,8 @@ export interface CudaExecutorOptions extends ExecutorOptions {
 /** What the CUDA backend compiles for: the device's sm_XX, the weights' and KV cache's storage, the capture sizes. */
 export interface CudaCompileSettings {
   readonly weightDtype?: FloatDtype;
-  /** default: as the weights (vLLM's kv_cache_dtype "auto") */
-  readonly kvCacheDtype?: FloatDtype;
+  /** default: as the weights (vLLM's kv_cache_dtype "auto"); fp8 is e4m3 */
+  readonly kvCacheDtype?: KvDtype;
   /** default DEFAULT_CAPTURE_SIZES; empty: no CUDA graphs */
   readonly captureSizes?: readonly number[];
 }
@@ -135,7 +135,7 @@ export class CudaExecutor implements StepExecutor {
   /** the activations each step of the plan touches, for packing the arenas */
   private readonly uses: StepUses;
   /** how the KV cache is held */
-  readonly kvDtype: FloatDtype;
+  readonly kvDtype: KvDtype;
 
   constructor(
     compiled: CompiledModel,
@@ -146,7 +146,7 @@ export class CudaExecutor implements StepExecutor {
     const { graph, program } = compiled;
     const target = program.options.target;
     if (target.kind !== "cuda") throw new KilnError("INVALID_ARGUMENT", `the CUDA executor cannot run a program compiled for ${target.kind}`);
-    const kvDtype: FloatDtype = program.options.kvDtype ?? program.options.dtype;
+    const kvDtype: KvDtype = program.options.kvDtype ?? program.options.dtype;
     this.kvDtype = kvDtype;
     this.graph = graph;
     this.program = program;

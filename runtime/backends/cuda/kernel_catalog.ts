@@ -36,6 +36,8 @@ const ATTENTION = {
   // numHeads, numKvHeads, headDim, scale, window, softcap, numSplits
   args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32", "f32", "i32", "f32", "i32"],
 } as const;
+// an e4m3 cache: ATTENTION's arguments, then the layer's kScale and vScale (the cache holds value / scale)
+const ATTENTION_FP8 = { file: "paged_attention.cu", args: [...ATTENTION.args, "f32", "f32"] } as const;
 
 export const KERNELS = {
   kiln_bf16_to_f32: { file: "convert.cu", args: ["ptr", "ptr", "i64"] },
@@ -56,6 +58,8 @@ export const KERNELS = {
   kiln_paged_attention_softcap_bf16: ATTENTION,
   kiln_paged_attention_f16: ATTENTION,
   kiln_paged_attention_softcap_f16: ATTENTION,
+  kiln_paged_attention_fp8: ATTENTION_FP8,
+  kiln_paged_attention_softcap_fp8: ATTENTION_FP8,
   kiln_attention_combine: { file: "paged_attention.cu", args: ["ptr", "ptr", "i32", "i32", "i32", "i32"] },
   kiln_argmax_rows: { file: "sampling.cu", args: ["ptr", "ptr", "i32", "i32"] },
   // partVal, partAt, logits, S, V, B
@@ -68,8 +72,12 @@ export const KERNELS = {
   kiln_moe_route: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"] },
   // h, x, w13, experts, T, H, I, K
   kiln_moe_act: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  kiln_moe_act_bf16: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  kiln_moe_act_f16: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
   // out, h, w2, experts, weights, T, H, I, K
   kiln_moe_down: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  kiln_moe_down_bf16: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
+  kiln_moe_down_f16: { file: "moe_experts.cu", args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"] },
   // out, x, w, bias, hasBias, states, queryStartLoc, slots, S, D, L
   kiln_short_conv: { file: "short_conv.cu", args: ["ptr", "ptr", "ptr", "ptr", "i32", "ptr", "ptr", "ptr", "i32", "i32", "i32"] },
   // out, qkv, states, decays, queryStartLoc, slots, S, heads, D

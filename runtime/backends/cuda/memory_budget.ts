@@ -5,7 +5,7 @@
  * state of mamba-like layers and an activation reserve; the rest is KV blocks.
  *
  * Pure arithmetic over the compiled program: the byte counts mirror what CudaExecutor allocates
- * (each weight as the program stores it; KV in f32, bf16 or f16 and state in f32, each with one
+ * (each weight as the program stores it; KV in f32, bf16, f16 or fp8 and state in f32, each with one
  * padding block or slot for captured decode batches; an activation arena for eager steps of up to
  * nextPow2(T) tokens, and another shared by the decode graphs).
  */
@@ -16,7 +16,7 @@ import type { WeightData } from "../../../models/dsl/parameter.ts";
 import { KilnError } from "../../engine/errors.ts";
 import { arenaSizes, executorActivations, type ExecutorActivations } from "./activation_plan.ts";
 import { argmaxPartsBytes } from "./argmax_plan.ts";
-import { dtypeBytes, type FloatDtype } from "../../../compiler/dtype.ts";
+import { dtypeBytes, type KvDtype } from "../../../compiler/dtype.ts";
 
 /** Added to the graph's activation estimate: step inputs, rotary tables, allocator rounding. */
 export const ACTIVATION_MARGIN_BYTES = 64 * 2 ** 20;
@@ -27,7 +27,7 @@ export interface DeviceMemory {
 }
 
 /** Bytes of K and V for one block across every attention layer, the cache held as `dtype`. */
-export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number, dtype: FloatDtype): number {
+export function kvBytesPerBlock(layers: readonly KvLayerSpec[], blockSize: number, dtype: KvDtype): number {
   return layers.reduce((sum, l) => sum + 2 * dtypeBytes(dtype) * blockSize * l.numKvHeads * l.headDim, 0);
 }
 

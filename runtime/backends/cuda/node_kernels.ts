@@ -14,12 +14,14 @@ import type { KernelName } from "./kernel_catalog.ts";
 import { strideGrid } from "./kernels.ts";
 import type { DeviceStatePool } from "./state_pool.ts";
 import type { PackedStep } from "./step_inputs.ts";
-import { isHalf, type FloatDtype } from "../../../compiler/dtype.ts";
+import { isHalf, type FloatDtype, type KvDtype } from "../../../compiler/dtype.ts";
 
 /** The paged attention kernel's limit on head size. */
 export const MAX_HEAD_DIM = 256;
 /** "no sliding window" for the kernel: a window wider than any position */
 const NO_WINDOW = 2 ** 30;
+/** the per-tensor K and V scale of an fp8 (e4m3) cache: 1, as vLLM's default when a checkpoint has none */
+export const FP8_KV_SCALE = 1;
 export const MAX_ATTENTION_SPLITS = 32;
 /** query heads of one KV head that a paged-attention block serves (KILN_ATTN_GROUP) */
 export const ATTENTION_GROUP = 4;
@@ -43,9 +45,17 @@ const ATTENTION_KERNELS = {
   f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
   bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
   f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
-} as const satisfies Record<FloatDtype, Record<"plain" | "softcap", KernelName>>;
+  // the fp8 entry points take the layer's kScale and vScale after the shared arguments
+  fp8: { plain: "kiln_paged_attention_fp8", softcap: "kiln_paged_attention_softcap_fp8" },
+} as const satisfies Record<KvDtype, Record<"plain" | "softcap", KernelName>>;
 
 const GEMV_KERNELS = { f32: "kiln_gemv_f32", bf16: "kiln_gemv_bf16", f16: "kiln_gemv_f16" } as const satisfies Record<FloatDtype, KernelName>;
+/** The experts kernels by the storage of the expert weights (w13 and w2 share it: both are weight matrices). */
+const MOE_KERNELS = {
+  f32: { act: "kiln_moe_act", down: "kiln_moe_down" },
+  bf16: { act: "kiln_moe_act_bf16", down: "kiln_moe_down_bf16" },
+  f16: { act: "kiln_moe_act_f16", down: "kiln_moe_down_f16" },
+} as const satisfies Record<FloatDtype, { act: KernelName; down: KernelName }>;
 
 /**
  * The GEMV's launch for out[M, N] = x[M, K] · W[N, K]ᵀ. A warp takes C = 8 / R columns (R = M
@@ -149,7 +159,7 @@ export class NodeKernels {
     private readonly mixers: { readonly pool: DeviceStatePool | undefined; readonly decays: ReadonlyMap<ValueId, DevicePtr> },
     /** linears of at most this many rows run as GEMVs; 0 sends every linear to cuBLASLt */
     private readonly gemvMaxRows: number = GEMV_MAX_ROWS,
-    private readonly kvDtype: FloatDtype = "f32",
+    private readonly kvDtype: KvDtype = "f32",
   ) {
     if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > GEMV_MAX_ROWS) {
       throw new RangeError(`gemvMaxRows must be an integer in [0, ${GEMV_MAX_ROWS}], got ${gemvMaxRows}`);
@@ -236,8 +246,11 @@ export class NodeKernels {
     const weights = experts + BigInt(T * K * 4);
     const h = weights + BigInt(T * K * 4);
     k.launch("kiln_moe_route", [T, 1, 1], [128, 1, 1], [experts, weights, f.ptr(n.x), f.ptr(n.router), T, H, E, K, n.routing === "softmax_topk_renorm" ? 1 : 0]);
-    k.launch("kiln_moe_act", [T * K, 1, 1], [128, 1, 1], [h, f.ptr(n.x), f.ptr(n.w13), experts, T, H, I, K]);
-    k.launch("kiln_moe_down", [T, 1, 1], [128, 1, 1], [f.ptr(n.id), h, f.ptr(n.w2), experts, weights, T, H, I, K]);
+    const wDtype = this.dtypeOf(n.w13);
+    if (this.dtypeOf(n.w2) !== wDtype) throw new Error(`moe weights stored as ${wDtype} and ${this.dtypeOf(n.w2)}`);
+    const kernels = MOE_KERNELS[wDtype];
+    k.launch(kernels.act, [T * K, 1, 1], [128, 1, 1], [h, f.ptr(n.x), f.ptr(n.w13), experts, T, H, I, K]);
+    k.launch(kernels.down, [T, 1, 1], [128, 1, 1], [f.ptr(n.id), h, f.ptr(n.w2), experts, weights, T, H, I, K]);
   }
 
   private stateOf(key: string, tensor: string, f: StepFrame): { state: DevicePtr; qsl: DevicePtr; slots: DevicePtr } {
@@ -345,8 +358,8 @@ export class NodeKernels {
     // the step's k/v are in the cache already: a fused kernel of the program wrote them (kvWrittenByFusedKernels)
     const headBlocks = attentionHeadBlocks(n.numHeads, n.numKvHeads);
     const splits = attentionSplits(T, headBlocks, packed.maxKeys(n.slidingWindow), this.backend.device.info.multiprocessors, this.tuning);
-    const name = ATTENTION_KERNELS[this.kvDtype][n.softcap === undefined ? "plain" : "softcap"];
-    k.launch(name, [T, headBlocks, splits], [128, 1, 1], [
+    const variant = n.softcap === undefined ? "plain" : "softcap";
+    const args = [
       f.ptr(n.id),
       f.scratch,
       f.ptr(n.q),
@@ -364,7 +377,11 @@ export class NodeKernels {
       n.slidingWindow ?? NO_WINDOW,
       n.softcap ?? 0, // read only by the _softcap kernel
       splits,
-    ]);
+    ] as const;
+    // an e4m3 cache holds value / scale; kiln reads no checkpoint scales yet, so both are 1 (as
+    // vLLM without k_scale / v_scale tensors)
+    if (this.kvDtype === "fp8") k.launch(ATTENTION_KERNELS.fp8[variant], [T, headBlocks, splits], [128, 1, 1], [...args, FP8_KV_SCALE, FP8_KV_SCALE]);
+    else k.launch(ATTENTION_KERNELS[this.kvDtype][variant], [T, headBlocks, splits], [128, 1, 1], args);
     if (splits > 1) k.launch("kiln_attention_combine", [T, n.numHeads, 1], [128, 1, 1], [f.ptr(n.id), f.scratch, T, n.numHeads, n.headDim, splits]);
   }
 }

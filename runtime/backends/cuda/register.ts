@@ -12,7 +12,7 @@ import { CudaExecutor, cudaProgramOptions } from "./executor.ts";
 import { activationBytes, describeKvBudget, deviceWeightBytes, kvBudget, kvBytesPerBlock, requireBlocks, stateBytes } from "./memory_budget.ts";
 import type { AttentionTuning } from "./node_kernels.ts";
 import type { WeightData } from "../../../models/dsl/parameter.ts";
-import type { FloatDtype } from "../../../compiler/dtype.ts";
+import type { FloatDtype, KvDtype } from "../../../compiler/dtype.ts";
 
 export interface CudaRegistration {
   /** the shared backend, opened on first use */
@@ -37,8 +37,8 @@ export interface CudaBackendSettings extends BackendOpenOptions {
   readonly gemvMaxRows?: number;
   /** sample on the device when no logprobs are asked for (default true) */
   readonly deviceSampling?: boolean;
-  /** how the KV cache is held (default and "auto": as the weights) */
-  readonly kvCacheDtype?: FloatDtype | "auto";
+  /** how the KV cache is held (default and "auto": as the weights; fp8: e4m3) */
+  readonly kvCacheDtype?: KvDtype | "auto";
 }
 
 export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistration {
@@ -47,7 +47,7 @@ export function registerCudaBackend(opts: CudaBackendSettings = {}): CudaRegistr
   const previous = BACKEND_REGISTRY.get("cuda");
   const weightDtypeFor = (weights: ReadonlyMap<string, WeightData>): FloatDtype =>
     opts.weightDtype === "auto" ? ([...weights.values()].some((w) => w.dtype === "bf16") ? "bf16" : "f32") : (opts.weightDtype ?? "f32");
-  const kvDtypeFor = (weights: ReadonlyMap<string, WeightData>): FloatDtype =>
+  const kvDtypeFor = (weights: ReadonlyMap<string, WeightData>): KvDtype =>
     opts.kvCacheDtype === undefined || opts.kvCacheDtype === "auto" ? weightDtypeFor(weights) : opts.kvCacheDtype;
   const factory: Backend = {
     // the device's sm_XX: opening the backend here is what the executor would do next anyway
