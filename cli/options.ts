@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError } from "commander";
-import { declaredArtifactDtype, isArtifactDir } from "../runtime/io/artifact_loader.ts";
+import { declaredArtifactDtype, declaredArtifactKvDtype, isArtifactDir } from "../runtime/io/artifact_loader.ts";
 import { configDtype, loadConfigJson } from "../models/hf_config.ts";
 import { KilnError } from "../runtime/engine/errors.ts";
 import { BACKENDS, type BackendName } from "../runtime/backends/step_executor.ts";
@@ -113,8 +113,30 @@ export async function registerCudaFromFlags(flags: CudaFlags, cpuDtype: "auto" |
     }
     return undefined;
   }
+  // run and serve default to auto, so an explicit storage is one the artifact must have (golden's
+  // f32 default is its reference precision, not a request)
+  if (cpuDtype === "auto" && modelDir !== undefined && isArtifactDir(modelDir)) checkArtifactDtypes(modelDir, flags);
   const { registerCudaBackend } = await import("../runtime/backends/cuda/register.ts");
   return registerCudaBackend({ cudaGraphs: flags.enforceEager !== true, weightDtype: cudaWeightDtype(flags.dtype, modelDir), kvCacheDtype: flags.kvCacheDtype });
+}
+
+/**
+ * An engine artifact runs the program it stores, with the storage it was compiled for: a --dtype
+ * or --kv-cache-dtype that asks for another is refused, not silently ignored (auto follows the
+ * artifact).
+ */
+export function checkArtifactDtypes(dir: string, flags: Pick<CudaFlags, "dtype" | "kvCacheDtype">): void {
+  const dtype = declaredArtifactDtype(dir);
+  if (flags.dtype !== "auto" && dtype !== undefined && flags.dtype !== dtype) {
+    throw new KilnError("INVALID_ARGUMENT", `engine artifact ${dir} was compiled with its weights in ${dtype}; it runs what it stores: drop --dtype ${flags.dtype}, or recompile with it`);
+  }
+  const kv = declaredArtifactKvDtype(dir);
+  if (flags.kvCacheDtype !== "auto" && kv !== undefined && flags.kvCacheDtype !== kv) {
+    throw new KilnError(
+      "INVALID_ARGUMENT",
+      `engine artifact ${dir} was compiled with its KV cache in ${kv}; it runs what it stores: drop --kv-cache-dtype ${flags.kvCacheDtype}, or recompile with it`,
+    );
+  }
 }
 
 /**

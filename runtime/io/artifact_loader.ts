@@ -28,7 +28,7 @@ import type { ArtifactInfo, LoadedModel, LoadOptions } from "./loaded_model.ts";
 
 export type { ArtifactInfo } from "./loaded_model.ts";
 import type { BackendName, CompiledModel, StoredModule } from "../backends/step_executor.ts";
-import { FLOAT_DTYPES, type FloatDtype } from "../../compiler/dtype.ts";
+import { FLOAT_DTYPES, KV_DTYPES, type FloatDtype, type KvDtype } from "../../compiler/dtype.ts";
 
 /** The artifact format this kiln writes and reads; bump the version on any incompatible change. */
 export const ARTIFACT_FORMAT = "kiln-engine";
@@ -56,6 +56,18 @@ export function declaredArtifactDtype(dir: string): FloatDtype | undefined {
     return undefined; // unreadable: loadArtifact reports it with the reason
   }
   return isJsonObject(raw) ? FLOAT_DTYPES.find((d) => d === raw["dtype"]) : undefined;
+}
+
+/** How an artifact's program holds the KV cache: its manifest's kvCacheDtype, else as its weights (undefined when unreadable). */
+export function declaredArtifactKvDtype(dir: string): KvDtype | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(nodePath.join(dir, MANIFEST_FILE), "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!isJsonObject(raw)) return undefined;
+  return raw["kvCacheDtype"] === undefined ? FLOAT_DTYPES.find((d) => d === raw["dtype"]) : KV_DTYPES.find((d) => d === raw["kvCacheDtype"]);
 }
 
 function fail(dir: string, msg: string, code: "CONFIG_INVALID" | "MODEL_NOT_FOUND" | "INVALID_ARGUMENT" = "CONFIG_INVALID"): never {

@@ -97,7 +97,13 @@ export interface AttentionTuning {
   readonly keysPerSplit: number;
 }
 
-export const DEFAULT_ATTENTION_TUNING: AttentionTuning = { minKeysToSplit: 512, keysPerSplit: 256 };
+/**
+ * A split of 128 keys is one 32-key tile for each of a block's 4 warps. At batch 1 a decode step
+ * has only numKvHeads · groupBlocks blocks (8 for Llama-3.2-1B against 132 SMs), so splitting
+ * from about 128 keys on, rather than from 512, is what puts the other SMs to work on short and
+ * medium contexts; the combine kernel costs one small launch.
+ */
+export const DEFAULT_ATTENTION_TUNING: AttentionTuning = { minKeysToSplit: 128, keysPerSplit: 128 };
 
 /**
  * Splits along the keys: 1 when the step already has enough (query, head-group) blocks to fill
