@@ -122,13 +122,11 @@ export async function runPrompt(opts: RunOptions, onText: (text: string) => void
 /** The flags, with generation_config.json filling in what they leave out (as `kiln serve` does). */
 function samplingParams(opts: RunOptions, dir: string): SamplingParamsInput {
   const defaults = loadGenerationConfig(dir);
-  // generation_config's top_k 0 means no top-k
-  const defaultTopK = defaults.topK === undefined || defaults.topK <= 0 ? undefined : defaults.topK;
   return {
     maxTokens: opts.maxTokens,
     temperature: opts.temperature ?? defaults.temperature,
     topP: opts.topP ?? defaults.topP,
-    topK: opts.topK ?? defaultTopK,
+    topK: opts.topK ?? defaults.topK,
     minP: opts.minP,
     repetitionPenalty: opts.repetitionPenalty ?? defaults.repetitionPenalty,
     presencePenalty: opts.presencePenalty,

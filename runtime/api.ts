@@ -118,13 +118,11 @@ export class KilnEngine {
 
   private withDefaults(params: SamplingParamsInput): SamplingParamsInput {
     const d = this.defaults;
-    // generation_config's top_k 0 means no top-k
-    const topK = d.topK === undefined || d.topK <= 0 ? undefined : d.topK;
     return {
       ...params,
       temperature: params.temperature ?? d.temperature,
       topP: params.topP ?? d.topP,
-      topK: params.topK ?? topK,
+      topK: params.topK ?? d.topK,
       repetitionPenalty: params.repetitionPenalty ?? d.repetitionPenalty,
     };
   }

@@ -39,7 +39,10 @@ export function loadGenerationConfig(modelDir: string): GenerationDefaults {
   set("doSample", c.optBool("do_sample"));
   set("temperature", c.optFloat("temperature", NON_NEGATIVE));
   set("topP", c.optFloat("top_p", { min: 0, max: 1 }));
-  set("topK", c.optInt("top_k", { min: 0, max: VOCAB.max }));
+  // top_k 0 is transformers' "no top-k filtering": no default at all, not a top-k of 0 (which the
+  // sampling parameters refuse), for every reader of these defaults (server, `kiln run`, library)
+  const topK = c.optInt("top_k", { min: 0, max: VOCAB.max });
+  set("topK", topK === 0 ? undefined : topK);
   set("repetitionPenalty", c.optFloat("repetition_penalty", POSITIVE));
   set("maxNewTokens", c.optInt("max_new_tokens", COUNT));
   return out;

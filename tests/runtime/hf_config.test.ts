@@ -241,6 +241,10 @@ describe("loadGenerationConfig", () => {
     });
   });
 
+  it("top_k 0 (transformers' \"no top-k\") is no default, not a top-k of 0", () => {
+    expect(loadGenerationConfig(modelDir({ "generation_config.json": { top_k: 0, temperature: 0.7 } }))).toEqual({ eosTokenIds: [], temperature: 0.7 });
+  });
+
   it("has no defaults when the file is absent, and names file and field when invalid", () => {
     expect(loadGenerationConfig(modelDir({}))).toEqual({ eosTokenIds: [] });
     const dir = modelDir({ "generation_config.json": { eos_token_id: "two" } });
