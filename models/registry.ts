@@ -19,7 +19,8 @@ import { MiniMaxForCausalLM } from "./minimax.ts";
 import { OPTForCausalLM } from "./opt.ts";
 import { Qwen3MoeForCausalLM } from "./qwen3_moe.ts";
 import { genericDecoderFallback } from "./authoring/generic_decoder.ts";
-import { OnnxArtifactModel, ONNX_ARCH } from "./onnx/onnx_model.ts";
+import { OnnxArtifactModel } from "./onnx/onnx_artifact_model.ts";
+import { ONNX_ARCH } from "./onnx/onnx_path.ts";
 
 type Entry = { readonly kind: "class"; readonly cls: CausalLMClass } | { readonly kind: "lazy"; readonly spec: string };
 

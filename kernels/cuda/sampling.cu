@@ -29,18 +29,9 @@
 #define KILN_SAMPLE_HEADER 20
 #define KILN_SAMPLE_ENTRY 5
 
-// The lowest index of the row's largest value (NaN never), or V when nothing is above -inf;
-// every thread of the block gets it.
-__device__ int kiln_row_argmax(const float* row, int V) {
-  float best = -kiln_inf();
-  int bestAt = V;  // "none yet": larger than every index
-  for (int j = threadIdx.x; j < V; j += blockDim.x) {
-    if (row[j] > best) {  // strictly greater: a thread keeps its first maximum
-      best = row[j];
-      bestAt = j;
-    }
-  }
-  // warp: larger value wins, equal values go to the smaller index
+// Combining (value, index) candidates: the larger value wins, equal values go to the smaller
+// index. Over a warp (every lane gets the result), then over the block (every thread gets it).
+__device__ __forceinline__ void kiln_argmax_warp(float& best, int& bestAt) {
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(KILN_FULL_MASK, best, o);
     const int oi = __shfl_xor_sync(KILN_FULL_MASK, bestAt, o);
@@ -49,6 +40,10 @@ __device__ int kiln_row_argmax(const float* row, int V) {
       bestAt = oi;
     }
   }
+}
+
+__device__ void kiln_argmax_block(float& best, int& bestAt) {
+  kiln_argmax_warp(best, bestAt);
   __shared__ float warpBest[32];
   __shared__ int warpAt[32];
   const int warp = threadIdx.x >> 5;
@@ -65,6 +60,20 @@ __device__ int kiln_row_argmax(const float* row, int V) {
     }
   }
   __syncthreads();
+}
+
+// The lowest index of the row's largest value (NaN never), or V when nothing is above -inf;
+// every thread of the block gets it.
+__device__ int kiln_row_argmax(const float* row, int V) {
+  float best = -kiln_inf();
+  int bestAt = V;  // "none yet": larger than every index
+  for (int j = threadIdx.x; j < V; j += blockDim.x) {
+    if (row[j] > best) {  // strictly greater: a thread keeps its first maximum
+      best = row[j];
+      bestAt = j;
+    }
+  }
+  kiln_argmax_block(best, bestAt);
   return bestAt;
 }
 
@@ -88,17 +97,6 @@ __device__ __forceinline__ void kiln_argmax_take(float v, int j, float& best, in
   if (v > -kiln_inf() && (v > best || (v == best && j < bestAt))) {
     best = v;
     bestAt = j;
-  }
-}
-
-__device__ __forceinline__ void kiln_argmax_warp(float& best, int& bestAt) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(KILN_FULL_MASK, best, o);
-    const int oi = __shfl_xor_sync(KILN_FULL_MASK, bestAt, o);
-    if (ov > best || (ov == best && oi < bestAt)) {
-      best = ov;
-      bestAt = oi;
-    }
   }
 }
 
@@ -153,23 +151,8 @@ extern "C" __global__ void kiln_argmax_partial(float* partVal, int* partAt, cons
   } else {
     for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) kiln_argmax_take(logits[i], (int)(i - rowStart), best, bestAt);
   }
-  kiln_argmax_warp(best, bestAt);
-  __shared__ float warpBest[32];
-  __shared__ int warpAt[32];
-  const int warp = threadIdx.x >> 5;
-  if ((threadIdx.x & 31) == 0) {
-    warpBest[warp] = best;
-    warpAt[warp] = bestAt;
-  }
-  __syncthreads();
+  kiln_argmax_block(best, bestAt);
   if (threadIdx.x == 0) {
-    const int warps = (blockDim.x + 31) >> 5;
-    for (int w = 0; w < warps; w++) {
-      if (warpBest[w] > best || (warpBest[w] == best && warpAt[w] < bestAt)) {
-        best = warpBest[w];
-        bestAt = warpAt[w];
-      }
-    }
     partVal[(long long)s * B + b] = best;
     partAt[(long long)s * B + b] = bestAt;
   }

@@ -6,14 +6,15 @@
  */
 import { GraphBuilder, type Tensor } from "../../compiler/trace.ts";
 import { KilnError } from "../../runtime/engine/errors.ts";
-import type { CausalLM, ModelArgs, ModelInputs } from "../dsl/causal_lm.ts";
+import type { CausalLM, ModelInputs } from "../dsl/causal_lm.ts";
 import type { LoadReport } from "../dsl/load_weights.ts";
 import { defaultLoader, Parameter } from "../dsl/parameter.ts";
 import { importOnnxGraph, type ImportedParam, type ImportOptions } from "./importer.ts";
 import { readOnnxModel, type OnnxModelFile } from "./proto.ts";
 
-/** The architecture name an imported model reports. */
-export const ONNX_ARCH = "OnnxModel";
+import { ONNX_ARCH } from "./onnx_path.ts";
+
+export { ONNX_ARCH };
 
 /** When nothing beside the model says otherwise: rotary tables are read back into frequencies, so any position works. */
 export const ONNX_DEFAULT_MAX_POSITIONS = 2048;
@@ -61,37 +62,5 @@ export class OnnxCausalLM implements CausalLM {
 
   parameters(): Map<string, Parameter> {
     return new Map(this.params);
-  }
-}
-
-/**
- * An imported ONNX model as an engine artifact holds it: the artifact stores the imported graph
- * and its compiled program, so nothing is imported or traced when it loads; this gives the engine
- * the sizes it asks of a model, from the config.json the artifact writer made (`vocab_size`,
- * `max_position_embeddings`). Tracing it is an error: without the .onnx file there is nothing to
- * import.
- */
-export class OnnxArtifactModel implements CausalLM {
-  readonly vocabSize: number;
-  readonly maxPositions: number;
-
-  constructor(args: ModelArgs) {
-    this.vocabSize = args.config.int("vocab_size", { min: 1, max: 2 ** 24 });
-    this.maxPositions = args.config.int("max_position_embeddings", { min: 1, max: 2 ** 24 });
-  }
-
-  forward(): Tensor {
-    throw new KilnError(
-      "ARCH_UNKNOWN",
-      `${ONNX_ARCH} is an ONNX graph as an engine artifact stores it: it runs the artifact's program; to trace it again, load its .onnx file`,
-    );
-  }
-
-  loadWeights(): LoadReport {
-    return { loaded: new Map(), skipped: [] };
-  }
-
-  parameters(): Map<string, Parameter> {
-    return new Map();
   }
 }

@@ -4,6 +4,9 @@
  */
 import { dirname } from "node:path";
 
+/** The architecture name an imported model reports (and its engine artifact's config.json names). */
+export const ONNX_ARCH = "OnnxModel";
+
 export function isOnnxModelPath(path: string): boolean {
   return path.toLowerCase().endsWith(".onnx");
 }

@@ -21,7 +21,6 @@ import { checkConfigAgainstCheckpoint } from "./checkpoint_agreement.ts";
 import { KilnError } from "../engine/errors.ts";
 import { architectures, configDtype, loadConfigJson } from "../../models/hf_config.ts";
 import { readQuantizationConfig } from "../../models/dsl/quantization/config.ts";
-import { loadOnnxModel } from "../../models/onnx/onnx_loader.ts";
 import { isOnnxModelPath } from "../../models/onnx/onnx_path.ts";
 
 export type { LoadedModel, LoadOptions } from "./loaded_model.ts";
@@ -47,7 +46,8 @@ export function checkpointSource(ckpt: Checkpoint): WeightSource {
 
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   // an ONNX graph is named by its file; its tokenizer lives in the folder beside it
-  if (isOnnxModelPath(dir)) return loadOnnxModel(dir, opts);
+  // (the importer and protobufjs load only for an ONNX model, not at every start)
+  if (isOnnxModelPath(dir)) return (await import("../../models/onnx/onnx_loader.ts")).loadOnnxModel(dir, opts);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new KilnError("MODEL_NOT_FOUND", `model folder ${dir} does not exist`);
   }

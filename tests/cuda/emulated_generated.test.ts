@@ -49,6 +49,38 @@ async function llamaKernel(name: string): Promise<LoweredKernel> {
   return k;
 }
 
+/** opt's generated KV write for a cache of `kvDtype`, its parameters checked: x0 [T, 192] (q, k, v), y0 [T, 64], the slots, the k and v caches [slots, 64]. */
+async function optKvWrite(kvDtype: "bf16" | "f16" | "fp8"): Promise<LoweredKernel> {
+  const { graph } = await loadModel(fixture("opt"));
+  const k = compile(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32", kvDtype }).program.kernels.find((x) => x.ops.join() === "kv_write");
+  if (k === undefined) throw new Error("opt has no kv_write kernel");
+  expect(k.params.map((p) => [p.name, p.elem, p.shape])).toEqual([
+    ["x0", "f32", ["T", 192]],
+    ["y0", "f32", ["T", 64]],
+    ["slot_mapping", "i32", ["T"]],
+    ["k_cache", kvDtype, ["slots", 64]],
+    ["v_cache", kvDtype, ["slots", 64]],
+  ]);
+  return k;
+}
+
+/** Compiles `k` through the backend's NVRTC, runs it over T rows on `buffers` (in parameter order) and reads every buffer back in place. */
+function runRows(k: LoweredKernel, file: string, T: number, buffers: readonly (Float32Array | Int32Array | Uint16Array | Uint8Array)[]): void {
+  const { device, compiler } = backend;
+  const { cubin } = compiler.compile({ name: file, source: renderCudaModule([k]), headers: new Map() }, device.info.arch);
+  const fn = device.getFunction(device.loadModule(cubin, file), k.name);
+  const ptrs = buffers.map((a) => {
+    const p = device.alloc(a.byteLength);
+    device.upload(p, a);
+    return p;
+  });
+  const launch = cudaLaunch(k);
+  device.launch(fn, [T, 1, 1], launch.block, [{ kind: "i64", value: T }, ...ptrs.map((value) => ({ kind: "ptr" as const, value }))], launch.sharedBytes);
+  device.synchronize();
+  buffers.forEach((a, i) => device.download(a, ptrs[i]!));
+  for (const p of ptrs) device.free(p);
+}
+
 describe("generated kernels on the emulator", () => {
   it("runs the fused add + RMS norm compiled through NVRTC", async () => {
     const k = await llamaKernel("add_rms_norm_f32");
@@ -124,19 +156,7 @@ describe("generated kernels on the emulator", () => {
   // roundings of the weight converters
   for (const half of ["bf16", "f16"] as const) {
     it(`writes a ${half} KV cache rounded to nearest even, bit for bit (opt's kv_write kernel)`, async () => {
-      const { graph } = await loadModel(fixture("opt"));
-      const k = compile(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32", kvDtype: half }).program.kernels.find((x) => x.ops.join() === "kv_write");
-      if (k === undefined) throw new Error("opt has no kv_write kernel");
-      expect(k.params.map((p) => [p.name, p.elem, p.shape])).toEqual([
-        ["x0", "f32", ["T", 192]],
-        ["y0", "f32", ["T", 64]],
-        ["slot_mapping", "i32", ["T"]],
-        ["k_cache", half, ["slots", 64]],
-        ["v_cache", half, ["slots", 64]],
-      ]);
-      const { device, compiler } = backend;
-      const { cubin } = compiler.compile({ name: `kv_write_${half}.cu`, source: renderCudaModule([k]), headers: new Map() }, device.info.arch);
-      const fn = device.getFunction(device.loadModule(cubin, `kv_write_${half}.cu`), k.name);
+      const k = await optKvWrite(half);
       const bits = (u: number): number => new Float32Array(new Uint32Array([u]).buffer)[0]!;
       const edges = [
         bits(0x3f808000), bits(0x3f818000), bits(0x3f808001), bits(0xbf808000), // bf16 ties and just past one
@@ -151,22 +171,10 @@ describe("generated kernels on the emulator", () => {
       const r = rng(11);
       const x0 = randomF32(T * 192, r, 4);
       for (let i = 0; i < T * 128; i++) x0[Math.floor(i / 128) * 192 + 64 + (i % 128)] = edges[i % edges.length]! * (i >= edges.length * 2 ? 1.5 : 1);
-      const buffers = [x0, new Float32Array(T * 64), slotMapping, new Uint16Array(slots * 64), new Uint16Array(slots * 64)];
-      const ptrs = buffers.map((a) => {
-        const p = device.alloc(a.byteLength);
-        device.upload(p, a);
-        return p;
-      });
-      const launch = cudaLaunch(k);
-      device.launch(fn, [T, 1, 1], launch.block, [{ kind: "i64", value: T }, ...ptrs.map((value) => ({ kind: "ptr" as const, value }))], launch.sharedBytes);
-      device.synchronize();
       const y0 = new Float32Array(T * 64);
       const kCache = new Uint16Array(slots * 64);
       const vCache = new Uint16Array(slots * 64);
-      device.download(y0, ptrs[1]!);
-      device.download(kCache, ptrs[3]!);
-      device.download(vCache, ptrs[4]!);
-      for (const p of ptrs) device.free(p);
+      runRows(k, `kv_write_${half}.cu`, T, [x0, y0, slotMapping, kCache, vCache]);
       const round = half === "bf16" ? f32ToBf16 : f32ToF16;
       for (let t = 0; t < T; t++) {
         for (let c = 0; c < 64; c++) {
@@ -216,19 +224,7 @@ describe("generated kernels on the emulator", () => {
   });
 
   it("writes an fp8 (e4m3) KV cache rounded to nearest even and saturated, bit for bit (opt's kv_write kernel)", async () => {
-    const { graph } = await loadModel(fixture("opt"));
-    const k = compile(graph, { target: { kind: "cuda", arch: "sm_90" }, dtype: "f32", kvDtype: "fp8" }).program.kernels.find((x) => x.ops.join() === "kv_write");
-    if (k === undefined) throw new Error("opt has no kv_write kernel");
-    expect(k.params.map((p) => [p.name, p.elem, p.shape])).toEqual([
-      ["x0", "f32", ["T", 192]],
-      ["y0", "f32", ["T", 64]],
-      ["slot_mapping", "i32", ["T"]],
-      ["k_cache", "fp8", ["slots", 64]],
-      ["v_cache", "fp8", ["slots", 64]],
-    ]);
-    const { device, compiler } = backend;
-    const { cubin } = compiler.compile({ name: "kv_write_fp8.cu", source: renderCudaModule([k]), headers: new Map() }, device.info.arch);
-    const fn = device.getFunction(device.loadModule(cubin, "kv_write_fp8.cu"), k.name);
+    const k = await optKvWrite("fp8");
     const T = 3;
     const slots = 8;
     const slotMapping = new Int32Array([5, 0, 7]);
@@ -243,22 +239,10 @@ describe("generated kernels on the emulator", () => {
       x0[at] = i < E4M3_EDGES.length ? edge[0] : i < 2 * E4M3_EDGES.length ? edge[0] * 1.5 : x0[at]! * 100;
       x0[at + 64] = (r() * 2 - 1) * 2 ** (Math.floor(r() * 22) - 12);
     }
-    const buffers = [x0, new Float32Array(T * 64), slotMapping, new Uint8Array(slots * 64), new Uint8Array(slots * 64)];
-    const ptrs = buffers.map((a) => {
-      const p = device.alloc(a.byteLength);
-      device.upload(p, a);
-      return p;
-    });
-    const launch = cudaLaunch(k);
-    device.launch(fn, [T, 1, 1], launch.block, [{ kind: "i64", value: T }, ...ptrs.map((value) => ({ kind: "ptr" as const, value }))], launch.sharedBytes);
-    device.synchronize();
     const y0 = new Float32Array(T * 64);
     const kCache = new Uint8Array(slots * 64);
     const vCache = new Uint8Array(slots * 64);
-    device.download(y0, ptrs[1]!);
-    device.download(kCache, ptrs[3]!);
-    device.download(vCache, ptrs[4]!);
-    for (const p of ptrs) device.free(p);
+    runRows(k, "kv_write_fp8.cu", T, [x0, y0, slotMapping, kCache, vCache]);
     // a NaN keeps the sign bit of its f32 pattern (which JS numbers do not show)
     const x0Bits = new Uint32Array(x0.buffer);
     const expected = (at: number): number => hand.get(at) ?? (Number.isNaN(x0[at]) ? ((x0Bits[at]! >>> 24) & 0x80) | 0x7f : encodeE4m3(x0[at]!));

@@ -6,19 +6,13 @@
  * scales) caches. (The step's KV write
  * is part of a fused kernel of the compiled program, checked end to end.)
  */
-import { attentionHeadBlocks } from "../../runtime/backends/cuda/node_kernels.ts";
+import { ATTENTION_KERNELS, attentionHeadBlocks } from "../../runtime/backends/cuda/node_kernels.ts";
 import * as twin from "./cpu_twins.ts";
-import type { KernelName } from "../../runtime/backends/cuda/kernel_catalog.ts";
 import { compare, fromBf16, fromF16, randomF32, rng, toBf16, toF16, type ParityCase } from "./parity_support.ts";
 import type { DevicePtr } from "../../runtime/backends/cuda/device.ts";
 import type { KvDtype } from "../../compiler/dtype.ts";
 
-const KERNELS = {
-  f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
-  bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
-  f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
-  fp8: { plain: "kiln_paged_attention_fp8", softcap: "kiln_paged_attention_softcap_fp8" },
-} as const satisfies Record<KvDtype, Record<"plain" | "softcap", KernelName>>;
+const KERNELS = ATTENTION_KERNELS; // the executor's table: each case runs the entry point the executor launches
 
 /** How a test puts a cache of each dtype on the device: rounded bits, and their values widened back. */
 const HALF = {

@@ -41,7 +41,8 @@ export const MOE_MAX_TOPK = 32;
 export const GEMV_MAX_ROWS = 8;
 const GEMV_WARPS_PER_BLOCK = 8;
 
-const ATTENTION_KERNELS = {
+/** The paged-attention entry points by the cache's storage and softcap. */
+export const ATTENTION_KERNELS = {
   f32: { plain: "kiln_paged_attention", softcap: "kiln_paged_attention_softcap" },
   bf16: { plain: "kiln_paged_attention_bf16", softcap: "kiln_paged_attention_softcap_bf16" },
   f16: { plain: "kiln_paged_attention_f16", softcap: "kiln_paged_attention_softcap_f16" },
